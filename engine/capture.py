@@ -1,0 +1,212 @@
+"""Capturing steering vectors from the residual stream: ActAdd, mean difference (CAA) and PCA (repeng).
+
+All three read resid_pre, the input of decoder block `l` (`hidden_states[l]` in Hugging Face terms), via a
+pre-hook that records it and stops the forward pass after the deepest layer needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from engine.errors import InvalidInputError
+from engine.models import LoadedModel
+from engine.pairs import PromptPair
+from engine.tokens import align_pair, encode
+from engine.vector import SteeringVector, now_iso
+
+
+class _StopForward(Exception):
+    """Raised by the recorder after the deepest needed block: the rest of the model is not run."""
+
+
+@contextmanager
+def record_block_inputs(blocks: nn.ModuleList, layers: Sequence[int]) -> Iterator[dict[int, Tensor]]:
+    """Record the input of each block in `layers` ([batch, seq, hidden]) during the next forward pass."""
+    records: dict[int, Tensor] = {}
+    deepest = max(layers)
+
+    def make_hook(layer: int):
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            records[layer] = (args[0] if args else kwargs["hidden_states"]).detach()
+            if layer == deepest:
+                raise _StopForward
+
+        return hook
+
+    handles = [blocks[l].register_forward_pre_hook(make_hook(l), with_kwargs=True) for l in layers]
+    try:
+        yield records
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def check_layers(loaded: LoadedModel, layers: int | Sequence[int]) -> list[int]:
+    layer_list = [layers] if isinstance(layers, int) else list(layers)
+    n = len(loaded.blocks)
+    if not layer_list:
+        raise InvalidInputError("choose at least one layer")
+    for layer in layer_list:
+        if not isinstance(layer, int) or not 0 <= layer < n:
+            raise InvalidInputError(f"layer {layer} is out of range: the model has {n} layers (0-{n - 1})")
+    return sorted(set(layer_list))
+
+
+@torch.inference_mode()
+def resid_pre(
+    loaded: LoadedModel, input_ids: Tensor, layers: Sequence[int], attention_mask: Tensor | None = None
+) -> dict[int, Tensor]:
+    """resid_pre at `layers` for a batch: layer -> [batch, seq, hidden], float32 on the CPU."""
+    device = loaded.device
+    with record_block_inputs(loaded.blocks, layers) as records:
+        try:
+            loaded.model(
+                input_ids=input_ids.to(device),
+                attention_mask=None if attention_mask is None else attention_mask.to(device),
+                use_cache=False,
+            )
+        except _StopForward:
+            pass
+    return {layer: records[layer].float().cpu() for layer in layers}
+
+
+def _provenance(loaded: LoadedModel, **extra) -> dict:
+    from engine import __version__
+
+    return {
+        "quantize": loaded.info.quantize,
+        "dtype": loaded.info.dtype,
+        "model_source": loaded.info.source,
+        "library_version": __version__,
+        **extra,
+    }
+
+
+def capture_actadd(
+    loaded: LoadedModel,
+    positive: str,
+    negative: str,
+    layers: int | Sequence[int],
+    *,
+    name: str = "",
+    default_coeff: float = 4.0,
+    tags: Sequence[str] = (),
+    notes: str = "",
+) -> SteeringVector:
+    """The paper's vector: resid_pre(p+) - resid_pre(p-) at each layer, shape [n_tokens, hidden].
+
+    p+ and p- get one BOS each and the shorter is right-padded with the space token (`tokens.align_pair`),
+    so position 0 is exactly zero. Both run as the two rows of one forward pass, without padding masks:
+    they already have equal length.
+    """
+    layer_list = check_layers(loaded, layers)
+    pair = align_pair(loaded.tokenizer, positive, negative)
+    ids = torch.tensor([pair.positive, pair.negative])  # [2, n]
+    acts = resid_pre(loaded, ids, layer_list)
+    vectors = {layer: acts[layer][0] - acts[layer][1] for layer in layer_list}  # [n, hidden] each
+    return SteeringVector(
+        layers=vectors,
+        method="actadd",
+        name=name,
+        default_coeff=default_coeff,
+        default_mode="front",
+        fingerprint=loaded.fingerprint,
+        prompts={"positive": positive, "negative": negative},
+        provenance=_provenance(
+            loaded,
+            pad_token_id=pair.pad_id,
+            pad_token=loaded.tokenizer.convert_ids_to_tokens(pair.pad_id),
+            positive_ids=pair.positive,
+            negative_ids=pair.negative,
+            layers=layer_list,
+        ),
+        tags=tuple(tags),
+        notes=notes,
+        created=now_iso(),
+    )
+
+
+def pair_differences(
+    loaded: LoadedModel, pairs: Sequence[PromptPair], layers: Sequence[int], batch_size: int = 16
+) -> dict[int, Tensor]:
+    """resid_pre(p+) - resid_pre(p-) at each prompt's last token: layer -> [n_pairs, hidden].
+
+    Prompts run batched, right-padded with an attention mask; under causal attention the right padding
+    cannot reach the last real token, and position ids stay 0.. for every row.
+    """
+    if not pairs:
+        raise InvalidInputError("no pairs to capture from")
+    tokenizer = loaded.tokenizer
+    diffs: dict[int, list[Tensor]] = {layer: [] for layer in layers}
+    for begin in range(0, len(pairs), batch_size):
+        chunk = pairs[begin : begin + batch_size]
+        rows = [encode(tokenizer, text) for p in chunk for text in (p.positive, p.negative)]
+        longest = max(len(r) for r in rows)
+        ids = torch.full((len(rows), longest), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), longest), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        last = mask.sum(dim=1) - 1  # [2 * chunk]
+        acts = resid_pre(loaded, ids, layers, mask)
+        for layer in layers:
+            at_last = acts[layer][torch.arange(len(rows)), last]  # [2 * chunk, hidden]
+            diffs[layer].append(at_last[0::2] - at_last[1::2])
+    return {layer: torch.cat(parts) for layer, parts in diffs.items()}
+
+
+def _direction_vector(
+    loaded: LoadedModel, method: str, layers: dict[int, Tensor], pairs: Sequence[PromptPair], **kwargs
+) -> SteeringVector:
+    return SteeringVector(
+        layers=layers,
+        method=method,
+        name=kwargs.get("name", ""),
+        default_coeff=kwargs.get("default_coeff", 1.0),
+        default_mode="all",
+        fingerprint=loaded.fingerprint,
+        prompts={"pairs": [{"positive": p.positive, "negative": p.negative} for p in pairs]},
+        provenance=_provenance(loaded, layers=sorted(layers), position="last token", n_pairs=len(pairs)),
+        tags=tuple(kwargs.get("tags", ())),
+        notes=kwargs.get("notes", ""),
+        created=now_iso(),
+    )
+
+
+def capture_mean_diff(
+    loaded: LoadedModel, pairs: Sequence[PromptPair], layers: int | Sequence[int], **kwargs
+) -> SteeringVector:
+    """CAA-style direction: the mean over pairs of the last-token difference, shape [hidden]."""
+    layer_list = check_layers(loaded, layers)
+    diffs = pair_differences(loaded, pairs, layer_list)
+    return _direction_vector(loaded, "mean-diff", {l: d.mean(dim=0) for l, d in diffs.items()}, pairs, **kwargs)
+
+
+def capture_pca(
+    loaded: LoadedModel, pairs: Sequence[PromptPair], layers: int | Sequence[int], **kwargs
+) -> SteeringVector:
+    """repeng's pca_diff: the first principal component of the (centred) pair differences.
+
+    The sign is aligned with the mean difference, and the unit component is scaled by the mean difference's
+    length along it, so the same coefficients work for mean-diff and PCA vectors.
+    """
+    if len(pairs) < 2:
+        raise InvalidInputError("PCA needs at least 2 pairs; use actadd or mean-diff for one pair")
+    layer_list = check_layers(loaded, layers)
+    diffs = pair_differences(loaded, pairs, layer_list)
+    directions = {}
+    for layer, d in diffs.items():  # d: [n_pairs, hidden]
+        mean = d.mean(dim=0)
+        centred = d - mean
+        if not centred.any():
+            raise InvalidInputError("all pair differences are identical; PCA has no variance to find")
+        component = torch.linalg.svd(centred, full_matrices=False).Vh[0]  # [hidden], unit norm
+        projection = torch.dot(mean, component)
+        directions[layer] = component * (projection if projection != 0 else 1.0)
+        if torch.dot(directions[layer], mean) < 0:
+            directions[layer] = -directions[layer]
+    return _direction_vector(loaded, "pca", directions, pairs, **kwargs)

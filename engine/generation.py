@@ -1,0 +1,321 @@
+"""Streaming, per-row steered generation on top of transformers' `generate`.
+
+One call generates every row of a batch together: side-by-side steered/unsteered panes are rows 0 and 1,
+a coefficient sweep is one row per coefficient. Text arrives through `on_token` as per-row deltas from a
+`BaseStreamer`; cancellation is a `StoppingCriteria` that reads a `threading.Event` once per token.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
+
+from engine.errors import InvalidInputError
+from engine.models import LoadedModel
+from engine.steering import SteeringPlan, Steer
+from engine.tokens import encode
+
+MAX_NEW_TOKENS_LIMIT = 8192
+
+
+@dataclass
+class SamplingConfig:
+    temperature: float = 1.0  # 0 means greedy decoding
+    top_p: float = 1.0  # nucleus sampling mass (1.0: off)
+    top_k: int = 0  # keep the k most likely tokens (0: off)
+    repetition_penalty: float = 1.0  # transformers' multiplicative penalty (1.0: off)
+    frequency_penalty: float = 0.0  # OpenAI-style: logit -= penalty * count in the generated text
+    max_new_tokens: int = 64
+    stop: tuple[str, ...] = ()  # stop strings; the text is cut before them
+    seed: int | None = 0  # None: not seeded
+
+    @classmethod
+    def paper(cls, **overrides) -> SamplingConfig:
+        """The ActAdd paper's sampling: temperature 1.0, top_p 0.3, frequency penalty 1.0, seed 0."""
+        return cls(**{"temperature": 1.0, "top_p": 0.3, "frequency_penalty": 1.0, "seed": 0, **overrides})
+
+    def validate(self) -> None:
+        numbers = {k: v for k, v in asdict(self).items() if isinstance(v, float)}
+        if (bad := [k for k, v in numbers.items() if not math.isfinite(v)]):
+            raise InvalidInputError(f"{bad[0]} must be a finite number")
+        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0 or self.repetition_penalty <= 0:
+            raise InvalidInputError("need temperature >= 0, 0 < top_p <= 1, top_k >= 0 and repetition_penalty > 0")
+        if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
+            raise InvalidInputError(f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}")
+
+
+@dataclass
+class TokenEvent:
+    row: int
+    text: str  # the new text of this row since the last event (may be "" while a character is incomplete)
+    token_id: int
+    step: int  # 0-based index of the generated token
+    kl: float | None = None  # KL(row || reference row) of the next-token distributions, when asked for
+    top: list[tuple[str, float]] = field(default_factory=list)  # this row's most likely tokens and probs
+
+
+@dataclass
+class RowResult:
+    text: str  # the generated continuation only
+    token_ids: list[int]
+    prompt_token_ids: list[int]
+    finish_reason: str  # "length", "eos", "stop" or "cancelled"
+
+
+@dataclass
+class GenerationResult:
+    rows: list[RowResult]
+    seconds: float
+    cancelled: bool
+
+    @property
+    def n_new_tokens(self) -> int:
+        return sum(len(r.token_ids) for r in self.rows)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.n_new_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+TokenCallback = Callable[[TokenEvent], None]
+
+
+class FrequencyPenaltyProcessor(LogitsProcessor):
+    """OpenAI-style frequency penalty over generated tokens (the paper samples with 1.0)."""
+
+    def __init__(self, penalty: float, prompt_length: int):
+        self.penalty = penalty
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        generated = input_ids[:, self.prompt_length :]  # [batch, t]
+        if generated.shape[1] == 0:
+            return scores
+        counts = torch.zeros_like(scores).scatter_add_(1, generated, torch.ones_like(generated, dtype=scores.dtype))
+        return scores - self.penalty * counts
+
+
+class CancelCriteria(StoppingCriteria):
+    """Stops every row before the next token once `event` is set."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids: Tensor, scores, **kwargs) -> Tensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+def _stop_holdback(text: str, stops: Sequence[str]) -> int:
+    """How many trailing characters might be the start of a stop string (and must not be shown yet)."""
+    longest = 0
+    for stop in stops:
+        for k in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:k]):
+                longest = max(longest, k)
+                break
+    return longest
+
+
+class RowStreamer(BaseStreamer):
+    """Receives `[batch]` token ids per step from `generate` and emits per-row text deltas."""
+
+    def __init__(self, tokenizer, n_rows: int, stops: Sequence[str], on_token: TokenCallback | None, effect=None):
+        self.tokenizer = tokenizer
+        self.stops = tuple(s for s in stops if s)
+        self.on_token = on_token
+        self.effect = effect  # _EffectRecorder or None
+        self.eos_ids = {tokenizer.eos_token_id} - {None}
+        self.ids: list[list[int]] = [[] for _ in range(n_rows)]
+        self.texts = [""] * n_rows  # full decoded text (cut at a stop string once found)
+        self.shown = [0] * n_rows  # characters of texts[row] already emitted
+        self.finish: list[str | None] = [None] * n_rows
+        self.step = 0
+        self._prompt_seen = False
+
+    def put(self, value: Tensor) -> None:
+        if not self._prompt_seen:  # the first call carries the prompt ids
+            self._prompt_seen = True
+            return
+        tokens = value.view(-1).tolist()  # [batch]
+        for row, token in enumerate(tokens):
+            if self.finish[row] is not None:
+                continue  # generate pads finished rows
+            if token in self.eos_ids:
+                self.finish[row] = "eos"
+                self._emit(row, token, final=True)
+                continue
+            self.ids[row].append(token)
+            text = self.tokenizer.decode(self.ids[row], skip_special_tokens=True)
+            hits = [text.find(s, max(0, self.shown[row] - len(s))) for s in self.stops]
+            hits = [h for h in hits if h >= 0]
+            if hits:
+                text, self.finish[row] = text[: min(hits)], "stop"
+            self.texts[row] = text
+            self._emit(row, token, final=self.finish[row] is not None)
+        self.step += 1
+
+    def _emit(self, row: int, token: int, final: bool) -> None:
+        text = self.texts[row]
+        end = len(text) if final else len(text) - _stop_holdback(text, self.stops)
+        if not final and text.endswith("\ufffd"):
+            end = min(end, len(text) - 1)  # an incomplete multi-byte character: wait for the next token
+        delta = text[self.shown[row] : end]
+        self.shown[row] = max(self.shown[row], end)
+        if self.on_token is not None:
+            kl, top = self.effect.describe(row, self.step) if self.effect is not None else (None, [])
+            self.on_token(TokenEvent(row=row, text=delta, token_id=token, step=self.step, kl=kl, top=top))
+
+    def end(self) -> None:
+        for row in range(len(self.texts)):
+            if self.shown[row] < len(self.texts[row]) and self.on_token is not None:
+                self.on_token(TokenEvent(row=row, text=self.texts[row][self.shown[row] :], token_id=-1, step=self.step))
+                self.shown[row] = len(self.texts[row])
+
+
+class _EffectRecorder:
+    """Keeps the raw next-token log-probs of each step (a hook on the LM head) to show steering's effect."""
+
+    def __init__(self, loaded: LoadedModel, reference_row: int, top_k: int = 5):
+        self.tokenizer = loaded.tokenizer
+        self.reference_row = reference_row
+        self.top_k = top_k
+        self.logprobs: Tensor | None = None  # [batch, vocab] of the latest step
+        self.head = loaded.model.get_output_embeddings()
+
+    def hook(self, module, args, output: Tensor) -> None:
+        self.logprobs = torch.log_softmax(output[:, -1].float(), dim=-1).cpu()  # [batch, vocab]
+
+    def describe(self, row: int, step: int) -> tuple[float | None, list[tuple[str, float]]]:
+        if self.logprobs is None:
+            return None, []
+        lp, ref = self.logprobs[row], self.logprobs[self.reference_row]
+        kl = float((lp.exp() * (lp - ref)).sum()) if row != self.reference_row else 0.0
+        probs, ids = lp.exp().topk(self.top_k)
+        return kl, [(self.tokenizer.decode([i]), float(p)) for p, i in zip(probs.tolist(), ids.tolist(), strict=True)]
+
+
+def prompt_ids(loaded: LoadedModel, prompt: str, chat: bool = False) -> list[int]:
+    """The token ids of a user prompt: one BOS and the text, or the chat template's rendering."""
+    if not prompt or not prompt.strip():
+        raise InvalidInputError("the prompt is empty")
+    if not chat:
+        return encode(loaded.tokenizer, prompt)
+    if not loaded.info.has_chat_template:
+        raise InvalidInputError("this model's tokenizer has no chat template; turn the chat toggle off")
+    rendered = loaded.tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True, return_dict=True
+    )
+    return list(rendered["input_ids"])
+
+
+def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    longest = max(len(r) for r in rows)
+    ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), longest), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, longest - len(row) :] = torch.tensor(row)
+        mask[i, longest - len(row) :] = 1
+    return ids, mask  # [batch, seq] each
+
+
+def _context_limit(loaded: LoadedModel) -> int | None:
+    config = loaded.model.config
+    config = getattr(config, "text_config", None) or config
+    for key in ("max_position_embeddings", "n_positions", "n_ctx"):
+        if isinstance(value := getattr(config, key, None), int) and value > 0:
+            return value
+    return None
+
+
+def generate(
+    loaded: LoadedModel,
+    prompt: str | Sequence[str],
+    steering: SteeringPlan | Sequence[Sequence[Steer]] | None = None,
+    sampling: SamplingConfig | None = None,
+    *,
+    cancel: threading.Event | None = None,
+    on_token: TokenCallback | None = None,
+    chat: bool = False,
+    effect_reference_row: int | None = None,
+) -> GenerationResult:
+    """Generate one continuation per steering row (one unsteered row when `steering` is None).
+
+    `prompt` is shared by all rows, or one per row. `effect_reference_row` asks each token event to carry
+    the KL divergence of its row's next-token distribution from that row's (e.g. the unsteered pane).
+    """
+    sampling = sampling or SamplingConfig()
+    sampling.validate()
+    plan = steering if isinstance(steering, SteeringPlan) else SteeringPlan(steering or [[]])
+    prompts = [prompt] * plan.n_rows if isinstance(prompt, str) else list(prompt)
+    if len(prompts) != plan.n_rows:
+        raise InvalidInputError(f"{len(prompts)} prompts for {plan.n_rows} steering rows")
+    rows = [prompt_ids(loaded, p, chat) for p in prompts]
+    for row, ids in enumerate(rows):
+        if (needed := plan.max_front_tokens(row)) > len(ids):
+            raise InvalidInputError(
+                f"the ActAdd vector has {needed} tokens but the prompt has only {len(ids)}; front injection "
+                "needs a prompt at least as long as the vector (lengthen the prompt or use mode all)"
+            )
+    tokenizer = loaded.tokenizer
+    ids, mask = _left_pad(rows, tokenizer.pad_token_id)
+    max_new = sampling.max_new_tokens
+    if (limit := _context_limit(loaded)) is not None:
+        if ids.shape[1] >= limit:
+            raise InvalidInputError(f"the prompt has {ids.shape[1]} tokens; this model's context is {limit}")
+        max_new = min(max_new, limit - ids.shape[1])
+
+    cancel = cancel or threading.Event()
+    effect = _EffectRecorder(loaded, effect_reference_row) if effect_reference_row is not None else None
+    streamer = RowStreamer(tokenizer, plan.n_rows, sampling.stop, on_token, effect)
+    processors = LogitsProcessorList()
+    if sampling.frequency_penalty:
+        processors.append(FrequencyPenaltyProcessor(sampling.frequency_penalty, ids.shape[1]))
+    kwargs: dict = {"do_sample": sampling.temperature > 0}
+    if sampling.temperature > 0:
+        kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k or None)
+    if sampling.stop:
+        kwargs.update(stop_strings=list(sampling.stop), tokenizer=tokenizer)
+    if sampling.seed is not None:
+        torch.manual_seed(sampling.seed)
+
+    device = loaded.device
+    started = time.perf_counter()
+    handle = effect.head.register_forward_hook(effect.hook) if effect is not None else None
+    try:
+        with plan.apply(loaded.blocks), torch.inference_mode():
+            plan.bind(mask)  # each row's left padding, so front positions count from its first real token
+            loaded.model.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                max_new_tokens=max_new,
+                repetition_penalty=sampling.repetition_penalty,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                logits_processor=processors,
+                stopping_criteria=StoppingCriteriaList([CancelCriteria(cancel)]),
+                streamer=streamer,
+                **kwargs,
+            )
+    finally:
+        if handle is not None:
+            handle.remove()
+    seconds = time.perf_counter() - started
+    cancelled = cancel.is_set()
+    results = [
+        RowResult(
+            text=streamer.texts[row],
+            token_ids=streamer.ids[row],
+            prompt_token_ids=rows[row],
+            finish_reason=streamer.finish[row] or ("cancelled" if cancelled else "length"),
+        )
+        for row in range(plan.n_rows)
+    ]
+    return GenerationResult(rows=results, seconds=seconds, cancelled=cancelled)

@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny models of several architectures, built once per test session."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tiny_models import ARCHITECTURES, build_tiny_model  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def model_dirs(tmp_path_factory) -> dict[str, Path]:
+    """model_type -> folder of a saved tiny random-init model (built lazily, once)."""
+    root = tmp_path_factory.mktemp("tiny-models")
+
+    class _Lazy(dict):
+        def __missing__(self, arch: str) -> Path:
+            self[arch] = build_tiny_model(arch, root / arch)
+            return self[arch]
+
+    return _Lazy()
+
+
+@pytest.fixture(scope="session")
+def loaded_models(model_dirs):
+    """model_type -> LoadedModel, loaded through the real `load_model` path (cached per session)."""
+    from engine import load_model
+
+    class _Lazy(dict):
+        def __missing__(self, arch: str):
+            self[arch] = load_model(model_dirs[arch], device="cpu")
+            return self[arch]
+
+    return _Lazy()
+
+
+@pytest.fixture
+def gpt2(loaded_models):
+    return loaded_models["gpt2"]
+
+
+@pytest.fixture
+def llama(loaded_models):
+    return loaded_models["llama"]
+
+
+ALL_ARCHITECTURES = list(ARCHITECTURES)

@@ -1,0 +1,79 @@
+"""Tiny random-init causal LMs of many architectures, saved with `save_pretrained` for the real load path.
+
+The tokenizer is a byte-level BPE trained on the spot with `tokenizers`. Two flavours exercise the one-BOS
+rule: a GPT-2-style one that never adds BOS, and a Llama-style one whose post-processor adds it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+
+CORPUS = [
+    "Love is patient and kind. I love weddings, the bride and the groom.",
+    "Hate is a strong word. I hate rain and cold weather on a long trip.",
+    "The team won the match; sports fans cheered in the stadium.",
+    "We ate pasta and bread, the food was warm and the soup was good.",
+    "Travel by train to the coast, the weather was sunny and calm.",
+    "I went up to my friend and said hello. Anger and calm are moods.",
+    "Intent to praise, intent to hurt. I talk about weddings constantly.",
+] * 20
+
+BOS = "<|endoftext|>"
+
+# model_type -> config overrides for a tiny model (hidden 64, 2-4 layers)
+ARCHITECTURES: dict[str, dict] = {
+    "gpt2": {"n_embd": 64, "n_layer": 3, "n_head": 4, "n_positions": 128},
+    "llama": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 128},
+    "qwen2": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 128},
+    "mistral": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 128, "head_dim": 16},
+    "gemma": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 16, "max_position_embeddings": 128},
+    "gpt_neox": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 128},
+    "opt": {"hidden_size": 64, "ffn_dim": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 128, "word_embed_proj_dim": 64},
+    "phi": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 128},
+}
+# Tokenizers that add BOS themselves, as Llama's and Gemma's do.
+ADDS_BOS = {"llama", "gemma", "mistral"}
+
+
+def train_tokenizer(adds_bos: bool) -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=[BOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    tok.train_from_iterator(CORPUS, trainer)
+    if adds_bos:
+        bos_id = tok.token_to_id(BOS)
+        tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)])
+    else:
+        tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=BOS, unk_token=BOS, pad_token=BOS)
+
+
+def build_tiny_model(model_type: str, folder: Path, seed: int = 0) -> Path:
+    """Create, randomly initialise and save a tiny model of `model_type` into `folder`."""
+    tokenizer = train_tokenizer(adds_bos=model_type in ADDS_BOS)
+    overrides = dict(ARCHITECTURES[model_type])
+    config = AutoConfig.for_model(
+        model_type,
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **overrides,
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    # Random init gives nearly uniform logits; scale up so greedy decoding has clear winners.
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.mul_(4.0)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
