@@ -183,7 +183,9 @@ def capture_mean_diff(
     """CAA-style direction: the mean over pairs of the last-token difference, shape [hidden]."""
     layer_list = check_layers(loaded, layers)
     diffs = pair_differences(loaded, pairs, layer_list)
-    return _direction_vector(loaded, "mean-diff", {l: d.mean(dim=0) for l, d in diffs.items()}, pairs, **kwargs)
+    return _direction_vector(
+        loaded, "mean-diff", {l: d.mean(dim=0) for l, d in diffs.items()}, pairs, **kwargs
+    )
 
 
 def capture_pca(

@@ -20,7 +20,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from engine.errors import InvalidInputError
 from engine.models import LoadedModel
-from engine.steering import SteeringPlan, Steer
+from engine.steering import Steer, SteeringPlan
 from engine.tokens import encode
 
 MAX_NEW_TOKENS_LIMIT = 8192
@@ -44,10 +44,12 @@ class SamplingConfig:
 
     def validate(self) -> None:
         numbers = {k: v for k, v in asdict(self).items() if isinstance(v, float)}
-        if (bad := [k for k, v in numbers.items() if not math.isfinite(v)]):
+        if bad := [k for k, v in numbers.items() if not math.isfinite(v)]:
             raise InvalidInputError(f"{bad[0]} must be a finite number")
         if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0 or self.repetition_penalty <= 0:
-            raise InvalidInputError("need temperature >= 0, 0 < top_p <= 1, top_k >= 0 and repetition_penalty > 0")
+            raise InvalidInputError(
+                "need temperature >= 0, 0 < top_p <= 1, top_k >= 0 and repetition_penalty > 0"
+            )
         if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
             raise InvalidInputError(f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}")
 
@@ -99,7 +101,9 @@ class FrequencyPenaltyProcessor(LogitsProcessor):
         generated = input_ids[:, self.prompt_length :]  # [batch, t]
         if generated.shape[1] == 0:
             return scores
-        counts = torch.zeros_like(scores).scatter_add_(1, generated, torch.ones_like(generated, dtype=scores.dtype))
+        counts = torch.zeros_like(scores).scatter_add_(
+            1, generated, torch.ones_like(generated, dtype=scores.dtype)
+        )
         return scores - self.penalty * counts
 
 
@@ -110,7 +114,9 @@ class CancelCriteria(StoppingCriteria):
         self.event = event
 
     def __call__(self, input_ids: Tensor, scores, **kwargs) -> Tensor:
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+        return torch.full(
+            (input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device
+        )
 
 
 def _stop_holdback(text: str, stops: Sequence[str]) -> int:
@@ -127,7 +133,9 @@ def _stop_holdback(text: str, stops: Sequence[str]) -> int:
 class RowStreamer(BaseStreamer):
     """Receives `[batch]` token ids per step from `generate` and emits per-row text deltas."""
 
-    def __init__(self, tokenizer, n_rows: int, stops: Sequence[str], on_token: TokenCallback | None, effect=None):
+    def __init__(
+        self, tokenizer, n_rows: int, stops: Sequence[str], on_token: TokenCallback | None, effect=None
+    ):
         self.tokenizer = tokenizer
         self.stops = tuple(s for s in stops if s)
         self.on_token = on_token
@@ -176,7 +184,9 @@ class RowStreamer(BaseStreamer):
     def end(self) -> None:
         for row in range(len(self.texts)):
             if self.shown[row] < len(self.texts[row]) and self.on_token is not None:
-                self.on_token(TokenEvent(row=row, text=self.texts[row][self.shown[row] :], token_id=-1, step=self.step))
+                self.on_token(
+                    TokenEvent(row=row, text=self.texts[row][self.shown[row] :], token_id=-1, step=self.step)
+                )
                 self.shown[row] = len(self.texts[row])
 
 
@@ -199,7 +209,9 @@ class _EffectRecorder:
         lp, ref = self.logprobs[row], self.logprobs[self.reference_row]
         kl = float((lp.exp() * (lp - ref)).sum()) if row != self.reference_row else 0.0
         probs, ids = lp.exp().topk(self.top_k)
-        return kl, [(self.tokenizer.decode([i]), float(p)) for p, i in zip(probs.tolist(), ids.tolist(), strict=True)]
+        return kl, [
+            (self.tokenizer.decode([i]), float(p)) for p, i in zip(probs.tolist(), ids.tolist(), strict=True)
+        ]
 
 
 def prompt_ids(loaded: LoadedModel, prompt: str, chat: bool = False) -> list[int]:

@@ -166,7 +166,9 @@ def _explain_load_failure(folder: Path, exc: BaseException) -> ModelLoadError:
         return ModelLoadError(f"the weights file ({files}) in {folder} is truncated or corrupt")
     if not weight_files(folder):
         return ModelLoadError(f"{folder} has no weights file (*.safetensors or *.bin)")
-    return ModelLoadError(f"could not load {folder.name}: {type(exc).__name__}: {text.splitlines()[0][:300] if text else ''}")
+    return ModelLoadError(
+        f"could not load {folder.name}: {type(exc).__name__}: {text.splitlines()[0][:300] if text else ''}"
+    )
 
 
 def load_model(
@@ -197,9 +199,13 @@ def load_model(
 
     report("tokenizer", 0.1)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(
+            folder, trust_remote_code=trust_remote_code, local_files_only=True
+        )
     except Exception as exc:
-        raise ModelLoadError(f"could not load the tokenizer files in {folder}: {str(exc).splitlines()[0][:200]}") from exc
+        raise ModelLoadError(
+            f"could not load the tokenizer files in {folder}: {str(exc).splitlines()[0][:200]}"
+        ) from exc
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
 

@@ -45,7 +45,9 @@ def parse_jsonl(text: str, name: str = "pairs") -> list[PromptPair]:
         except json.JSONDecodeError as exc:
             raise InvalidInputError(f"{name} line {number}: not valid JSON ({exc.msg})") from exc
         if not isinstance(record, dict) or "positive" not in record or "negative" not in record:
-            raise InvalidInputError(f"{name} line {number}: expected an object with 'positive' and 'negative'")
+            raise InvalidInputError(
+                f"{name} line {number}: expected an object with 'positive' and 'negative'"
+            )
         pairs.append(_check(record["positive"], record["negative"], f"{name} line {number}"))
         if len(pairs) > MAX_PAIRS:
             raise InvalidInputError(f"{name}: more than {MAX_PAIRS} pairs")

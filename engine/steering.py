@@ -59,11 +59,15 @@ class Steer:
         layers = dict(vector.layers)
         if self.at_layer is not None:
             if len(layers) != 1:
-                raise InvalidInputError(f"@layer needs a single-layer vector; this one has layers {sorted(layers)}")
+                raise InvalidInputError(
+                    f"@layer needs a single-layer vector; this one has layers {sorted(layers)}"
+                )
             layers = {self.at_layer: next(iter(layers.values()))}
         profile = self.profile or {}
-        if (unknown := set(profile) - set(layers)):
-            raise InvalidInputError(f"strength profile names layers {sorted(unknown)} the vector does not have")
+        if unknown := set(profile) - set(layers):
+            raise InvalidInputError(
+                f"strength profile names layers {sorted(unknown)} the vector does not have"
+            )
         return {layer: (t, float(profile.get(layer, 1.0))) for layer, t in layers.items()}
 
 
@@ -138,7 +142,12 @@ class SteeringPlan:
     def max_front_tokens(self, row: int) -> int:
         """The longest front vector on `row` (0 if none), to check against the prompt length."""
         return max(
-            (t.tensor.shape[0] for terms in self._terms.values() for t in terms if t.mode == "front" and t.coeff[row] != 0),
+            (
+                t.tensor.shape[0]
+                for terms in self._terms.values()
+                for t in terms
+                if t.mode == "front" and t.coeff[row] != 0
+            ),
             default=0,
         )
 
@@ -190,10 +199,16 @@ class SteeringPlan:
         """ActAdd's front alignment: add c * vec[i] at each row's prompt position i (0 <= i < n)."""
         batch, seq, _ = h.shape
         n = vec.shape[0]
-        offsets = self._offsets.to(h.device) if self._offsets is not None else torch.zeros(batch, dtype=torch.long, device=h.device)
+        offsets = (
+            self._offsets.to(h.device)
+            if self._offsets is not None
+            else torch.zeros(batch, dtype=torch.long, device=h.device)
+        )
         if start >= int(offsets.max()) + n:
             return h  # a cached decode step, past the front: the paper leaves it untouched
-        rel = torch.arange(start, start + seq, device=h.device).unsqueeze(0) - offsets.unsqueeze(1)  # [batch, seq]
+        rel = torch.arange(start, start + seq, device=h.device).unsqueeze(0) - offsets.unsqueeze(
+            1
+        )  # [batch, seq]
         inside = ((rel >= 0) & (rel < n)).to(h.dtype)  # [batch, seq]
         delta = vec[rel.clamp(0, n - 1)] * inside.unsqueeze(-1)  # [batch, seq, hidden]
         return h + c * delta
@@ -213,10 +228,14 @@ class SteeringPlan:
     @contextmanager
     def apply(self, blocks: nn.ModuleList) -> Iterator[SteeringPlan]:
         """Install the hooks on `blocks` for the duration of the block; the model is left as it was."""
-        if (bad := [l for l in self._terms if not 0 <= l < len(blocks)]):
-            raise IncompatibleVectorError(f"layer {bad[0]} is out of range: the model has {len(blocks)} layers (0-{len(blocks) - 1})")
+        if bad := [l for l in self._terms if not 0 <= l < len(blocks)]:
+            raise IncompatibleVectorError(
+                f"layer {bad[0]} is out of range: the model has {len(blocks)} layers (0-{len(blocks) - 1})"
+            )
         self.bind(None)
-        handles = [blocks[l].register_forward_pre_hook(self._make_hook(l), with_kwargs=True) for l in self._terms]
+        handles = [
+            blocks[l].register_forward_pre_hook(self._make_hook(l), with_kwargs=True) for l in self._terms
+        ]
         try:
             yield self
         finally:

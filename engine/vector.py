@@ -61,7 +61,9 @@ class SteeringVector:
         shapes = {tuple(t.shape[-1:]) for t in self.layers.values()}
         ranks = {t.dim() for t in self.layers.values()}
         if len(shapes) != 1 or len(ranks) != 1 or not ranks <= {1, 2}:
-            raise IncompatibleVectorError("all layers of a vector must share one shape, [n, hidden] or [hidden]")
+            raise IncompatibleVectorError(
+                "all layers of a vector must share one shape, [n, hidden] or [hidden]"
+            )
 
     # ---- shape -------------------------------------------------------------------------------------
     @property
@@ -91,7 +93,9 @@ class SteeringVector:
     def replace(self, **changes) -> SteeringVector:
         return dataclasses.replace(self, **changes)
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> SteeringVector:
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> SteeringVector:
         return self.replace(layers={l: t.to(device=device, dtype=dtype) for l, t in self.layers.items()})
 
     # ---- arithmetic (repeng-style: sliders become `coeff * vector`) --------------------------------------
@@ -152,7 +156,11 @@ def combine(terms: list[tuple[float, SteeringVector]], *, allow_other_model: boo
             raise IncompatibleVectorError(f"layers differ: {first.layer_ids} vs {v.layer_ids}")
         if v.shape != first.shape:
             raise IncompatibleVectorError(f"shapes differ: {first.shape} vs {v.shape}")
-        if not allow_other_model and (first.fingerprint and v.fingerprint) and not first.fingerprint.same_model(v.fingerprint):
+        if (
+            not allow_other_model
+            and (first.fingerprint and v.fingerprint)
+            and not first.fingerprint.same_model(v.fingerprint)
+        ):
             raise IncompatibleVectorError(
                 f"vectors come from different models ({first.fingerprint.model_hint or first.fingerprint.id} "
                 f"vs {v.fingerprint.model_hint or v.fingerprint.id})"
@@ -178,7 +186,7 @@ def check_fits(
             f"vector {vector.name or '(unnamed)'!r} has hidden size {vector.hidden_size}, "
             f"the model has {fingerprint.hidden_size}"
         )
-    if (bad := [l for l in vector.layer_ids if l >= fingerprint.n_layers]):
+    if bad := [l for l in vector.layer_ids if l >= fingerprint.n_layers]:
         raise IncompatibleVectorError(
             f"vector {vector.name or '(unnamed)'!r} uses layer {bad[0]}, the model has {fingerprint.n_layers} layers"
         )
@@ -199,7 +207,9 @@ def now_iso() -> str:
 
 # ---- the file ---------------------------------------------------------------------------------------
 def vector_to_bytes(vector: SteeringVector) -> bytes:
-    tensors = {f"layers.{l}": t.detach().to("cpu", torch.float32).contiguous() for l, t in vector.layers.items()}
+    tensors = {
+        f"layers.{l}": t.detach().to("cpu", torch.float32).contiguous() for l, t in vector.layers.items()
+    }
     for key, t in tensors.items():
         if not torch.isfinite(t).all():
             raise VectorFileError(f"refusing to save {key}: it contains NaN or infinite values")
@@ -314,7 +324,7 @@ def read_header(path: Path) -> VectorHeader:
         raise VectorFileError(f"{path.name}: malformed metadata")
     if metadata.get("format") not in (None, FORMAT_NAME):
         raise VectorFileError(f"{path.name}: a {metadata.get('format')!r} file, not an ActAdd Studio vector")
-    if (big := [k for k, v in metadata.items() if len(v) > MAX_METADATA_VALUE_BYTES]):
+    if big := [k for k, v in metadata.items() if len(v) > MAX_METADATA_VALUE_BYTES]:
         raise VectorFileError(f"{path.name}: metadata field {big[0]!r} is implausibly large")
     if not header:
         raise VectorFileError(f"{path.name}: holds no tensors")
@@ -326,10 +336,18 @@ def read_header(path: Path) -> VectorHeader:
         if not match or int(match.group(1)) > MAX_LAYER_INDEX:
             raise VectorFileError(f"{path.name}: unexpected tensor {key[:60]!r} (expected layers.N)")
         if not isinstance(entry, dict) or entry.get("dtype") != "F32":
-            raise VectorFileError(f"{path.name}: {key} must be float32, found {entry.get('dtype') if isinstance(entry, dict) else '?'}")
+            raise VectorFileError(
+                f"{path.name}: {key} must be float32, found {entry.get('dtype') if isinstance(entry, dict) else '?'}"
+            )
         shape, offsets = entry.get("shape"), entry.get("data_offsets")
-        if not (isinstance(shape, list) and 1 <= len(shape) <= 2 and all(isinstance(d, int) and d > 0 for d in shape)):
-            raise VectorFileError(f"{path.name}: {key} has shape {shape}; expected [n, hidden] or [hidden] with n, hidden > 0")
+        if not (
+            isinstance(shape, list)
+            and 1 <= len(shape) <= 2
+            and all(isinstance(d, int) and d > 0 for d in shape)
+        ):
+            raise VectorFileError(
+                f"{path.name}: {key} has shape {shape}; expected [n, hidden] or [hidden] with n, hidden > 0"
+            )
         if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
             raise VectorFileError(f"{path.name}: {key} has malformed data offsets")
         begin, end = offsets
@@ -369,7 +387,9 @@ def load_vector(path: Path) -> SteeringVector:
     tags = header.json_field("tags", [])
     prompts = header.json_field("prompts", {})
     provenance = header.json_field("provenance", {})
-    if not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)) or not isinstance(prompts, dict):
+    if not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)) or not isinstance(
+        prompts, dict
+    ):
         raise VectorFileError(f"{path.name}: malformed tags or prompts")
     return SteeringVector(
         layers=layers,

@@ -1,0 +1,115 @@
+"""The headless command line: `python main.py capture|generate|library|sweep ...`.
+
+Contract: every subcommand has `--help` and `--json` (one JSON object on stdout); bad input prints one
+line on stderr and exits 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from engine.errors import ActAddError, InvalidInputError
+
+EXIT_BAD_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (exit 2) instead of usage plus message."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise InvalidInputError(f"{self.prog}: {message}")
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", default="demo", help="model folder, a cached hub id, or 'demo' (default)")
+    group.add_argument(
+        "--quantize", choices=("none", "8bit", "4bit"), default="none", help="bitsandbytes quantization"
+    )
+    group.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    group.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"), default="auto")
+    group.add_argument(
+        "--trust-remote-code", action="store_true", help="run Python code shipped with the model (unsafe)"
+    )
+
+
+def add_library_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--library", metavar="DIR", help="library folder (default: $ACTADD_LIBRARY or the app data folder)"
+    )
+
+
+def add_json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def load_model_from_args(args: argparse.Namespace):
+    from tqdm import tqdm
+
+    from engine.models import load_model
+
+    with tqdm(total=100, desc="loading model", file=sys.stderr, disable=args.json, leave=False) as bar:
+
+        def progress(stage: str, fraction: float) -> None:
+            bar.set_postfix_str(stage)
+            bar.update(round(fraction * 100) - bar.n)
+
+        return load_model(
+            args.model,
+            quantize=args.quantize,
+            device=args.device,
+            dtype=args.dtype,
+            trust_remote_code=args.trust_remote_code,
+            progress=progress,
+        )
+
+
+def emit(args: argparse.Namespace, payload: dict, human: str) -> None:
+    print(json.dumps(payload, ensure_ascii=False) if args.json else human)
+
+
+def _register_all(sub) -> None:
+    from engine.cli import model_commands
+
+    model_commands.register(sub)
+    for module_name in ("library_commands", "sweep_commands"):
+        try:
+            module = __import__(f"engine.cli.{module_name}", fromlist=["register"])
+        except ModuleNotFoundError as exc:  # a subcommand module not written yet
+            if exc.name != f"engine.cli.{module_name}":
+                raise
+            continue
+        module.register(sub)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="actadd", description="Steer local language models with activation addition (ActAdd)."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _register_all(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        args = build_parser().parse_args(argv)
+        handler: Callable[[argparse.Namespace], int | None] = args.handler
+        return handler(args) or 0
+    except ActAddError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)

@@ -1,0 +1,221 @@
+"""`capture` and `generate`: the subcommands that load a model."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+
+from engine.cli import add_json_option, add_library_option, add_model_options, emit, load_model_from_args
+from engine.errors import InvalidInputError
+
+_STEER_SPEC = re.compile(r"^(?P<name>.+?)(?::(?P<coeff>[^:@]+))?(?:@(?P<layer>-?\d+))?$")
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise InvalidInputError(f"{text!r} is not a number") from exc
+    if not math.isfinite(value):
+        raise InvalidInputError(f"coefficient {text!r} is not a finite number")
+    return value
+
+
+def register(sub) -> None:
+    capture = sub.add_parser("capture", help="capture a steering vector into the library")
+    add_model_options(capture)
+    capture.add_argument("--positive", help="p+, e.g. 'Love'")
+    capture.add_argument("--negative", help="p-, e.g. 'Hate'")
+    capture.add_argument("--pairs", metavar="FILE", help="JSONL or CSV of {positive, negative} pairs")
+    capture.add_argument(
+        "--layer", type=int, action="append", required=True, help="layer l (repeat for several)"
+    )
+    capture.add_argument("--method", choices=("actadd", "mean-diff", "pca"), default="actadd")
+    capture.add_argument("--name", required=True, help="name in the library")
+    capture.add_argument(
+        "--coeff", type=_float, default=None, help="default coefficient stored with the vector"
+    )
+    capture.add_argument("--tag", action="append", default=[], help="tag (repeatable)")
+    capture.add_argument("--notes", default="")
+    capture.add_argument("--force", action="store_true", help="overwrite a vector of the same name")
+    add_library_option(capture)
+    add_json_option(capture)
+    capture.set_defaults(handler=run_capture)
+
+    gen = sub.add_parser("generate", help="generate text, optionally steered")
+    add_model_options(gen)
+    gen.add_argument("--prompt", required=True)
+    gen.add_argument(
+        "--steer",
+        action="append",
+        default=[],
+        metavar="NAME_OR_FILE[:COEFF[@LAYER]]",
+        help="a library vector or .safetensors file, its coefficient and optionally another layer",
+    )
+    gen.add_argument(
+        "--mode", choices=("front", "all", "generated", "ablate"), help="injection mode for every --steer"
+    )
+    gen.add_argument("--max-new-tokens", type=int, default=48)
+    gen.add_argument("--temperature", type=_float, default=1.0, help="0 means greedy")
+    gen.add_argument("--top-p", type=_float, default=1.0)
+    gen.add_argument("--top-k", type=int, default=0)
+    gen.add_argument("--repetition-penalty", type=_float, default=1.0)
+    gen.add_argument("--frequency-penalty", type=_float, default=0.0)
+    gen.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
+    gen.add_argument("--compare", action="store_true", help="also generate unsteered, in the same batch")
+    gen.add_argument(
+        "--allow-other-model",
+        action="store_true",
+        help="use vectors captured on another model of the same width",
+    )
+    add_library_option(gen)
+    add_json_option(gen)
+    gen.set_defaults(handler=run_generate)
+
+
+def run_capture(args: argparse.Namespace) -> int:
+    from engine.capture import capture_actadd, capture_mean_diff, capture_pca
+    from engine.library import Library, check_name
+    from engine.pairs import PromptPair, read_pairs
+
+    check_name(args.name)
+    library = Library(args.library)
+    path = library.path_of(args.name)
+    if path.exists() and not args.force:
+        raise InvalidInputError(
+            f"a vector named {args.name!r} already exists in {library.root}; use --force to overwrite"
+        )
+    if args.method == "actadd":
+        if args.positive is None or args.negative is None:
+            raise InvalidInputError("actadd needs --positive and --negative")
+        pairs = None
+    else:
+        pairs = read_pairs(args.pairs) if args.pairs else []
+        if args.positive is not None and args.negative is not None:
+            pairs.append(PromptPair(args.positive, args.negative))
+        if not pairs:
+            raise InvalidInputError(f"{args.method} needs --pairs FILE or --positive/--negative")
+    loaded = load_model_from_args(args)
+    extra = {"name": args.name, "tags": args.tag, "notes": args.notes}
+    if args.coeff is not None:
+        extra["default_coeff"] = args.coeff
+    if pairs is None:
+        vector = capture_actadd(loaded, args.positive, args.negative, args.layer, **extra)
+    else:
+        vector = (capture_mean_diff if args.method == "mean-diff" else capture_pca)(
+            loaded, pairs, args.layer, **extra
+        )
+    saved = library.save(vector, args.name, overwrite=args.force)
+    layers = vector.layer_ids
+    payload = {
+        "name": args.name,
+        "path": str(saved),
+        "layer": layers[0] if len(layers) == 1 else layers,
+        "layers": layers,
+        "method": vector.method,
+        "shape": vector.shape,
+        "norms": vector.norms(),
+        "model": loaded.fingerprint.model_hint,
+    }
+    emit(
+        args,
+        payload,
+        f"saved {args.name} ({vector.method}, layers {layers}, shape {vector.shape}) to {saved}",
+    )
+    return 0
+
+
+def parse_steer(spec: str, library, mode: str | None):
+    """NAME_OR_FILE[:COEFF[@LAYER]] -> Steer (the coefficient defaults to the vector's own)."""
+    from engine.steering import Steer
+
+    match = _STEER_SPEC.match(spec)
+    if not match:
+        raise InvalidInputError(f"cannot read --steer {spec!r}; expected NAME_OR_FILE[:COEFF[@LAYER]]")
+    vector = library.load(match["name"])
+    coeff = _float(match["coeff"]) if match["coeff"] else vector.default_coeff
+    layer = int(match["layer"]) if match["layer"] else None
+    return Steer(vector=vector, coeff=coeff, mode=mode, at_layer=layer)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from engine.generation import SamplingConfig, generate
+    from engine.library import Library
+    from engine.vector import check_fits
+
+    if not args.prompt.strip():
+        raise InvalidInputError("the prompt is empty")
+    sampling = SamplingConfig(
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        repetition_penalty=args.repetition_penalty,
+        frequency_penalty=args.frequency_penalty,
+        max_new_tokens=args.max_new_tokens,
+        stop=tuple(args.stop),
+        seed=args.seed,
+    )
+    sampling.validate()
+    library = Library(args.library)
+    steers = [parse_steer(spec, library, args.mode) for spec in args.steer]
+    loaded = load_model_from_args(args)
+    warnings = [
+        w
+        for s in steers
+        for w in check_fits(s.vector, loaded.fingerprint, allow_other_model=args.allow_other_model)
+    ]
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    rows = [[], steers] if args.compare else [steers]
+    steered_row = len(rows) - 1
+    live = not args.json and sys.stdout.isatty()
+    with tqdm(
+        total=sampling.max_new_tokens * len(rows),
+        desc="generating",
+        file=sys.stderr,
+        disable=args.json or live,
+        leave=False,
+    ) as bar:
+
+        def on_token(event) -> None:
+            bar.update(1)
+            if live and event.row == steered_row:
+                print(event.text, end="", flush=True)
+
+        result = generate(loaded, args.prompt, rows, sampling, on_token=on_token, chat=args.chat)
+    steered = result.rows[steered_row]
+    payload = {
+        "text": steered.text,
+        "token_ids": steered.token_ids,
+        "prompt_token_ids": steered.prompt_token_ids,
+        "finish_reason": steered.finish_reason,
+        "tokens_per_second": round(result.tokens_per_second, 2),
+        "steering": [
+            {
+                "vector": s.vector.name,
+                "coeff": s.coeff,
+                "mode": s.resolved_mode,
+                "layers": sorted(s.layer_tensors()),
+            }
+            for s in steers
+        ],
+        "warnings": warnings,
+    }
+    if args.compare:
+        payload["unsteered"] = {"text": result.rows[0].text, "token_ids": result.rows[0].token_ids}
+    if args.json:
+        emit(args, payload, "")
+    elif live:
+        print()
+    else:
+        human = args.prompt + steered.text
+        if args.compare:
+            human = f"--- steered ---\n{human}\n--- unsteered ---\n{args.prompt + result.rows[0].text}"
+        print(human)
+    return 0

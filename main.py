@@ -1,0 +1,27 @@
+"""ActAdd Studio entry point.
+
+python main.py                      launch the desktop app with the embedded demo model
+python main.py --model PATH         launch the app and load another model
+python main.py capture|generate|library|sweep ...   headless CLI (see --help)
+"""
+
+from __future__ import annotations
+
+import sys
+
+SUBCOMMANDS = {"capture", "generate", "library", "sweep"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in SUBCOMMANDS:
+        from engine.cli import main as cli_main
+
+        return cli_main(argv)
+    from gui.app import run
+
+    return run(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
