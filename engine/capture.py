@@ -7,7 +7,7 @@ pre-hook that records it and stops the forward pass after the deepest layer need
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import torch
 from torch import Tensor, nn
@@ -62,15 +62,12 @@ def resid_pre(
 ) -> dict[int, Tensor]:
     """resid_pre at `layers` for a batch: layer -> [batch, seq, hidden], float32 on the CPU."""
     device = loaded.device
-    with record_block_inputs(loaded.blocks, layers) as records:
-        try:
-            loaded.model(
-                input_ids=input_ids.to(device),
-                attention_mask=None if attention_mask is None else attention_mask.to(device),
-                use_cache=False,
-            )
-        except _StopForward:
-            pass
+    with record_block_inputs(loaded.blocks, layers) as records, suppress(_StopForward):
+        loaded.model(
+            input_ids=input_ids.to(device),
+            attention_mask=None if attention_mask is None else attention_mask.to(device),
+            use_cache=False,
+        )
     return {layer: records[layer].float().cpu() for layer in layers}
 
 

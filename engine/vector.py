@@ -11,6 +11,7 @@ It is parsed with our own bounded header check first, then by safetensors itself
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import re
@@ -356,7 +357,7 @@ def read_header(path: Path) -> VectorHeader:
         shapes[int(match.group(1))] = shape
         spans.append((begin, end))
     spans.sort()
-    if any(a_end > b_begin for (_, a_end), (b_begin, _) in zip(spans, spans[1:], strict=False)):
+    if any(a_end > b_begin for (_, a_end), (b_begin, _) in itertools.pairwise(spans)):
         raise VectorFileError(f"{path.name}: tensor data overlaps")
     if len({tuple(s) for s in shapes.values()}) != 1:
         raise VectorFileError(f"{path.name}: layers have different shapes")
