@@ -1,0 +1,227 @@
+"""Static PNG plots for sweeps and the replication report.
+
+Figures are drawn on matplotlib's Agg canvas directly (`Figure` + `FigureCanvasAgg`), without pyplot: the
+global backend is never touched, so this is safe inside the Qt app and in headless runs alike.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from engine.experiments.sweep import OWN_LAYERS, SweepResult
+
+METRIC_LABELS = {
+    "target-words": "share of completions with a target word",
+    "target-prob": "next-token probability of the targets",
+    "perplexity": "perplexity of the reference text",
+}
+
+
+def _save(fig: Figure, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+
+
+def _layer_label(layer: int) -> str:
+    return "own layers" if layer == OWN_LAYERS else f"layer {layer}"
+
+
+def _vector_label(result: SweepResult) -> str:
+    vector = result.spec.vector
+    prompts = vector.prompts or {}
+    if "positive" in prompts:
+        return f"{prompts['positive']!r} − {prompts['negative']!r}"
+    return vector.name or vector.method
+
+
+def plot_sweep(result: SweepResult, path: str | Path) -> None:
+    """A line plot (one layer) or a layer × coefficient heatmap; degenerate cells marked, best starred."""
+    layers, coeffs, values = result.grid()
+    metric = result.spec.metric
+    best = result.best()
+    degenerate = {(c.layer, float(c.coeff)) for c in result.cells if c.degenerate}
+    title = f"{_vector_label(result)} ({result.model or 'model'})"
+    if result.cancelled:
+        title += " (cancelled)"
+    if len(layers) <= 1:
+        fig = Figure(figsize=(6.4, 4.0))
+        ax = fig.add_subplot()
+        row = values[0] if values else []
+        ax.plot(coeffs, row, marker="o", label=_layer_label(layers[0]) if layers else "")
+        bad = [(c, v) for c, v in zip(coeffs, row, strict=True) if layers and (layers[0], c) in degenerate]
+        if bad:
+            ax.scatter(
+                *zip(*bad, strict=True), marker="x", s=90, color="crimson", zorder=3, label="degenerate"
+            )
+        if best is not None:
+            ax.scatter(
+                [best.coeff],
+                [best.value],
+                marker="*",
+                s=220,
+                color="gold",
+                edgecolor="black",
+                zorder=4,
+                label=f"best (c={best.coeff:g})",
+            )
+        ax.set_xlabel("coefficient c")
+        ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+        ax.axvline(0, color="grey", lw=0.6)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title(title, fontsize=10)
+        _save(fig, path)
+        return
+    cmap = "viridis" if result.higher_is_better else "viridis_r"
+    plot_heatmap(
+        path,
+        [_layer_label(l) for l in layers],
+        [f"{c:g}" for c in coeffs],
+        values,
+        title=title,
+        xlabel="coefficient c",
+        ylabel="layer",
+        colorbar=METRIC_LABELS.get(metric, metric),
+        hatched={(layers.index(l), coeffs.index(c)) for l, c in degenerate if l in layers and c in coeffs},
+        star=(layers.index(best.layer), coeffs.index(float(best.coeff))) if best is not None else None,
+        cmap=cmap,
+    )
+
+
+def plot_heatmap(
+    path: str | Path,
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    values: Sequence[Sequence[float]],
+    *,
+    title: str = "",
+    xlabel: str = "",
+    ylabel: str = "",
+    colorbar: str = "",
+    hatched: set[tuple[int, int]] | None = None,
+    star: tuple[int, int] | None = None,
+    cmap: str = "viridis",
+    fmt: str = "{:.2f}",
+    vmin: float | None = None,
+    vmax: float | None = None,
+) -> None:
+    """values[row][col] as an annotated heatmap; `hatched` cells get a hatch, `star` a star."""
+    fig = Figure(figsize=(max(5.0, 0.75 * len(col_labels) + 2.0), max(2.6, 0.55 * len(row_labels) + 1.6)))
+    ax = fig.add_subplot()
+    image = ax.imshow(values, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax)
+    fig.colorbar(image, ax=ax, label=colorbar)
+    ax.set_xticks(range(len(col_labels)), col_labels)
+    ax.set_yticks(range(len(row_labels)), row_labels)
+    finite = [v for row in values for v in row if math.isfinite(v)]
+    middle = (min(finite) + max(finite)) / 2 if finite else 0.0
+    for i, row in enumerate(values):
+        for j, v in enumerate(row):
+            if math.isfinite(v):
+                dark = (v < middle) if cmap == "viridis" else (v > middle)
+                ax.text(
+                    j,
+                    i,
+                    fmt.format(v),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if dark else "black",
+                )
+    for i, j in hatched or ():
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", edgecolor="crimson", lw=0))
+    if star is not None:
+        ax.scatter([star[1]], [star[0]], marker="*", s=260, color="gold", edgecolor="black", zorder=4)
+    if hatched:
+        ax.text(
+            1.0,
+            -0.14,
+            "hatched: degenerate output",
+            transform=ax.transAxes,
+            ha="right",
+            fontsize=7,
+            color="crimson",
+        )
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    _save(fig, path)
+
+
+def plot_lines(
+    path: str | Path,
+    x: Sequence[float],
+    series: Mapping[str, Sequence[float]],
+    *,
+    title: str = "",
+    xlabel: str = "coefficient c",
+    ylabel: str = "",
+    hlines: Mapping[str, float] | None = None,
+    logy: bool = False,
+    panels: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+) -> None:
+    """Lines of y vs x (one per series), with optional labelled horizontal reference lines.
+
+    With `panels` ({panel title: series}), draws side-by-side panels sharing the y axis instead.
+    """
+    groups = dict(panels) if panels else {title: series}
+    fig = Figure(figsize=(5.6 * len(groups), 4.0))
+    axes = fig.subplots(1, len(groups), sharey=True, squeeze=False)[0]
+    for ax, (panel_title, panel_series) in zip(axes, groups.items(), strict=True):
+        for label, ys in panel_series.items():
+            ax.plot(list(x), list(ys), marker="o", ms=3.5, label=label)
+        for k, (label, y) in enumerate((hlines or {}).items()):
+            ax.axhline(y, ls="--", lw=1.0, color=f"C{(k + len(panel_series)) % 10}", label=label)
+        ax.axvline(0, color="grey", lw=0.6)
+        if logy:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.set_xlabel(xlabel)
+        ax.set_title(panel_title if panels else title, fontsize=10)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel(ylabel)
+    if panels and title:
+        fig.suptitle(title, fontsize=11)
+    _save(fig, path)
+
+
+def plot_bars(
+    path: str | Path,
+    labels: Sequence[str],
+    series: Mapping[str, Sequence[float]],
+    *,
+    title: str = "",
+    ylabel: str = "",
+    fmt: str = "{:.2f}",
+) -> None:
+    """Grouped bars: one group per label, one bar per series, values written on the bars."""
+    fig = Figure(figsize=(max(5.0, 1.2 * len(labels) * max(1, len(series)) / 2 + 2), 4.0))
+    ax = fig.add_subplot()
+    width = 0.8 / max(1, len(series))
+    for k, (name, ys) in enumerate(series.items()):
+        xs = [i + (k - (len(series) - 1) / 2) * width for i in range(len(labels))]
+        bars = ax.bar(xs, list(ys), width=width, label=name)
+        for bar, y in zip(bars, ys, strict=True):
+            if math.isfinite(y):
+                ax.text(
+                    bar.get_x() + bar.get_width() / 2,
+                    bar.get_height(),
+                    fmt.format(y),
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                )
+    ax.set_xticks(range(len(labels)), list(labels))
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    if len(series) > 1:
+        ax.legend(fontsize=8)
+    _save(fig, path)

@@ -1,0 +1,341 @@
+"""Coefficient × layer sweeps of one steering vector, batched through per-row steering.
+
+One sweep is a handful of batches, not one generate call per setting: every row of a batch carries its
+own coefficient (a `SteeringPlan` row), and a batch holds many coefficients × prompts × samples. A layer
+sweep re-captures the vector at each layer from its stored prompts (an ActAdd pair, or the pairs of a
+mean-diff/PCA direction); only vectors without stored prompts are moved across layers (`Steer.at_layer`).
+
+Metrics:
+- "target-words": the share of sampled completions containing one of `targets` (topic fraction).
+- "target-prob":  the next-token probability mass of the targets' first tokens after each prompt (mean).
+- "perplexity":   the perplexity of `reference_text` with the vector applied at the front of it.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.capture import capture_actadd, capture_mean_diff, capture_pca
+from engine.errors import InvalidInputError
+from engine.experiments import metrics
+from engine.generation import SamplingConfig, generate
+from engine.models import LoadedModel
+from engine.pairs import PromptPair
+from engine.steering import Steer
+from engine.vector import MODES, SteeringVector, check_fits
+
+METRICS = ("target-words", "target-prob", "perplexity")
+# The layer of a cell when the sweep uses a multi-layer vector's own layers together.
+OWN_LAYERS = -1
+DEFAULT_PROMPTS = ["I went up to my friend and said", "Here is what I think about it:", "Yesterday,"]
+MAX_ROWS_PER_BATCH = 96  # rows of one generate call (sampled metrics)
+MAX_ROWS_PER_FORWARD = 32  # rows of one forward pass (target-prob, perplexity)
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass
+class SweepSpec:
+    vector: SteeringVector
+    coeffs: list[float]
+    layers: list[int] | None = None  # None: the vector's own layer(s); else re-capture (or move) per layer
+    prompts: list[str] = field(default_factory=lambda: list(DEFAULT_PROMPTS))
+    metric: str = "target-words"  # one of METRICS
+    targets: list[str] = field(default_factory=list)  # words for target-words / target-prob
+    reference_text: str = ""  # for perplexity
+    samples_per_prompt: int = 1
+    sampling: SamplingConfig = field(default_factory=SamplingConfig.paper)
+    mode: str | None = None  # None: the vector's default mode
+    allow_other_model: bool = False  # use a vector captured on another model of the same width
+
+    def validate(self) -> None:
+        if self.metric not in METRICS:
+            raise InvalidInputError(f"unknown metric {self.metric!r}; choose one of {', '.join(METRICS)}")
+        if not self.coeffs:
+            raise InvalidInputError("give at least one coefficient")
+        if bad := [c for c in self.coeffs if not math.isfinite(float(c))]:
+            raise InvalidInputError(f"coefficient {bad[0]} is not a finite number")
+        if self.layers is not None and not self.layers:
+            raise InvalidInputError("give at least one layer, or leave layers unset")
+        if self.mode is not None and self.mode not in MODES:
+            raise InvalidInputError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.metric in ("target-words", "target-prob"):
+            if not [t for t in self.targets if t.strip()]:
+                raise InvalidInputError(f"metric {self.metric} needs target words")
+            if not [p for p in self.prompts if p.strip()]:
+                raise InvalidInputError("give at least one prompt")
+        if self.metric == "perplexity" and not self.reference_text.strip():
+            raise InvalidInputError("metric perplexity needs a reference text")
+        if not 1 <= self.samples_per_prompt <= 1000:
+            raise InvalidInputError("samples per prompt must be between 1 and 1000")
+        self.sampling.validate()
+
+
+@dataclass
+class SweepCell:
+    layer: int
+    coeff: float
+    value: float
+    repetition: float  # mean repetition rate of the samples (0 for metrics without samples)
+    degenerate: bool  # most samples are loops or word salad
+    samples: list[str]  # prompt + completion, for target-words; a short description otherwise
+
+
+@dataclass
+class SweepResult:
+    spec: SweepSpec
+    cells: list[SweepCell]
+    cancelled: bool = False
+    seconds: float = 0.0
+    model: str = ""
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.spec.metric != "perplexity"
+
+    def grid(self) -> tuple[list[int], list[float], list[list[float]]]:
+        """(layers, coeffs, values[layer_i][coeff_j]); NaN where a cell is missing (a cancelled sweep)."""
+        layers = sorted({c.layer for c in self.cells})
+        coeffs = list(dict.fromkeys(float(c) for c in self.spec.coeffs))
+        values = [[math.nan] * len(coeffs) for _ in layers]
+        for cell in self.cells:
+            values[layers.index(cell.layer)][coeffs.index(float(cell.coeff))] = cell.value
+        return layers, coeffs, values
+
+    def best(self) -> SweepCell | None:
+        """The best non-degenerate cell: highest value (lowest for perplexity); ties go to the smaller |c|."""
+        candidates = [c for c in self.cells if not c.degenerate and math.isfinite(c.value)]
+        if not candidates:
+            return None
+        sign = 1.0 if self.higher_is_better else -1.0
+        return max(candidates, key=lambda c: (sign * c.value, -abs(c.coeff)))
+
+    def to_csv(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(
+                ["layer", "coeff", "metric", "value", "repetition", "degenerate", "n_samples", "example"]
+            )
+            for c in self.cells:
+                writer.writerow(
+                    [
+                        c.layer,
+                        c.coeff,
+                        self.spec.metric,
+                        f"{c.value:.6g}",
+                        f"{c.repetition:.4f}",
+                        int(c.degenerate),
+                        len(c.samples),
+                        c.samples[0] if c.samples else "",
+                    ]
+                )
+
+
+# ---- vectors per layer ---------------------------------------------------------------------------------
+def vector_for_layer(
+    loaded: LoadedModel, vector: SteeringVector, layer: int
+) -> tuple[SteeringVector, int | None]:
+    """(vector, at_layer) that steers `layer`: re-captured from stored prompts when possible.
+
+    ActAdd vectors with {"positive", "negative"} prompts and mean-diff/PCA vectors with stored pairs are
+    captured again at `layer` on `loaded`; a multi-layer vector that has `layer` contributes that layer;
+    a single-layer vector without prompts is moved there (`at_layer`), which the paper never does.
+    """
+    prompts = vector.prompts or {}
+    extra = {"name": vector.name, "default_coeff": vector.default_coeff}
+    if (
+        vector.method == "actadd"
+        and isinstance(prompts.get("positive"), str)
+        and isinstance(prompts.get("negative"), str)
+    ):
+        return capture_actadd(loaded, prompts["positive"], prompts["negative"], layer, **extra), None
+    pairs = prompts.get("pairs")
+    if vector.method in ("mean-diff", "pca") and isinstance(pairs, list) and pairs:
+        parsed = [PromptPair(str(p["positive"]), str(p["negative"])) for p in pairs]
+        capture = capture_mean_diff if vector.method == "mean-diff" else capture_pca
+        return capture(loaded, parsed, layer, **extra), None
+    if layer in vector.layers:
+        return vector.replace(layers={layer: vector.layers[layer]}), None
+    if len(vector.layers) == 1:
+        return vector, layer
+    raise InvalidInputError(
+        f"cannot sweep layer {layer}: the vector has layers {vector.layer_ids} and no stored prompts to "
+        "re-capture it from"
+    )
+
+
+def _layer_vectors(loaded: LoadedModel, spec: SweepSpec) -> list[tuple[int, SteeringVector, int | None]]:
+    if spec.layers is None:
+        check_fits(spec.vector, loaded.fingerprint, allow_other_model=spec.allow_other_model)
+        ids = spec.vector.layer_ids
+        return [(ids[0] if len(ids) == 1 else OWN_LAYERS, spec.vector, None)]
+    n = len(loaded.blocks)
+    if bad := [l for l in spec.layers if not 0 <= int(l) < n]:
+        raise InvalidInputError(f"layer {bad[0]} is out of range: the model has {n} layers (0-{n - 1})")
+    out = []
+    for layer in dict.fromkeys(int(l) for l in spec.layers):
+        vector, at_layer = vector_for_layer(loaded, spec.vector, layer)
+        check_fits(vector, loaded.fingerprint, allow_other_model=spec.allow_other_model)
+        out.append((layer, vector, at_layer))
+    return out
+
+
+# ---- the sweep -----------------------------------------------------------------------------------------
+@dataclass
+class _Job:
+    """One cell's rows: row indices into the flat row list of its layer."""
+
+    layer: int
+    coeff: float
+    rows: list[int]
+
+
+class _Progress:
+    def __init__(self, callback: ProgressCallback | None, total: int):
+        self.callback = callback
+        self.total = max(1, total)
+        self.done = 0
+        self.report(0)
+
+    def report(self, done: int) -> None:
+        done = min(max(done, self.done), self.total)
+        if self.callback is not None and (done > self.done or done == 0):
+            self.callback(done, self.total)
+        self.done = done
+
+
+def run_sweep(
+    loaded: LoadedModel,
+    spec: SweepSpec,
+    *,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> SweepResult:
+    """Measure `spec.metric` at every (layer, coeff) cell; see the module docstring.
+
+    `progress(done, total)` is called from this thread as work completes. Setting `cancel` stops at the
+    next token or batch; the result then holds only the finished cells and has `cancelled=True`.
+    """
+    spec.validate()
+    cancel = cancel or threading.Event()
+    started = time.perf_counter()
+    coeffs = list(dict.fromkeys(float(c) for c in spec.coeffs))
+    layer_vectors = _layer_vectors(loaded, spec)
+    steers = {
+        (layer, c): [Steer(vector, c, mode=spec.mode, at_layer=at_layer)]
+        for layer, vector, at_layer in layer_vectors
+        for c in coeffs
+    }
+    keys = list(steers)  # (layer, coeff) in sweep order
+    if spec.metric == "target-words":
+        cells = _sweep_generation(loaded, spec, keys, steers, progress, cancel)
+    else:
+        cells = _sweep_forward(loaded, spec, keys, steers, progress, cancel)
+    return SweepResult(
+        spec=spec,
+        cells=cells,
+        cancelled=cancel.is_set(),
+        seconds=time.perf_counter() - started,
+        model=loaded.info.source,
+    )
+
+
+def _sweep_generation(loaded, spec, keys, steers, progress, cancel) -> list[SweepCell]:
+    prompts = [p for p in spec.prompts if p.strip()]
+    per_cell = len(prompts) * spec.samples_per_prompt
+    # Flat rows: every cell's prompts × samples; cells are split across batches only at cell boundaries
+    # when they fit, so a cancelled sweep keeps whole cells.
+    row_prompts = [p for _ in keys for p in prompts for _ in range(spec.samples_per_prompt)]
+    row_steers = [steers[k] for k in keys for _ in range(per_cell)]
+    cells_per_batch = max(1, MAX_ROWS_PER_BATCH // per_cell)
+    steps = spec.sampling.max_new_tokens
+    tracker = _Progress(progress, len(row_prompts) * steps)
+    completions: list[str] = []
+    for begin in range(0, len(keys), cells_per_batch):
+        if cancel.is_set():
+            break
+        lo, hi = begin * per_cell, min(len(keys), begin + cells_per_batch) * per_cell
+        for sub in range(lo, hi, MAX_ROWS_PER_BATCH):  # a single huge cell still runs in bounded batches
+            end = min(hi, sub + MAX_ROWS_PER_BATCH)
+            base = sub * steps
+            width = end - sub
+
+            def on_token(event, base=base, width=width) -> None:
+                tracker.report(base + width * (event.step + 1))
+
+            result = generate(
+                loaded,
+                row_prompts[sub:end],
+                row_steers[sub:end],
+                spec.sampling,
+                cancel=cancel,
+                on_token=on_token,
+            )
+            if result.cancelled:
+                break
+            completions.extend(r.text for r in result.rows)
+            tracker.report(end * steps)
+        if cancel.is_set():
+            break
+    cells = []
+    for k, (layer, coeff) in enumerate(keys):
+        part = completions[k * per_cell : (k + 1) * per_cell]
+        if len(part) < per_cell:
+            break
+        cell_prompts = row_prompts[k * per_cell : (k + 1) * per_cell]
+        cells.append(
+            SweepCell(
+                layer=layer,
+                coeff=coeff,
+                value=metrics.topic_fraction(part, spec.targets),
+                repetition=sum(map(metrics.repetition_rate, part)) / len(part),
+                degenerate=metrics.degeneracy_rate(part) >= metrics.DEGENERATE_CELL_SHARE,
+                samples=[p + t for p, t in zip(cell_prompts, part, strict=True)],
+            )
+        )
+    return cells
+
+
+def _sweep_forward(loaded, spec, keys, steers, progress, cancel) -> list[SweepCell]:
+    if spec.metric == "target-prob":
+        prompts = [p for p in spec.prompts if p.strip()]
+    else:
+        prompts = [spec.reference_text]
+    per_cell = len(prompts)
+    cells_per_batch = max(1, MAX_ROWS_PER_FORWARD // per_cell)
+    tracker = _Progress(progress, len(keys) * per_cell)
+    cells = []
+    for begin in range(0, len(keys), cells_per_batch):
+        if cancel.is_set():
+            break
+        batch_keys = keys[begin : begin + cells_per_batch]
+        rows = [steers[k] for k in batch_keys for _ in prompts]
+        texts = [p for _ in batch_keys for p in prompts]
+        if spec.metric == "target-prob":
+            values = metrics.target_prob(loaded, texts, rows, spec.targets, batch_size=MAX_ROWS_PER_FORWARD)
+        else:
+            values = metrics.perplexities(loaded, texts, rows, batch_size=MAX_ROWS_PER_FORWARD)
+        for j, (layer, coeff) in enumerate(batch_keys):
+            part = values[j * per_cell : (j + 1) * per_cell]
+            value = sum(part) / len(part)
+            label = "p(targets)" if spec.metric == "target-prob" else "perplexity"
+            cells.append(
+                SweepCell(
+                    layer=layer,
+                    coeff=coeff,
+                    value=value,
+                    repetition=0.0,
+                    degenerate=not math.isfinite(value),
+                    samples=[f"{label} {v:.4g}: {p[:60]}" for v, p in zip(part, prompts, strict=True)],
+                )
+            )
+        tracker.report((begin + len(batch_keys)) * per_cell)
+    return cells
