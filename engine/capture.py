@@ -35,6 +35,7 @@ def record_block_inputs(blocks: nn.ModuleList, layers: Sequence[int]) -> Iterato
             if layer == deepest:
                 raise _StopForward
 
+        hook.actadd_hook = True  # type: ignore[attr-defined]
         return hook
 
     handles = [blocks[l].register_forward_pre_hook(make_hook(l), with_kwargs=True) for l in layers]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,6 +141,8 @@ def _quantization_config(quantize: str, compute_dtype: torch.dtype):
     from transformers import BitsAndBytesConfig
 
     if quantize == "8bit":
+        # bitsandbytes warns on every 8-bit matmul that float32 inputs are cast to float16: expected, noisy.
+        warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
         return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype

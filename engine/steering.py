@@ -223,6 +223,7 @@ class SteeringPlan:
                 return (steered, *args[1:]), kwargs
             return args, {**kwargs, "hidden_states": steered}
 
+        hook.actadd_hook = True  # type: ignore[attr-defined]  # lets hook_count tell ours from transformers' own
         return hook
 
     @contextmanager
@@ -244,5 +245,9 @@ class SteeringPlan:
 
 
 def hook_count(blocks: nn.ModuleList) -> int:
-    """Forward (pre-)hooks currently on the blocks: 0 whenever no steering is active."""
-    return sum(len(b._forward_pre_hooks) + len(b._forward_hooks) for b in blocks)
+    """ActAdd hooks (steering or recording) currently on the blocks: 0 whenever none is active."""
+    return sum(
+        getattr(hook, "actadd_hook", False)
+        for block in blocks
+        for hook in (*block._forward_pre_hooks.values(), *block._forward_hooks.values())
+    )
