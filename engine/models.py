@@ -230,6 +230,13 @@ def load_model(
     except Exception as exc:
         gc.collect()
         raise _explain_load_failure(folder, exc) from exc
+    if "disk" in set(getattr(model, "hf_device_map", {}).values()):
+        del model
+        gc.collect()
+        raise ModelLoadError(
+            f"{folder.name} does not fit in the memory budget: part of it would be offloaded to disk, "
+            "which is too slow to use; try 4-bit, a smaller model, or more memory"
+        )
     model.eval()
     report("checking", 0.9)
 
