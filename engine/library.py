@@ -368,6 +368,10 @@ class Library:
             raise LibraryError(f"{path} is not a vector of the library at {self.root}")
         return (parts[0] if len(parts) == 2 else ""), rel.stem
 
+    def key_of(self, path: Path) -> str:
+        """The library key of a file in this library."""
+        return make_key(*self._inside(Path(path)))
+
     def resolve(self, key_or_file: str) -> Path:
         """A vector by library key (`name` or `collection/name`) or by `.safetensors` file path.
 
