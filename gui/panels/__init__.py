@@ -1,0 +1,1 @@
+"""The main window's tabs: model, capture, generate, library, sweep."""

@@ -1,0 +1,111 @@
+"""The model worker on its thread: the signal protocol, stop, live steering, errors."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from engine.generation import SamplingConfig
+from gui.worker import ActiveVector, CaptureRequest, GenerateRequest, LoadRequest
+
+pytestmark = pytest.mark.gui
+
+
+def _load(qtbot, controller, folder):
+    with qtbot.waitSignals(
+        [controller.started, controller.model_loaded, controller.finished], order="strict", timeout=30_000
+    ):
+        controller.load(LoadRequest(str(folder), device="cpu"))
+    return controller.model_info
+
+
+def _capture(qtbot, controller, library_dir, name="love", layer=1):
+    request = CaptureRequest(
+        method="actadd", layers=[layer], name=name, library_root=str(library_dir), positive="Love", negative="Hate"
+    )
+    done = []
+    controller.capture_done.connect(done.append)
+    with qtbot.waitSignals([controller.capture_done, controller.finished], order="strict", timeout=20_000):
+        controller.capture(request)
+    return done[-1]
+
+
+def test_load_reports_progress_and_info(qtbot, controller, tiny_dir):
+    stages = []
+    controller.load_progress.connect(lambda stage, fraction: stages.append((stage, fraction)))
+    info = _load(qtbot, controller, tiny_dir)
+    assert info.architecture == "gpt2" and info.n_layers == 3 and info.hidden_size == 64
+    assert stages[0][0] == "resolving" and stages[-1] == ("ready", 1.0)
+    assert controller.worker.loaded is not None
+
+
+def test_bad_folder_is_errored_with_the_engines_message(qtbot, controller, tmp_path):
+    errors = []
+    controller.errored.connect(lambda kind, message: errors.append((kind, message)))
+    with qtbot.waitSignals([controller.errored, controller.finished], order="strict", timeout=10_000):
+        controller.load(LoadRequest(str(tmp_path), device="cpu"))
+    [(kind, message)] = errors
+    assert kind == "load" and "config.json" in message
+    assert not controller.busy
+
+
+def test_generate_streams_both_rows_and_stop_aborts(qtbot, controller, tiny_dir, library_dir):
+    _load(qtbot, controller, tiny_dir)
+    outcome = _capture(qtbot, controller, library_dir)
+    rows = set()
+    controller.token.connect(lambda delta: rows.add(delta.row))
+    request = GenerateRequest(
+        prompt="I think that you",
+        vectors=[ActiveVector(outcome.path, "love", 4.0, mode="all")],
+        sampling=SamplingConfig(temperature=0, max_new_tokens=20),
+    )
+    outcomes = []
+    controller.generation_done.connect(outcomes.append)
+    with qtbot.waitSignals([controller.generation_done, controller.finished], order="strict", timeout=20_000):
+        controller.generate(request)
+    assert rows == {0, 1}
+    assert outcomes[0].n_tokens[0] > 0 and not outcomes[0].cancelled
+
+    controller.worker.pace_s = 0.02
+    request.sampling = SamplingConfig(temperature=0, max_new_tokens=100)
+    controller.token.connect(lambda delta: controller.stop())
+    with qtbot.waitSignals([controller.aborted, controller.finished], order="strict", timeout=20_000):
+        controller.generate(request)
+    assert not controller.busy
+    assert outcomes[1].cancelled and outcomes[1].n_tokens[1] < 100
+
+
+def test_live_coefficient_steers_from_the_next_token(qtbot, controller, tiny_dir, library_dir):
+    """Start at c=0 (rows bit-identical, KL exactly 0), raise c mid-stream: KL turns positive after."""
+    _load(qtbot, controller, tiny_dir)
+    outcome = _capture(qtbot, controller, library_dir)
+    controller.worker.pace_s = 0.01
+    events = []
+    applied = []
+    sent = threading.Event()
+
+    def on_token(delta):
+        events.append(delta)
+        if delta.step >= 3 and not sent.is_set():
+            sent.set()
+            controller.set_live_coefficient(0, 40.0)
+
+    controller.token.connect(on_token)
+    controller.coefficient_applied.connect(applied.append)
+    request = GenerateRequest(
+        prompt="I think that you",
+        vectors=[ActiveVector(outcome.path, "love", 0.0, mode="all")],
+        sampling=SamplingConfig(temperature=0, max_new_tokens=60),
+        effect=True,
+    )
+    with qtbot.waitSignal(controller.generation_done, timeout=30_000) as blocker:
+        controller.generate(request)
+    qtbot.waitUntil(lambda: not controller.busy)
+    assert len(applied) == 1 and applied[0].value == 40.0
+    change = applied[0].step
+    assert 3 < change < 60
+    kl = {d.step: d.kl for d in events if d.row == 1 and d.kl is not None}
+    assert all(kl[s] == 0.0 for s in kl if s < change)
+    assert any(kl[s] > 0.0 for s in kl if s >= change)
+    assert blocker.args[0].live_changes == applied
