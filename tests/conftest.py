@@ -14,7 +14,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tiny_models import ARCHITECTURES, build_tiny_model  # noqa: E402
+from tiny_models import ARCHITECTURES, build_tiny_model
 
 
 @pytest.fixture(scope="session")

@@ -36,7 +36,9 @@ def block_list(model):
     raise AssertionError("no blocks")
 
 
-def reference_greedy(model, tokenizer, prompt: str, vector: torch.Tensor | None, layer: int, coeff: float, steps: int) -> list[int]:
+def reference_greedy(
+    model, tokenizer, prompt: str, vector: torch.Tensor | None, layer: int, coeff: float, steps: int
+) -> list[int]:
     ids = reference_ids(tokenizer, prompt)
     block = block_list(model)[layer]
 

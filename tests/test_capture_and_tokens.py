@@ -56,7 +56,11 @@ def test_actadd_vector_is_the_resid_pre_difference_at_every_requested_layer(gpt2
 
 
 def test_mean_diff_batched_with_padding_equals_pairs_one_by_one(gpt2):
-    pairs = [PromptPair("Love is patient", "Hate"), PromptPair("I love it", "I hate this cold rain"), PromptPair("Joy", "Sad")]
+    pairs = [
+        PromptPair("Love is patient", "Hate"),
+        PromptPair("I love it", "I hate this cold rain"),
+        PromptPair("Joy", "Sad"),
+    ]
     batched = pair_differences(gpt2, pairs, [1], batch_size=16)[1]
     one_by_one = torch.cat([pair_differences(gpt2, [p], [1], batch_size=1)[1] for p in pairs])
     torch.testing.assert_close(batched, one_by_one, rtol=1e-4, atol=1e-4)

@@ -16,12 +16,19 @@ PROMPT = "I went up to my friend and said"
 def test_streamed_deltas_add_up_to_the_final_text_per_row(gpt2):
     v = capture_actadd(gpt2, "Love", "Hate", 1)
     pieces: dict[int, list[str]] = {0: [], 1: []}
-    result = generate(gpt2, PROMPT, [[], [Steer(v, 4.0)]], SamplingConfig(max_new_tokens=12, seed=3),
-                      on_token=lambda e: pieces[e.row].append(e.text))
+    result = generate(
+        gpt2,
+        PROMPT,
+        [[], [Steer(v, 4.0)]],
+        SamplingConfig(max_new_tokens=12, seed=3),
+        on_token=lambda e: pieces[e.row].append(e.text),
+    )
     for row in (0, 1):
         assert "".join(pieces[row]) == result.rows[row].text
         assert len(result.rows[row].token_ids) == 12
-        assert result.rows[row].text == gpt2.tokenizer.decode(result.rows[row].token_ids, skip_special_tokens=True)
+        assert result.rows[row].text == gpt2.tokenizer.decode(
+            result.rows[row].token_ids, skip_special_tokens=True
+        )
     assert result.rows[0].prompt_token_ids[0] == gpt2.tokenizer.bos_token_id
     assert result.tokens_per_second > 0 and hook_count(gpt2.blocks) == 0
 
@@ -45,10 +52,22 @@ def test_same_seed_same_text_and_greedy_ignores_seed(gpt2):
     sampling = SamplingConfig(temperature=1.0, top_p=0.9, max_new_tokens=10, seed=7)
     a = generate(gpt2, PROMPT, None, sampling).rows[0].token_ids
     b = generate(gpt2, PROMPT, None, sampling).rows[0].token_ids
-    c = generate(gpt2, PROMPT, None, SamplingConfig(temperature=1.0, top_p=0.9, max_new_tokens=10, seed=8)).rows[0].token_ids
+    c = (
+        generate(gpt2, PROMPT, None, SamplingConfig(temperature=1.0, top_p=0.9, max_new_tokens=10, seed=8))
+        .rows[0]
+        .token_ids
+    )
     assert a == b and a != c
-    g1 = generate(gpt2, PROMPT, None, SamplingConfig(temperature=0, max_new_tokens=6, seed=1)).rows[0].token_ids
-    g2 = generate(gpt2, PROMPT, None, SamplingConfig(temperature=0, max_new_tokens=6, seed=2)).rows[0].token_ids
+    g1 = (
+        generate(gpt2, PROMPT, None, SamplingConfig(temperature=0, max_new_tokens=6, seed=1))
+        .rows[0]
+        .token_ids
+    )
+    g2 = (
+        generate(gpt2, PROMPT, None, SamplingConfig(temperature=0, max_new_tokens=6, seed=2))
+        .rows[0]
+        .token_ids
+    )
     assert g1 == g2
 
 
@@ -57,8 +76,13 @@ def test_stop_strings_cut_the_text_and_never_stream_past_it(gpt2):
     stop = free[5:8]
     assert stop and stop in free
     streamed = []
-    result = generate(gpt2, PROMPT, None, SamplingConfig(temperature=0, max_new_tokens=20, stop=(stop,)),
-                      on_token=lambda e: streamed.append(e.text))
+    result = generate(
+        gpt2,
+        PROMPT,
+        None,
+        SamplingConfig(temperature=0, max_new_tokens=20, stop=(stop,)),
+        on_token=lambda e: streamed.append(e.text),
+    )
     row = result.rows[0]
     assert row.finish_reason == "stop"
     assert row.text == free[: free.index(stop)]
@@ -80,8 +104,14 @@ def test_paper_sampling_preset():
 def test_effect_reports_kl_against_the_unsteered_row(gpt2):
     v = capture_actadd(gpt2, "Love", "Hate", 1).to_direction()
     events = []
-    generate(gpt2, PROMPT, [[], [Steer(v, 6.0, mode="all")]], SamplingConfig(temperature=0, max_new_tokens=4),
-             on_token=events.append, effect_reference_row=0)
+    generate(
+        gpt2,
+        PROMPT,
+        [[], [Steer(v, 6.0, mode="all")]],
+        SamplingConfig(temperature=0, max_new_tokens=4),
+        on_token=events.append,
+        effect_reference_row=0,
+    )
     steered = [e for e in events if e.row == 1]
     assert all(e.kl is not None and e.kl > 0 for e in steered)
     assert all(e.kl == 0 for e in events if e.row == 0)
@@ -95,7 +125,11 @@ def test_prompt_checks(gpt2):
     for empty in ("", "   "):
         with pytest.raises(InvalidInputError, match="empty"):
             generate(gpt2, empty, None, SamplingConfig(max_new_tokens=2))
-    for bad in (SamplingConfig(temperature=float("nan")), SamplingConfig(top_p=0), SamplingConfig(max_new_tokens=0)):
+    for bad in (
+        SamplingConfig(temperature=float("nan")),
+        SamplingConfig(top_p=0),
+        SamplingConfig(max_new_tokens=0),
+    ):
         with pytest.raises(InvalidInputError):
             generate(gpt2, PROMPT, None, bad)
     with pytest.raises(InvalidInputError, match="chat template"):

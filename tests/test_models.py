@@ -45,7 +45,12 @@ def test_quantized_loading_on_cpu_captures_and_steers(model_dirs, quantize):
     assert loaded.info.quantize == quantize
     vector = capture_actadd(loaded, "Love", "Hate", 1)
     assert torch.isfinite(vector.layers[1]).all() and vector.layers[1].abs().sum() > 0
-    result = generate(loaded, "I went up to my friend", [[], [Steer(vector, 8.0)]], SamplingConfig(temperature=0, max_new_tokens=6))
+    result = generate(
+        loaded,
+        "I went up to my friend",
+        [[], [Steer(vector, 8.0)]],
+        SamplingConfig(temperature=0, max_new_tokens=6),
+    )
     assert all(len(r.token_ids) == 6 for r in result.rows)
     assert result.rows[0].token_ids != result.rows[1].token_ids
     report = memory_report(loaded)
@@ -55,7 +60,9 @@ def test_quantized_loading_on_cpu_captures_and_steers(model_dirs, quantize):
 def test_chat_template_toggle(model_dirs, tmp_path):
     folder = shutil.copytree(model_dirs["gpt2"], tmp_path / "chatty")
     config = json.loads((folder / "tokenizer_config.json").read_text())
-    config["chat_template"] = "{% for m in messages %}<|endoftext|>User: {{ m['content'] }}\nAssistant:{% endfor %}"
+    config["chat_template"] = (
+        "{% for m in messages %}<|endoftext|>User: {{ m['content'] }}\nAssistant:{% endfor %}"
+    )
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
     loaded = load_model(folder, device="cpu")
     assert loaded.info.has_chat_template

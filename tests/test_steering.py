@@ -31,7 +31,11 @@ def test_matches_independent_reference_implementation(loaded_models, arch):
     """Capture and front injection agree with a from-the-paper reference, greedy, on every architecture."""
     loaded = loaded_models[arch]
     layer = 1
-    for positive, negative, coeff in [("Love", "Hate", 6.0), ("Intent to praise", "Hate", 3.0), (" weddings", " ", 8.0)]:
+    for positive, negative, coeff in [
+        ("Love", "Hate", 6.0),
+        ("Intent to praise", "Hate", 3.0),
+        (" weddings", " ", 8.0),
+    ]:
         vector = capture_actadd(loaded, positive, negative, layer)
         expected = reference_vector(loaded.model, loaded.tokenizer, positive, negative, layer)
         torch.testing.assert_close(vector.layers[layer], expected, rtol=1e-4, atol=1e-4)
@@ -101,7 +105,9 @@ def test_modes_act_where_documented(loaded_models, arch):
     for before, after in _block_inputs(loaded, layer, SteeringPlan([[Steer(direction, c, mode="all")]]), ids):
         torch.testing.assert_close(after - before, (c * r).expand_as(before))
 
-    (prompt, *decode) = _block_inputs(loaded, layer, SteeringPlan([[Steer(direction, c, mode="generated")]]), ids)
+    (prompt, *decode) = _block_inputs(
+        loaded, layer, SteeringPlan([[Steer(direction, c, mode="generated")]]), ids
+    )
     assert torch.equal(prompt[0], prompt[1]), "the prompt is untouched"
     for before, after in decode:
         torch.testing.assert_close(after - before, (c * r).expand_as(before))
@@ -116,7 +122,12 @@ def test_per_row_batch_equals_rows_one_at_a_time(loaded_models, arch):
     loaded = loaded_models[arch]
     love = capture_actadd(loaded, "Love", "Hate", 1)
     topic = capture_actadd(loaded, " weddings", " ", 0)
-    rows = [[], [Steer(love, 4.0)], [Steer(love, -4.0), Steer(topic, 2.0)], [Steer(love.to_direction(), 1.5, mode="all")]]
+    rows = [
+        [],
+        [Steer(love, 4.0)],
+        [Steer(love, -4.0), Steer(topic, 2.0)],
+        [Steer(love.to_direction(), 1.5, mode="all")],
+    ]
     # Different prompt lengths per row exercise left padding and per-row front offsets.
     prompts = [PROMPT, "Hello there, friend", PROMPT + " that the weather", "The team won"]
     batched = generate(loaded, prompts, rows, GREEDY)
@@ -138,7 +149,9 @@ def test_left_padded_front_counts_from_first_real_token(gpt2):
     base = resid_pre(gpt2, ids, [layer], mask)[layer]
     with plan.apply(gpt2.blocks), torch.no_grad():
         plan.bind(mask)
-        handle = gpt2.blocks[layer].register_forward_pre_hook(lambda m, a, k: seen.append(a[0].clone()), with_kwargs=True)
+        handle = gpt2.blocks[layer].register_forward_pre_hook(
+            lambda m, a, k: seen.append(a[0].clone()), with_kwargs=True
+        )
         gpt2.model(input_ids=ids, attention_mask=mask)
         handle.remove()
     n = vector.n_tokens
@@ -188,7 +201,10 @@ def test_hooks_are_removed_even_when_the_forward_fails(gpt2):
 
 def test_layer_out_of_range_and_bad_coefficients_are_refused(gpt2):
     v = capture_actadd(gpt2, "Love", "Hate", 1)
-    with pytest.raises(IncompatibleVectorError, match="out of range"), SteeringPlan([[Steer(v, 1.0, at_layer=99)]]).apply(gpt2.blocks):
+    with (
+        pytest.raises(IncompatibleVectorError, match="out of range"),
+        SteeringPlan([[Steer(v, 1.0, at_layer=99)]]).apply(gpt2.blocks),
+    ):
         pass
     for bad in (float("nan"), float("inf")):
         with pytest.raises(InvalidInputError, match="finite"):

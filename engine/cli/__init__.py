@@ -52,7 +52,13 @@ def load_model_from_args(args: argparse.Namespace):
 
     from engine.models import load_model
 
-    with tqdm(total=100, desc="loading model", file=sys.stderr, disable=args.json, leave=False) as bar:
+    with tqdm(
+        total=100,
+        desc="loading model",
+        file=sys.stderr,
+        disable=args.json or not sys.stderr.isatty(),
+        leave=False,
+    ) as bar:
 
         def progress(stage: str, fraction: float) -> None:
             bar.set_postfix_str(stage)

@@ -179,7 +179,7 @@ def run_generate(args: argparse.Namespace) -> int:
         total=sampling.max_new_tokens * len(rows),
         desc="generating",
         file=sys.stderr,
-        disable=args.json or live,
+        disable=args.json or live or not sys.stderr.isatty(),
         leave=False,
     ) as bar:
 
