@@ -85,7 +85,7 @@ def test_missing_folder_and_file_instead_of_folder(tmp_path):
 def test_missing_or_invalid_config(model_dirs, tmp_path):
     folder = shutil.copytree(model_dirs["gpt2"], tmp_path / "m")
     (folder / "config.json").unlink()
-    with pytest.raises(ModelLoadError, match="has no config.json"):
+    with pytest.raises(ModelLoadError, match=r"has no config\.json"):
         load_model(folder)
     (folder / "config.json").write_text("{not json")
     with pytest.raises(ModelLoadError, match=r"config\.json is not valid JSON"):
@@ -143,7 +143,7 @@ def test_tokenizer_that_does_not_match_the_vocabulary(model_dirs, tmp_path):
 
 
 def test_model_larger_than_the_memory_budget_fails_cleanly(model_dirs, gpt2):
-    with pytest.raises(ModelLoadError, match="does not fit|not enough memory"):
+    with pytest.raises(ModelLoadError, match=r"does not fit|not enough memory"):
         load_model(model_dirs["gpt2"], device="auto", max_memory={"cpu": 1000})
     # The previously loaded model is untouched and still works.
     assert len(generate(gpt2, "Hello", None, SamplingConfig(max_new_tokens=2)).rows[0].token_ids) == 2
