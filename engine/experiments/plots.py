@@ -93,6 +93,8 @@ def plot_sweep(result: SweepResult, path: str | Path) -> None:
         hatched={(layers.index(l), coeffs.index(c)) for l, c in degenerate if l in layers and c in coeffs},
         star=(layers.index(best.layer), coeffs.index(float(best.coeff))) if best is not None else None,
         cmap=cmap,
+        vmin=0.0 if metric == "target-words" else None,
+        vmax=1.0 if metric == "target-words" else None,
     )
 
 
@@ -140,15 +142,7 @@ def plot_heatmap(
     if star is not None:
         ax.scatter([star[1]], [star[0]], marker="*", s=260, color="gold", edgecolor="black", zorder=4)
     if hatched:
-        ax.text(
-            1.0,
-            -0.14,
-            "hatched: degenerate output",
-            transform=ax.transAxes,
-            ha="right",
-            fontsize=7,
-            color="crimson",
-        )
+        title = f"{title}\n(hatched: degenerate output)" if title else "hatched: degenerate output"
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)

@@ -85,6 +85,7 @@ class SweepCell:
     repetition: float  # mean repetition rate of the samples (0 for metrics without samples)
     degenerate: bool  # most samples are loops or word salad
     samples: list[str]  # prompt + completion, for target-words; a short description otherwise
+    completions: list[str] = field(default_factory=list)  # the generated text alone (target-words)
 
 
 @dataclass
@@ -299,6 +300,7 @@ def _sweep_generation(loaded, spec, keys, steers, progress, cancel) -> list[Swee
                 repetition=sum(map(metrics.repetition_rate, part)) / len(part),
                 degenerate=metrics.degeneracy_rate(part) >= metrics.DEGENERATE_CELL_SHARE,
                 samples=[p + t for p, t in zip(cell_prompts, part, strict=True)],
+                completions=list(part),
             )
         )
     return cells

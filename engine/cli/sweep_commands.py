@@ -1,0 +1,266 @@
+"""`sweep`: coefficient × layer sweeps of one vector, and the ActAdd paper's replication experiments.
+
+    python main.py sweep --positive " weddings" --negative " " --coeffs -4,0,4,8 --layers 0,1,2,3 \\
+        --targets wedding,bride,groom --prompt "Here is what I think about it:" --samples 4 --out sweeps
+    python main.py sweep --vector love-hate --coeffs -8,-4,0,4,8 --metric target-prob --targets love
+    python main.py sweep --experiment all --model demo --out docs/replication
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+from pathlib import Path
+
+from engine.cli import add_json_option, add_library_option, add_model_options, emit, load_model_from_args
+from engine.errors import InvalidInputError
+
+EXPERIMENT_CHOICES = (
+    "topic",
+    "sentiment",
+    "perplexity",
+    "prompting",
+    "injection",
+    "overhead",
+    "quantization",
+    "all",
+)
+
+
+def _numbers(text: str, kind: type, what: str) -> list:
+    values = []
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        try:
+            value = kind(part)
+        except ValueError as exc:
+            raise InvalidInputError(f"--{what}: {part!r} is not a valid {kind.__name__}") from exc
+        if kind is float and not math.isfinite(value):
+            raise InvalidInputError(f"--{what}: {part!r} is not a finite number")
+        values.append(value)
+    if not values:
+        raise InvalidInputError(f"--{what} is empty")
+    return values
+
+
+def register(sub) -> None:
+    sweep = sub.add_parser(
+        "sweep",
+        help="sweep a vector over coefficients and layers, or rerun the paper's experiments",
+        description="Batched, seeded coefficient × layer sweeps (CSV + PNG), and the ActAdd replication.",
+    )
+    # Let "--coeffs -8,-4,0" through: argparse only treats plain negative numbers as values.
+    sweep._negative_number_matcher = re.compile(r"^-[\d.][^\s]*$")
+    add_model_options(sweep)
+    what = sweep.add_argument_group("vector")
+    what.add_argument("--vector", metavar="NAME_OR_FILE", help="a library vector or .safetensors file")
+    what.add_argument("--positive", help="p+ of an ActAdd pair captured on the spot, e.g. ' weddings'")
+    what.add_argument("--negative", help="p- of the pair, e.g. ' '")
+    grid = sweep.add_argument_group("grid")
+    grid.add_argument(
+        "--coeffs", default="-8,-4,0,4,8", help="comma-separated coefficients (default %(default)s)"
+    )
+    grid.add_argument(
+        "--layers",
+        help="comma-separated layers; the pair is re-captured at each (default: every layer for "
+        "--positive/--negative, the vector's own layers for --vector)",
+    )
+    grid.add_argument("--mode", choices=("front", "all", "generated", "ablate"), help="injection mode")
+    measure = sweep.add_argument_group("measurement")
+    measure.add_argument(
+        "--metric", choices=("target-words", "target-prob", "perplexity"), default="target-words"
+    )
+    measure.add_argument("--targets", help="comma-separated target words (default: the words of p+)")
+    measure.add_argument(
+        "--prompt", action="append", default=[], metavar="TEXT", help="a prompt (repeat for several)"
+    )
+    measure.add_argument("--reference-text", default="", help="text whose perplexity is measured")
+    measure.add_argument("--reference-file", metavar="FILE", help="read the reference text from a file")
+    measure.add_argument("--samples", type=int, default=4, help="samples per prompt and cell (default 4)")
+    measure.add_argument("--max-new-tokens", type=int, default=32)
+    measure.add_argument("--seed", type=int, default=0)
+    measure.add_argument("--temperature", type=float, default=1.0)
+    measure.add_argument("--top-p", type=float, default=0.3, help="default 0.3, the paper's")
+    measure.add_argument("--frequency-penalty", type=float, default=1.0, help="default 1.0, the paper's")
+    measure.add_argument(
+        "--allow-other-model", action="store_true", help="use a vector captured on another model"
+    )
+    sweep.add_argument(
+        "--experiment",
+        action="append",
+        choices=EXPERIMENT_CHOICES,
+        help="run a replication experiment instead of a sweep (repeatable; 'all' for every one)",
+    )
+    sweep.add_argument("--quick", action="store_true", help="small-sample experiments (seconds, noisier)")
+    sweep.add_argument("--out", default="sweeps", metavar="DIR", help="output folder (default %(default)s)")
+    sweep.add_argument("--name", default="sweep", help="file stem of the sweep's CSV and PNG")
+    add_library_option(sweep)
+    add_json_option(sweep)
+    sweep.set_defaults(handler=run_sweep_command)
+
+
+def _progress_bar(args, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=1, desc=desc, file=sys.stderr, disable=args.json, leave=False)
+
+
+def run_sweep_command(args: argparse.Namespace) -> int:
+    if args.experiment:
+        return _run_experiments(args)
+    return _run_single_sweep(args)
+
+
+def _spec_from_args(args: argparse.Namespace, loaded):
+    from engine.capture import capture_actadd
+    from engine.experiments.sweep import SweepSpec
+    from engine.generation import SamplingConfig
+    from engine.library import Library
+
+    coeffs = _numbers(args.coeffs, float, "coeffs")
+    layers = _numbers(args.layers, int, "layers") if args.layers else None
+    if args.vector:
+        vector = Library(args.library).load(args.vector)
+    else:
+        first = layers[0] if layers else 0
+        if not 0 <= first < len(loaded.blocks):
+            raise InvalidInputError(
+                f"layer {first} is out of range: the model has {len(loaded.blocks)} layers"
+            )
+        vector = capture_actadd(loaded, args.positive, args.negative, first)
+        if layers is None:
+            layers = list(range(len(loaded.blocks)))
+    from engine.experiments import metrics
+
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()] if args.targets else []
+    if not targets and args.metric != "perplexity":
+        positive = (vector.prompts or {}).get("positive", "")
+        targets = metrics.words(positive) if isinstance(positive, str) else []
+        if not targets:
+            raise InvalidInputError(f"--metric {args.metric} needs --targets w1,w2")
+    reference = args.reference_text
+    if args.reference_file:
+        try:
+            reference = Path(args.reference_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInputError(f"cannot read {args.reference_file}: {exc}") from exc
+    sampling = SamplingConfig.paper(
+        seed=args.seed,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        frequency_penalty=args.frequency_penalty,
+    )
+    spec = SweepSpec(
+        vector=vector,
+        coeffs=coeffs,
+        layers=layers,
+        metric=args.metric,
+        targets=targets,
+        reference_text=reference,
+        samples_per_prompt=args.samples,
+        sampling=sampling,
+        mode=args.mode,
+        allow_other_model=args.allow_other_model,
+    )
+    if args.prompt:
+        spec.prompts = list(args.prompt)
+    return spec
+
+
+def _run_single_sweep(args: argparse.Namespace) -> int:
+    from engine.experiments import plot_sweep, run_sweep
+
+    if not args.vector and (args.positive is None or args.negative is None):
+        raise InvalidInputError("give --vector NAME_OR_FILE, or --positive and --negative")
+    if args.vector and (args.positive is not None or args.negative is not None):
+        raise InvalidInputError("give either --vector or --positive/--negative, not both")
+    # Check the cheap arguments before loading the model.
+    _numbers(args.coeffs, float, "coeffs")
+    if args.layers:
+        _numbers(args.layers, int, "layers")
+    if args.metric == "perplexity" and not (args.reference_text.strip() or args.reference_file):
+        raise InvalidInputError("--metric perplexity needs --reference-text or --reference-file")
+    loaded = load_model_from_args(args)
+    spec = _spec_from_args(args, loaded)
+    spec.validate()
+    with _progress_bar(args, "sweeping") as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        result = run_sweep(loaded, spec, progress=progress)
+    out = Path(args.out)
+    csv_path, png_path = out / f"{args.name}.csv", out / f"{args.name}.png"
+    result.to_csv(csv_path)
+    plot_sweep(result, png_path)
+    layers, coeffs, values = result.grid()
+    best = result.best()
+    payload = {
+        "metric": spec.metric,
+        "layers": layers,
+        "coeffs": coeffs,
+        "values": values,
+        "cells": [
+            {
+                "layer": c.layer,
+                "coeff": c.coeff,
+                "value": c.value,
+                "repetition": c.repetition,
+                "degenerate": c.degenerate,
+                "example": c.samples[0] if c.samples else "",
+            }
+            for c in result.cells
+        ],
+        "best": None if best is None else {"layer": best.layer, "coeff": best.coeff, "value": best.value},
+        "seconds": round(result.seconds, 2),
+        "csv": str(csv_path),
+        "png": str(png_path),
+    }
+    width = max(8, *(len(f"{c:g}") + 2 for c in coeffs))
+    lines = [f"{spec.metric} ({len(result.cells)} cells, {result.seconds:.1f} s)"]
+    lines.append("layer".ljust(8) + "".join(f"{c:g}".rjust(width) for c in coeffs))
+    for layer, row in zip(layers, values, strict=True):
+        label = "own" if layer < 0 else str(layer)
+        lines.append(label.ljust(8) + "".join(f"{v:.3f}".rjust(width) for v in row))
+    if best is not None:
+        lines.append(f"best: layer {best.layer}, c = {best.coeff:g}: {best.value:.3f}")
+    lines.append(f"wrote {csv_path} and {png_path}")
+    emit(args, payload, "\n".join(lines))
+    return 0
+
+
+def _run_experiments(args: argparse.Namespace) -> int:
+    from engine.experiments.replication import Settings, run_experiments
+
+    if args.vector or args.positive is not None or args.negative is not None:
+        raise InvalidInputError("--experiment uses its own vectors; drop --vector/--positive/--negative")
+    settings = Settings.quick() if args.quick else Settings()
+    settings.seed = args.seed
+    if args.layers:
+        settings.layers = _numbers(args.layers, int, "layers")
+    loaded = load_model_from_args(args)
+    if settings.layers and (bad := [l for l in settings.layers if not 0 <= l < len(loaded.blocks)]):
+        raise InvalidInputError(f"layer {bad[0]} is out of range: the model has {len(loaded.blocks)} layers")
+
+    def log(message: str) -> None:
+        if not args.json:
+            print(message, file=sys.stderr, flush=True)
+
+    reports = run_experiments(loaded, args.experiment, args.out, settings=settings, log=log)
+    payload = {
+        "out": str(Path(args.out)),
+        "experiments": {
+            name: {"seconds": round(r.seconds, 2), "files": r.files, "summary": r.summary}
+            for name, r in reports.items()
+        },
+    }
+    human = "\n\n".join(f"## {r.title}\n\n{r.markdown}" for r in reports.values())
+    human += f"\nwrote {', '.join(f for r in reports.values() for f in r.files)} to {args.out}"
+    emit(args, payload, human)
+    return 0
