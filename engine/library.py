@@ -898,11 +898,19 @@ class Library:
                 collection, name = split_key(str(origin.get("key") or path.stem))
             except LibraryError:
                 collection, name = "", path.stem
+            same_name = name
             if new_name is not None:
                 collection, name = self._target(new_name, collection)
-            vector = load_vector(path)
+            vector = load_vector(path)  # only a valid vector goes back
             try:
-                restored = self._write(vector, collection, name, overwrite=False)
+                if name == same_name:  # byte for byte, as it was deleted
+                    restored = self.path_of(name, collection)
+                    try:
+                        atomic_write_bytes(restored, path.read_bytes(), overwrite=False)
+                    except FileExistsError as exc:
+                        raise LibraryError(f"{make_key(collection, name)!r} exists") from exc
+                else:
+                    restored = self._write(vector, collection, name, overwrite=False)
             except LibraryError as exc:
                 raise LibraryError(
                     f"cannot restore: a vector named {make_key(collection, name)!r} exists; "
