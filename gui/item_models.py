@@ -15,6 +15,7 @@ from PySide6.QtWidgets import QApplication
 from engine.pairs import PromptPair
 
 _Index = QModelIndex | QPersistentModelIndex
+_ROOT = QModelIndex()  # the invalid (root) index, as a default argument
 ENTRY_ROLE = Qt.ItemDataRole.UserRole + 1  # the VectorEntry of a row
 SORT_ROLE = Qt.ItemDataRole.UserRole + 2  # a sortable value (created time as ISO text, layer as int)
 COMPAT_ROLE = Qt.ItemDataRole.UserRole + 3  # "ok" | "other-model" | "incompatible"
@@ -90,10 +91,10 @@ class VectorTableModel(QAbstractTableModel):
         return next((i for i, e in enumerate(self._entries) if e.key == key), -1)
 
     # ---- Qt overrides ---------------------------------------------------------------------------------------
-    def rowCount(self, parent: _Index = QModelIndex()) -> int:
+    def rowCount(self, parent: _Index = _ROOT) -> int:
         return 0 if parent.isValid() else len(self._entries)
 
-    def columnCount(self, parent: _Index = QModelIndex()) -> int:
+    def columnCount(self, parent: _Index = _ROOT) -> int:
         return 0 if parent.isValid() else len(self.COLUMNS)
 
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole):
@@ -192,7 +193,14 @@ class VectorFilterProxy(QSortFilterProxyModel):
         if not self._text:
             return True
         haystack = " ".join(
-            [entry.name, entry.collection, entry.method, " ".join(entry.tags), entry.notes or "", str(entry.prompts)]
+            [
+                entry.name,
+                entry.collection,
+                entry.method,
+                " ".join(entry.tags),
+                entry.notes or "",
+                str(entry.prompts),
+            ]
         ).lower()
         return all(word in haystack for word in self._text.split())
 
@@ -215,10 +223,10 @@ class PairTableModel(QAbstractTableModel):
         """The non-empty rows, as engine pairs."""
         return [PromptPair(p, n) for p, n in self._rows if p.strip() or n.strip()]
 
-    def rowCount(self, parent: _Index = QModelIndex()) -> int:
+    def rowCount(self, parent: _Index = _ROOT) -> int:
         return 0 if parent.isValid() else len(self._rows)
 
-    def columnCount(self, parent: _Index = QModelIndex()) -> int:
+    def columnCount(self, parent: _Index = _ROOT) -> int:
         return 0 if parent.isValid() else 2
 
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole):
@@ -249,7 +257,7 @@ class PairTableModel(QAbstractTableModel):
             return Qt.ItemFlag.NoItemFlags
         return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsEditable
 
-    def insertRows(self, row: int, count: int, parent: _Index = QModelIndex()) -> bool:
+    def insertRows(self, row: int, count: int, parent: _Index = _ROOT) -> bool:
         if parent.isValid() or count < 1 or not 0 <= row <= len(self._rows):
             return False
         self.beginInsertRows(QModelIndex(), row, row + count - 1)  # inclusive range
@@ -257,7 +265,7 @@ class PairTableModel(QAbstractTableModel):
         self.endInsertRows()
         return True
 
-    def removeRows(self, row: int, count: int, parent: _Index = QModelIndex()) -> bool:
+    def removeRows(self, row: int, count: int, parent: _Index = _ROOT) -> bool:
         if parent.isValid() or count < 1 or row < 0 or row + count > len(self._rows):
             return False
         self.beginRemoveRows(QModelIndex(), row, row + count - 1)

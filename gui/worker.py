@@ -394,7 +394,9 @@ class ModelWorker(QObject):
                         self.coefficient_applied.emit(change)
                 if event.text or event.kl is not None:
                     self.token.emit(
-                        TokenDelta(row=event.row, text=event.text, step=event.step, kl=event.kl, top=event.top)
+                        TokenDelta(
+                            row=event.row, text=event.text, step=event.step, kl=event.kl, top=event.top
+                        )
                     )
 
             result = generate(
@@ -448,7 +450,9 @@ class ModelWorker(QObject):
             full = spec_for(request.layers)
             full.validate()
             # One layer per run_sweep call, so the plot can fill in live, layer by layer.
-            chunks: list[list[int] | None] = [None] if request.layers is None else [[l] for l in request.layers]
+            chunks: list[list[int] | None] = (
+                [None] if request.layers is None else [[l] for l in request.layers]
+            )
             cells: list = []
             seconds = 0.0
             result = SweepResult(spec=full, cells=[], model=loaded.info.source)

@@ -22,7 +22,12 @@ def _load(qtbot, controller, folder):
 
 def _capture(qtbot, controller, library_dir, name="love", layer=1):
     request = CaptureRequest(
-        method="actadd", layers=[layer], name=name, library_root=str(library_dir), positive="Love", negative="Hate"
+        method="actadd",
+        layers=[layer],
+        name=name,
+        library_root=str(library_dir),
+        positive="Love",
+        negative="Hate",
     )
     done = []
     controller.capture_done.connect(done.append)

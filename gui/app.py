@@ -1,0 +1,310 @@
+"""The application: QApplication, the main window and `run(argv)` (what `python main.py` calls)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt, QTimer, QUrl, Slot
+from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QIcon, QKeySequence, QShortcut
+from PySide6.QtWidgets import QApplication, QFileDialog, QLabel, QMainWindow, QMessageBox, QTabWidget
+
+from engine import __version__
+from engine.models import DEMO_MODEL_DIR
+from gui.context import AppContext
+from gui.panels.capture import CapturePanel
+from gui.panels.generate import GeneratePanel
+from gui.panels.library import LibraryPanel
+from gui.panels.model import ModelPanel
+from gui.panels.sweep import SweepPanel
+from gui.worker import wait_for_orphans
+
+APP_NAME = "ActAdd Studio"
+RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+ICON_PATH = RESOURCES / "icons" / "actadd-studio.svg"
+CLOSE_BUDGET_MS = 1000  # closing must never take longer than this, whatever the worker is doing
+BUSY_TEXT = {
+    "load": "loading the model…",
+    "unload": "unloading…",
+    "capture": "capturing…",
+    "generate": "generating…",
+    "sweep": "sweeping…",
+}
+
+
+def app_icon() -> QIcon:
+    for path in (ICON_PATH, ICON_PATH.with_suffix(".png")):
+        if path.exists():
+            icon = QIcon(str(path))
+            if not icon.isNull():
+                return icon
+    return QIcon()
+
+
+class MainWindow(QMainWindow):
+    def __init__(
+        self,
+        settings: QSettings | None = None,
+        library_root: str | Path | None = None,
+        autoload: str | None = "demo",
+    ):
+        super().__init__()
+        self.setWindowTitle(APP_NAME)
+        self.setWindowIcon(app_icon())
+        self._settings = settings if settings is not None else QSettings()
+        root = library_root or self._settings.value("library/path", "") or None
+        self.context = AppContext(self._settings, root, self)
+        self._error_box: QMessageBox | None = None
+        self.errors: list[tuple[str, str]] = []  # every error shown, newest last (tests and the log)
+
+        self.model_panel = ModelPanel(self.context)
+        self.capture_panel = CapturePanel(self.context)
+        self.generate_panel = GeneratePanel(self.context)
+        self.library_panel = LibraryPanel(self.context)
+        self.sweep_panel = SweepPanel(self.context)
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        for panel, title, tip in (
+            (self.model_panel, "Model", "Load a local model (the demo model works offline)"),
+            (self.capture_panel, "Capture", "Make a steering vector from prompts"),
+            (self.generate_panel, "Generate", "Steered and unsteered text side by side"),
+            (self.library_panel, "Library", "Your saved vectors"),
+            (self.sweep_panel, "Sweep", "Which layer, how strong?"),
+        ):
+            self.tabs.addTab(panel, title)
+            self.tabs.setTabToolTip(self.tabs.count() - 1, tip)
+        self.setCentralWidget(self.tabs)
+
+        self._model_label = QLabel("No model")
+        self._model_label.setToolTip("The loaded model")
+        self._memory_label = QLabel("")
+        self._memory_label.setToolTip("Resident memory of the app / CUDA memory allocated")
+        self._worker_label = QLabel("idle")
+        self._worker_label.setToolTip("What the model worker thread is doing")
+        bar = self.statusBar()
+        bar.addPermanentWidget(self._worker_label)
+        bar.addPermanentWidget(self._memory_label)
+        bar.addPermanentWidget(self._model_label)
+
+        self._build_menus()
+        self._build_shortcuts()
+
+        controller = self.context.controller
+        controller.started.connect(self._on_worker_started)
+        controller.busy_changed.connect(self._on_busy_changed)
+        controller.memory.connect(self._on_memory)
+        self.context.error.connect(self.show_error)
+        self.context.status.connect(lambda message: self.statusBar().showMessage(message, 6000))
+        self.context.model_changed.connect(self._on_model_changed)
+        self.context.use_vector.connect(lambda _: self.tabs.setCurrentWidget(self.generate_panel))
+
+        self.read_settings()
+        self.context.refresh_library()
+        if autoload:
+            QTimer.singleShot(0, lambda: self.model_panel.load_source(autoload))
+
+    # ---- menus and shortcuts -----------------------------------------------------------------------------
+    def _build_menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        open_model = QAction("Open model folder…", self)
+        open_model.setShortcut(QKeySequence.StandardKey.Open)
+        open_model.triggered.connect(self._open_model_folder)
+        choose_library = QAction("Choose library folder…", self)
+        choose_library.triggered.connect(self._choose_library)
+        quit_action = QAction("Quit", self)
+        quit_action.setShortcut(QKeySequence.StandardKey.Quit)
+        quit_action.triggered.connect(self.close)
+        for action in (open_model, choose_library):
+            file_menu.addAction(action)
+        file_menu.addSeparator()
+        file_menu.addAction(quit_action)
+
+        run_menu = self.menuBar().addMenu("&Run")
+        generate = QAction("Generate\tCtrl+Enter", self)
+        generate.triggered.connect(self.generate)
+        stop = QAction("Stop\tEsc", self)
+        stop.triggered.connect(self.stop)
+        run_menu.addAction(generate)
+        run_menu.addAction(stop)
+
+        help_menu = self.menuBar().addMenu("&Help")
+        docs = QAction("User guide", self)
+        docs.triggered.connect(
+            lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(RESOURCES.parent / "docs" / "gui.md")))
+        )
+        about = QAction("About ActAdd Studio", self)
+        about.triggered.connect(self._about)
+        help_menu.addAction(docs)
+        help_menu.addAction(about)
+
+    def _build_shortcuts(self) -> None:
+        for keys in ("Ctrl+Return", "Ctrl+Enter"):
+            shortcut = QShortcut(QKeySequence(keys), self)
+            shortcut.setContext(Qt.ShortcutContext.WindowShortcut)
+            shortcut.activated.connect(self.generate)
+        escape = QShortcut(QKeySequence(Qt.Key.Key_Escape), self)
+        escape.setContext(Qt.ShortcutContext.WindowShortcut)
+        escape.activated.connect(self.stop)
+
+    @Slot()
+    def generate(self) -> None:
+        self.tabs.setCurrentWidget(self.generate_panel)
+        self.generate_panel.generate()
+
+    @Slot()
+    def stop(self) -> None:
+        if self.context.controller.busy:
+            self.context.controller.stop()
+            self.statusBar().showMessage("Stopping…", 3000)
+
+    @Slot()
+    def _open_model_folder(self) -> None:
+        self.tabs.setCurrentWidget(self.model_panel)
+        self.model_panel.browse()
+
+    @Slot()
+    def _choose_library(self) -> None:
+        folder = QFileDialog.getExistingDirectory(
+            self, "Choose the library folder", str(self.context.library.root)
+        )
+        if folder:
+            self.set_library_root(folder)
+
+    def set_library_root(self, folder: str | Path) -> None:
+        self.context.set_library_root(folder)
+        self._settings.setValue("library/path", str(folder))
+
+    @Slot()
+    def _about(self) -> None:
+        QMessageBox.about(
+            self,
+            "About ActAdd Studio",
+            f"<b>ActAdd Studio {__version__}</b><br>Activation addition (Turner et al.) for local language "
+            "models: capture steering vectors, steer side by side, sweep layers and coefficients.",
+        )
+
+    # ---- feedback ---------------------------------------------------------------------------------------
+    @Slot(str, str)
+    def show_error(self, title: str, message: str) -> None:
+        """A readable, non-blocking dialog; nothing typed anywhere is touched."""
+        self.errors.append((title, message))
+        logging.getLogger(__name__).warning("%s: %s", title, message)
+        if self._error_box is not None:
+            self._error_box.close()
+        box = QMessageBox(self)
+        box.setIcon(QMessageBox.Icon.Warning)
+        box.setWindowTitle(title)
+        box.setText(f"<b>{title}</b>")
+        box.setInformativeText(message)
+        box.setStandardButtons(QMessageBox.StandardButton.Ok)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.finished.connect(lambda _: setattr(self, "_error_box", None))
+        self._error_box = box
+        box.open()
+        self.statusBar().showMessage(f"{title}: {message}", 10000)
+
+    def error_dialog(self) -> QMessageBox | None:
+        return self._error_box
+
+    @Slot(str)
+    def _on_worker_started(self, kind: str) -> None:
+        self._worker_label.setText(BUSY_TEXT.get(kind, kind + "…"))
+
+    @Slot(bool)
+    def _on_busy_changed(self, busy: bool) -> None:
+        if not busy:
+            self._worker_label.setText("idle")
+
+    @Slot(dict)
+    def _on_memory(self, report: dict) -> None:
+        text = f"RAM {report.get('rss_mb', 0):.0f} MB"
+        if "vram_allocated_mb" in report:
+            text += f" · VRAM {report['vram_allocated_mb']:.0f} MB"
+        self._memory_label.setText(text)
+
+    @Slot(object)
+    def _on_model_changed(self, handle) -> None:
+        if handle is None:
+            self._model_label.setText("No model")
+            self.setWindowTitle(APP_NAME)
+            return
+        info = handle.info
+        name = "demo model" if info.source == "demo" else Path(info.path).name
+        self._model_label.setText(f"{name} · {info.architecture} · {info.n_layers} layers · {info.device}")
+        self.setWindowTitle(f"{APP_NAME} — {name}")
+
+    # ---- settings and closing ----------------------------------------------------------------------------
+    def read_settings(self) -> None:
+        geometry = self._settings.value("window/geometry")
+        if geometry is None or not self.restoreGeometry(geometry):
+            self.resize(1280, 820)
+        state = self._settings.value("window/state")
+        if state is not None:
+            self.restoreState(state)
+        self.tabs.setCurrentIndex(int(self._settings.value("window/tab", 0)))
+
+    def write_settings(self) -> None:
+        self._settings.setValue("window/geometry", self.saveGeometry())
+        self._settings.setValue("window/state", self.saveState())
+        self._settings.setValue("window/tab", self.tabs.currentIndex())
+        self._settings.setValue("library/path", str(self.context.library.root))
+        for panel in (self.model_panel, self.capture_panel, self.generate_panel, self.sweep_panel):
+            panel.write_settings()
+        self._settings.sync()
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        started = time.monotonic()
+        self.write_settings()
+        # Cancel whatever runs, quit the worker's event loop and wait, all within the budget.
+        budget = CLOSE_BUDGET_MS - int((time.monotonic() - started) * 1000)
+        self.context.controller.shutdown(max(100, budget - 100))
+        remaining = CLOSE_BUDGET_MS - int((time.monotonic() - started) * 1000)
+        self.context.tasks.wait(max(0, remaining))
+        event.accept()
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="actadd-studio", description="ActAdd Studio desktop app")
+    parser.add_argument(
+        "--model", metavar="PATH", help="model folder or cached hub id to load (default: the demo model)"
+    )
+    parser.add_argument(
+        "--library", metavar="DIR", help="vector library folder (default: $ACTADD_LIBRARY or app data)"
+    )
+    parser.add_argument("--no-autoload", action="store_true", help="start without loading a model")
+    args, _qt_args = parser.parse_known_args(argv)
+    return args
+
+
+def startup_model(args: argparse.Namespace, settings: QSettings) -> str | None:
+    """What to load at start: --model, else the demo model, else the last model used."""
+    if args.no_autoload:
+        return None
+    if args.model:
+        return args.model
+    if (DEMO_MODEL_DIR / "config.json").exists():
+        return "demo"
+    last = str(settings.value("model/last", "") or "")
+    return last or "demo"  # "demo" then reports clearly that it is missing
+
+
+def run(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    app = QApplication.instance() or QApplication(
+        [sys.argv[0], *[a for a in argv if a.startswith("-platform")]]
+    )
+    app.setOrganizationName(APP_NAME)
+    app.setApplicationName(APP_NAME)
+    app.setApplicationVersion(__version__)
+    app.setWindowIcon(app_icon())
+    settings = QSettings()
+    window = MainWindow(settings=settings, library_root=args.library, autoload=startup_model(args, settings))
+    window.show()
+    code = app.exec()
+    wait_for_orphans()
+    return code

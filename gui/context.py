@@ -1,0 +1,124 @@
+"""What the panels share: the worker controller, the library, the loaded model's plain-data handle.
+
+Panels never talk to each other directly: they listen to this object's signals (model changed, library
+listing refreshed) and report errors and status through it, so the main window decides how to show them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QSettings, Signal, Slot
+
+from engine.library import Compatibility, Library, Listing
+from gui.item_models import INCOMPATIBLE, OK, OTHER_MODEL, Fit
+from gui.worker import TaskRunner, WorkerController
+
+_FIT_OF = {
+    Compatibility.OK: OK,
+    Compatibility.OTHER_MODEL: OTHER_MODEL,
+    Compatibility.INCOMPATIBLE: INCOMPATIBLE,
+}
+
+
+@dataclass
+class ModelHandle:
+    """The loaded model as the GUI thread sees it: plain data and a private tokenizer copy, no tensors."""
+
+    info: object  # engine ModelInfo
+    fingerprint: object  # engine ModelFingerprint
+    tokenizer: object  # a copy for token previews; the worker keeps its own
+
+
+class AppContext(QObject):
+    model_changed = Signal(object)  # ModelHandle or None
+    library_changed = Signal()  # a fresh listing is in `listing`
+    library_root_changed = Signal(str)
+    error = Signal(str, str)  # title, readable message
+    status = Signal(str)  # a status-bar message
+    use_vector = Signal(object)  # VectorEntry: add it to the generate panel
+
+    def __init__(self, settings: QSettings, library_root: str | Path | None = None, parent=None):
+        super().__init__(parent)
+        self.settings = settings
+        self.controller = WorkerController(self)
+        self.tasks = TaskRunner(self)
+        self.library = Library(library_root)
+        self.listing = Listing(entries=[], bad_files=[])
+        self.fits: dict[str, Fit] = {}
+        self.model: ModelHandle | None = None
+        self._listing_generation = 0
+        self.controller.model_loaded.connect(self._on_model_loaded)
+        self.controller.model_unloaded.connect(self._on_model_unloaded)
+
+    # ---- model ----------------------------------------------------------------------------------------------
+    @Slot(object, object)
+    def _on_model_loaded(self, info, payload) -> None:
+        fingerprint, tokenizer = payload
+        self.model = ModelHandle(info=info, fingerprint=fingerprint, tokenizer=tokenizer)
+        self._update_fits()
+        self.model_changed.emit(self.model)
+        self.library_changed.emit()
+
+    @Slot()
+    def _on_model_unloaded(self) -> None:
+        self.model = None
+        self._update_fits()
+        self.model_changed.emit(None)
+        self.library_changed.emit()
+
+    # ---- library ----------------------------------------------------------------------------------------
+    def set_library_root(self, root: str | Path) -> None:
+        self.library = Library(root)
+        self.listing = Listing(entries=[], bad_files=[])
+        self.library_root_changed.emit(str(self.library.root))
+        self.refresh_library()
+
+    def refresh_library(self) -> None:
+        """List the library on a pool thread; `library_changed` fires when the listing is in."""
+        self._listing_generation += 1
+        generation = self._listing_generation
+        library = self.library
+
+        def done(listing) -> None:
+            if generation == self._listing_generation:  # a newer refresh (or another root) wins
+                self.listing = listing
+                self._update_fits()
+                self.library_changed.emit()
+
+        self.tasks.submit(library.list, done, lambda message: self.report_error("Library", message))
+
+    def _update_fits(self) -> None:
+        fits = {}
+        if self.model is not None:
+            for entry in self.listing.entries:
+                status, reason = self.library.compatibility(entry, self.model.fingerprint)
+                fits[entry.key] = Fit(_FIT_OF[status], reason)
+        self.fits = fits
+
+    def fit(self, entry) -> Fit:
+        if self.model is None:
+            return Fit(OK, "no model loaded")
+        return self.fits.get(entry.key, Fit(OK))
+
+    def entry(self, key: str):
+        return next((e for e in self.listing.entries if e.key == key), None)
+
+    def run_library_task(self, fn, done=None, title: str = "Library", refresh: bool = True) -> None:
+        """Run a library chore on the pool; refresh the listing afterwards, report errors readably."""
+
+        def on_done(value) -> None:
+            if refresh:
+                self.refresh_library()
+            if done is not None:
+                done(value)
+
+        self.tasks.submit(fn, on_done, lambda message: self.report_error(title, message))
+
+    # ---- feedback -------------------------------------------------------------------------------------
+    def report_error(self, title: str, message: str) -> None:
+        self.error.emit(title, message)
+
+    def show_status(self, message: str) -> None:
+        self.status.emit(message)
