@@ -1,0 +1,111 @@
+"""`python main.py sweep`: sweeps write CSV + PNG, --json is one object, bad input is one line and exit 2."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from engine.cli import main as cli_main
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli_main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_sweep_pair_writes_csv_and_png(model_dirs, tmp_path, capsys):
+    code, out, _ = _run(
+        capsys, "sweep", "--model", str(model_dirs["gpt2"]), "--positive", "Love", "--negative", "Hate",
+        "--coeffs", "-4,0,4", "--layers", "0,1", "--prompt", "I went up to", "--prompt", "The team",
+        "--samples", "2", "--max-new-tokens", "4", "--targets", "love,bride", "--out", str(tmp_path),
+        "--name", "love",
+    )  # fmt: skip
+    assert code == 0
+    assert "wrote" in out
+    rows = list(csv.DictReader((tmp_path / "love.csv").open()))
+    assert len(rows) == 6
+    assert {(r["layer"], float(r["coeff"])) for r in rows} == {(l, c) for l in "01" for c in (-4.0, 0.0, 4.0)}
+    assert (tmp_path / "love.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_sweep_json_target_prob(model_dirs, tmp_path, capsys):
+    code, out, _ = _run(
+        capsys, "sweep", "--model", str(model_dirs["gpt2"]), "--positive", "Love", "--negative", "Hate",
+        "--coeffs", "-2,0,2", "--metric", "target-prob", "--out", str(tmp_path), "--json",
+    )  # fmt: skip
+    assert code == 0
+    payload = json.loads(out)
+    assert payload["metric"] == "target-prob"
+    assert payload["layers"] == [0, 1, 2]  # a pair sweeps every layer by default
+    assert len(payload["values"]) == 3 and len(payload["values"][0]) == 3
+    assert payload["best"] is not None
+    assert (tmp_path / "sweep.csv").exists() and (tmp_path / "sweep.png").exists()
+
+
+def test_sweep_library_vector_perplexity(model_dirs, tmp_path, capsys):
+    library = tmp_path / "lib"
+    code, _, _ = _run(
+        capsys, "capture", "--model", str(model_dirs["gpt2"]), "--positive", " weddings", "--negative", " ",
+        "--layer", "1", "--name", "wed", "--library", str(library), "--json",
+    )  # fmt: skip
+    assert code == 0
+    text = tmp_path / "ref.txt"
+    text.write_text("The team won the match; sports fans cheered in the stadium.")
+    code, out, _ = _run(
+        capsys, "sweep", "--model", str(model_dirs["gpt2"]), "--vector", "wed", "--library", str(library),
+        "--coeffs", "0,2,4", "--metric", "perplexity", "--reference-file", str(text), "--out", str(tmp_path),
+        "--json",
+    )  # fmt: skip
+    assert code == 0
+    payload = json.loads(out)
+    assert payload["layers"] == [1]  # the vector's own layer
+    assert all(v > 1 for v in payload["values"][0])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--coeffs", "1,2"], "--vector NAME_OR_FILE, or --positive and --negative"),
+        (["--positive", "a", "--negative", "b", "--coeffs", "-4,0,x"], "'x' is not a valid float"),
+        (["--positive", "a", "--negative", "b", "--coeffs", "1,nan"], "not a finite number"),
+        (["--positive", "a", "--negative", "b", "--layers", "0,9"], "out of range"),
+        (["--positive", "a", "--negative", "b", "--metric", "perplexity"], "needs --reference-text"),
+        (["--vector", "v", "--positive", "a", "--negative", "b"], "either --vector or"),
+        (["--vector", "no-such-vector"], "no vector named"),
+        (["--experiment", "topic", "--positive", "a", "--negative", "b"], "uses its own vectors"),
+        (["--experiment", "nonsense"], "invalid choice"),
+        (["--positive", "a", "--negative", "b", "--samples", "0", "--targets", "a"], "samples per prompt"),
+    ],
+)
+def test_sweep_bad_input_is_one_line_and_exit_2(model_dirs, tmp_path, capsys, args, message):
+    code, out, err = _run(
+        capsys, "sweep", "--model", str(model_dirs["gpt2"]), "--library", str(tmp_path / "lib"),
+        "--out", str(tmp_path), *args,
+    )  # fmt: skip
+    assert code == 2
+    assert out == ""
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], err
+    assert "Traceback" not in err
+
+
+def test_sweep_help_lists_experiments(capsys):
+    code, out, _ = _run(capsys, "sweep", "--help")
+    assert code == 0
+    assert "--experiment" in out and "quantization" in out and "--coeffs" in out
+
+
+@pytest.mark.slow
+def test_sweep_experiment_quick_writes_report_files(model_dirs, tmp_path, capsys):
+    code, out, _ = _run(
+        capsys, "sweep", "--experiment", "topic", "--experiment", "perplexity", "--quick",
+        "--model", str(model_dirs["gpt2"]), "--out", str(tmp_path), "--json",
+    )  # fmt: skip
+    assert code == 0
+    payload = json.loads(out)
+    assert set(payload["experiments"]) == {"topic", "perplexity"}
+    for name in ("topic.csv", "topic_heatmap.png", "topic_lines.png", "perplexity.png", "summary.json"):
+        assert (tmp_path / name).exists(), name
