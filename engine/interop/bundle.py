@@ -23,6 +23,7 @@ import json
 import stat
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from engine.errors import LibraryError, VectorFileError
@@ -103,8 +104,11 @@ def _check_member_name(name: str, bundle: Path) -> None:
 def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, bundle: Path) -> bytes:
     """Read at most the declared size (and never more than `limit`), whatever the compressed stream says."""
     cap = min(info.file_size, limit)
-    with archive.open(info) as handle:
-        data = handle.read(cap + 1)
+    try:
+        with archive.open(info) as handle:
+            data = handle.read(cap + 1)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError) as exc:
+        raise VectorFileError(f"{bundle.name}: member {info.filename!r} is corrupt ({exc})"[:300]) from exc
     if len(data) > cap:
         raise VectorFileError(f"{bundle.name}: member {info.filename!r} is larger than declared")
     return data
