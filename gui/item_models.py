@@ -161,21 +161,27 @@ class VectorFilterProxy(QSortFilterProxyModel):
         self.setSortRole(SORT_ROLE)
         self.setSortCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
 
+    def _refilter(self, change) -> None:
+        """Apply `change` to the filter state; Qt 6.10 replaced invalidateFilter with begin/end calls."""
+        if hasattr(self, "beginFilterChange"):
+            self.beginFilterChange()
+            change()
+            self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+        else:  # Qt < 6.10
+            change()
+            self.invalidateFilter()
+
     def set_text(self, text: str) -> None:
-        self._text = text.strip().lower()
-        self.invalidateFilter()
+        self._refilter(lambda: setattr(self, "_text", text.strip().lower()))
 
     def set_method(self, method: str) -> None:
-        self._method = method
-        self.invalidateFilter()
+        self._refilter(lambda: setattr(self, "_method", method))
 
     def set_tag(self, tag: str) -> None:
-        self._tag = tag
-        self.invalidateFilter()
+        self._refilter(lambda: setattr(self, "_tag", tag))
 
     def set_compatible_only(self, on: bool) -> None:
-        self._compatible_only = on
-        self.invalidateFilter()
+        self._refilter(lambda: setattr(self, "_compatible_only", on))
 
     def filterAcceptsRow(self, source_row: int, source_parent: _Index) -> bool:
         model = self.sourceModel()

@@ -67,3 +67,44 @@ def load_model_in(qtbot):
         return window.context.model
 
     return load
+
+
+@pytest.fixture
+def loaded_window(window, load_model_in, tiny_dir):
+    """The main window with the tiny GPT-2 loaded through the model panel."""
+    load_model_in(window, tiny_dir)
+    return window
+
+
+@pytest.fixture
+def capture_in(qtbot):
+    """Drive the capture panel (ActAdd p+/p-) and wait until the vector is in the library table."""
+
+    def capture(window, name="love", positive="Love", negative="Hate", layer=1):
+        panel = window.capture_panel
+        panel.set_method("actadd")
+        panel.positive.setText(positive)
+        panel.negative.setText(negative)
+        panel.set_layers(layer)
+        panel.name.setText(name)
+        with qtbot.waitSignal(window.library_panel.refreshed, timeout=20_000):
+            panel.capture_button.click()
+        qtbot.waitUntil(lambda: name in window.library_panel.visible_keys(), timeout=10_000)
+        return window.context.entry(name)
+
+    return capture
+
+
+@pytest.fixture
+def run_generation(qtbot):
+    """Click Generate and wait until the worker reports the generation finished."""
+
+    def run(window, timeout=30_000):
+        controller = window.context.controller
+        with qtbot.waitSignal(
+            controller.finished, timeout=timeout, check_params_cb=lambda kind: kind == "generate"
+        ):
+            window.generate_panel.generate_button.click()
+        return window.generate_panel.transcript
+
+    return run
