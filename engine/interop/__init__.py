@@ -306,6 +306,8 @@ def export(
     key_list = [keys] if isinstance(keys, str) else list(keys)
     if not key_list:
         raise LibraryError("nothing to export")
+    if dest.exists() and not overwrite:  # say so before any conversion (the write itself never clobbers)
+        raise LibraryError(f"{dest} already exists; choose another file or overwrite it (--force)")
     if fmt == "auto":
         suffix = dest.suffix.lower()
         fmt = {".zip": "bundle", ".gguf": "gguf", ".safetensors": "vector"}.get(suffix, "")
