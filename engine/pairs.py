@@ -37,13 +37,17 @@ def _check(positive: object, negative: object, where: str) -> PromptPair:
 
 def parse_jsonl(text: str, name: str = "pairs") -> list[PromptPair]:
     pairs = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Lines end at "\n" only: str.splitlines() would also split at U+2028, NEL and other characters that
+    # json.dumps(ensure_ascii=False) leaves raw inside strings. A "\r" before the "\n" is JSON whitespace.
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InvalidInputError(f"{name} line {number}: not valid JSON ({exc.msg})") from exc
+        except RecursionError as exc:  # "[[[[..." nested deeper than the parser's recursion limit
+            raise InvalidInputError(f"{name} line {number}: JSON nested too deeply") from exc
         if not isinstance(record, dict) or "positive" not in record or "negative" not in record:
             raise InvalidInputError(
                 f"{name} line {number}: expected an object with 'positive' and 'negative'"
