@@ -488,7 +488,7 @@ class Library:
     def _read_index(self) -> dict:
         try:
             data = json.loads((self.root / INDEX_NAME).read_bytes())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return {}
         if not isinstance(data, dict) or data.get("version") != INDEX_VERSION:
             return {}
@@ -529,6 +529,12 @@ class Library:
                     except OSError as exc:  # unreadable now; don't cache the failure
                         bad.append(BadFile(path, f"cannot read ({exc.strerror or exc})"))
                         continue
+                    except Exception as exc:  # e.g. RecursionError on absurdly nested header JSON
+                        # One file we can't make sense of is reported, never fatal to the listing.
+                        record = {
+                            "stat": stat_key,
+                            "bad": f"{rel}: not a readable vector ({type(exc).__name__})",
+                        }
             if "bad" in record:
                 bad.append(BadFile(path, str(record["bad"])))
                 new[rel] = record
@@ -835,7 +841,7 @@ class Library:
 
     def _trash_item(self, folder: Path) -> tuple[Path, dict] | None:
         origin: dict = {}
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError, RecursionError):
             data = json.loads((folder / ORIGIN_NAME).read_text("utf-8"))
             if isinstance(data, dict):
                 origin = data
@@ -860,7 +866,7 @@ class Library:
             try:
                 fields = _entry_fields_from_header(path)
                 size = path.stat().st_size
-            except (VectorFileError, OSError):
+            except Exception:  # a broken file in the trash is not listed (and stays where it is)
                 continue
             collection = origin.get("collection") if isinstance(origin.get("collection"), str) else ""
             found.append(

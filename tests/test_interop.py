@@ -534,6 +534,9 @@ def test_bundle_refuses_symlinks_bombs_and_lies(lib, tmp_path, vector_bytes, mon
         ),
         "not a vector": make_bundle(tmp_path / "n.zip", {ok[0]: b"junk"}, manifest_for([(*ok[:3], b"junk")])),
         "listed twice": make_bundle(tmp_path / "t.zip", {ok[0]: vector_bytes}, manifest_for([ok, ok])),
+        "deeply nested manifest": make_bundle(
+            tmp_path / "d.zip", {ok[0]: vector_bytes}, None, raw_manifest=b"[" * 100_000
+        ),
         "future version": make_bundle(
             tmp_path / "f.zip", {ok[0]: vector_bytes}, {**manifest_for([ok]), "format_version": 99}
         ),

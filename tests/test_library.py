@@ -166,7 +166,13 @@ def test_rewrite_with_same_size_and_mtime_is_noticed(lib):
 
 @pytest.mark.parametrize(
     "garbage",
-    [b"", b"{not json", b'{"version": 1, "files": []}', b'{"version": 1, "files": {"v.safetensors": 3}}'],
+    [
+        b"",
+        b"{not json",
+        b"[" * 100_000,
+        b'{"version": 1, "files": []}',
+        b'{"version": 1, "files": {"v.safetensors": 3}}',
+    ],
 )
 def test_corrupt_index_is_rebuilt(lib, love, garbage):
     lib.save(love, "v")

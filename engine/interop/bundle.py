@@ -156,7 +156,7 @@ def read_bundle(
             raise VectorFileError(f"{path.name}: no {MANIFEST}; not an ActAdd Studio bundle")
         try:
             manifest = json.loads(_read_member(archive, by_name[MANIFEST], MAX_MANIFEST_BYTES, path))
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise VectorFileError(f"{path.name}: {MANIFEST} is not valid JSON") from exc
         if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
             raise VectorFileError(f"{path.name}: {MANIFEST} is not an ActAdd Studio bundle manifest")

@@ -217,7 +217,7 @@ def _parse_our_metadata(text: str, layers: list[int], path: Path) -> tuple[dict,
             if isinstance(data.get(key), str):
                 out[key] = data[key]
         return out, []
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         return {}, [f"{path.name}: ignored malformed {KEY_OURS} metadata"]
 
 

@@ -156,7 +156,7 @@ def _safetensors_header(path: Path) -> dict:
         raw = handle.read(length)
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise VectorFileError(f"{path.name}: not a safetensors file (header is not JSON)") from exc
     if not isinstance(header, dict):
         raise VectorFileError(f"{path.name}: not a safetensors file (malformed header)")
