@@ -15,6 +15,7 @@ import itertools
 import json
 import math
 import re
+import stat
 import struct
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -275,7 +276,7 @@ def _parse_json(text: str, default, key: str, path: Path):
         return default
     try:
         return json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nested too deeply
         raise VectorFileError(f"{path.name}: metadata field {key!r} is not valid JSON") from exc
 
 
@@ -292,7 +293,10 @@ def _parse_fingerprint(text: str, path: Path) -> ModelFingerprint | None:
 def _read_raw_header(path: Path) -> tuple[dict, int, int]:
     """Parse and bound-check a safetensors header: (header dict, header length, file size)."""
     try:
-        size = path.stat().st_size
+        st = path.stat()
+        size = st.st_size
+        if not stat.S_ISREG(st.st_mode):  # a FIFO would block the open forever, a device never end
+            raise VectorFileError(f"{path.name}: not a regular file")
         with path.open("rb") as handle:
             prefix = handle.read(8)
             if len(prefix) < 8:
@@ -309,7 +313,7 @@ def _read_raw_header(path: Path) -> tuple[dict, int, int]:
         raise VectorFileError(f"{path.name}: file is {size} bytes, larger than any steering vector should be")
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # RecursionError: "[[[[..."
         raise VectorFileError(f"{path.name}: not a vector file (the header is not UTF-8 JSON)") from exc
     if not isinstance(header, dict):
         raise VectorFileError(f"{path.name}: not a vector file (malformed header)")
@@ -333,7 +337,7 @@ def read_header(path: Path) -> VectorHeader:
     shapes: dict[int, list[int]] = {}
     spans: list[tuple[int, int]] = []
     for key, entry in header.items():
-        match = _LAYER_KEY.match(key)
+        match = _LAYER_KEY.fullmatch(key)  # not match: "$" also matches before a final "\n"
         if not match or int(match.group(1)) > MAX_LAYER_INDEX:
             raise VectorFileError(f"{path.name}: unexpected tensor {key[:60]!r} (expected layers.N)")
         if not isinstance(entry, dict) or entry.get("dtype") != "F32":
