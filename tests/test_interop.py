@@ -466,11 +466,17 @@ def test_bundle_of_one_vector_with_a_new_name(lib, tmp_path):
 
 
 def make_bundle(
-    path: Path, members: dict[str, bytes], manifest: dict | None = None, symlink: str | None = None
+    path: Path,
+    members: dict[str, bytes],
+    manifest: dict | None = None,
+    symlink: str | None = None,
+    raw_manifest: bytes | None = None,
 ):
     with zipfile.ZipFile(path, "w") as archive:
         if manifest is not None:
             archive.writestr("manifest.json", json.dumps(manifest))
+        if raw_manifest is not None:
+            archive.writestr("manifest.json", raw_manifest)
         for name, data in members.items():
             archive.writestr(name, data)
         if symlink:
