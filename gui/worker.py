@@ -183,6 +183,7 @@ class ModelWorker(QObject):
         self._live_pending: dict[int, float] = {}
         self._vector_cache: dict[str, tuple[float, object]] = {}
         self._threads_set = False
+        self.original_threads: int | None = None  # torch's thread count before this worker changed it
 
     # ---- called from other threads (thread-safe, no event loop needed) ---------------------------------
     def request_shutdown(self) -> None:
@@ -197,6 +198,7 @@ class ModelWorker(QObject):
         if not self._threads_set:
             import torch
 
+            self.original_threads = torch.get_num_threads()
             torch.set_num_threads(default_torch_threads())
             self._threads_set = True
 
@@ -633,6 +635,10 @@ class WorkerController(QObject):
         self.worker.request_shutdown()
         self._thread.quit()
         if self._thread.wait(timeout_ms):
+            if self.worker.original_threads is not None:  # the thread count is process-wide: give it back
+                import torch
+
+                torch.set_num_threads(self.worker.original_threads)
             return True
         log.warning("the model worker did not stop within %d ms; leaving it to finish", timeout_ms)
         _ORPHANS.append((self._thread, self.worker))
