@@ -562,8 +562,8 @@ class GeneratePanel(QWidget):
         self._last_seed = request.sampling.seed
         self.transcript = None
         self._set_generating(True)
-        self.unsteered.clear_text()
-        self.steered.clear_text()
+        self.unsteered.clear_text(request.prompt)
+        self.steered.clear_text(request.prompt)
         self._steps = 0
         self._started_at = time.perf_counter()
         self.speed.setText("starting…")

@@ -150,10 +150,13 @@ class ModelPanel(QWidget):
         guide_box = QGroupBox("Getting started")
         QVBoxLayout(guide_box).addWidget(guide)
 
+        guide.setAlignment(Qt.AlignmentFlag.AlignTop)
+        lower = QHBoxLayout()
+        lower.addWidget(info_box, 1)
+        lower.addWidget(guide_box, 1)
         layout = QVBoxLayout(self)
         layout.addWidget(pick)
-        layout.addWidget(info_box)
-        layout.addWidget(guide_box)
+        layout.addLayout(lower)
         layout.addStretch(1)
 
         self._memory_timer = QTimer(self)
