@@ -271,14 +271,16 @@ class ModelWorker(QObject):
     @Slot(object, object)
     def load(self, request: LoadRequest, cancel: threading.Event) -> None:
         def job() -> None:
-            from engine.models import load_model, unload
+            from engine.models import load_model, resolve_source, unload
 
             def progress(stage: str, fraction: float) -> None:
                 if cancel.is_set() or self._shutdown.is_set():
                     raise Cancelled  # stops the load at the next stage boundary
                 self.load_progress.emit(stage, fraction)
 
-            if self.loaded is not None:  # free the old model first: two may not fit
+            folder = resolve_source(request.source)  # readable errors for a missing folder or id
+            # Free the old model first (two may not fit), unless load_model is sure to refuse the new one.
+            if self.loaded is not None and (folder / "config.json").is_file():
                 unload(self.loaded)
                 self.loaded = None
                 self._vector_cache.clear()

@@ -114,3 +114,30 @@ def test_live_coefficient_steers_from_the_next_token(qtbot, controller, tiny_dir
     assert all(kl[s] == 0.0 for s in kl if s < change)
     assert any(kl[s] > 0.0 for s in kl if s >= change)
     assert blocker.args[0].live_changes == applied
+
+
+def test_a_bad_folder_keeps_the_loaded_model(qtbot, controller, tiny_dir, tmp_path):
+    _load(qtbot, controller, tiny_dir)
+    unloaded = []
+    controller.model_unloaded.connect(lambda: unloaded.append(True))
+    with qtbot.waitSignals([controller.errored, controller.finished], order="strict", timeout=10_000):
+        controller.load(LoadRequest(str(tmp_path), device="cpu"))
+    assert not unloaded and controller.worker.loaded is not None and controller.model_info is not None
+
+
+def test_token_pane_colours_by_kl_with_a_tooltip(qtbot):
+    from PySide6.QtGui import QTextCursor
+
+    from gui.panels.generate import TokenPane
+
+    pane = TokenPane()
+    qtbot.addWidget(pane)
+    pane.clear_text("Prompt:")
+    pane.append_token(" calm", kl=0.0, top=[(" calm", 0.5)])
+    pane.append_token(" wedding", kl=1.5, top=[(" wedding", 0.6), (" bride", 0.2)])
+    assert pane.generated_text() == " calm wedding"
+    cursor = pane.textCursor()
+    cursor.movePosition(QTextCursor.MoveOperation.End)
+    fmt = cursor.charFormat()
+    assert "KL 1.500" in fmt.toolTip() and "' bride' 20%" in fmt.toolTip()
+    assert fmt.background().color().alpha() > 100
