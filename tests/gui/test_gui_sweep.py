@@ -94,3 +94,19 @@ def test_linspace_and_region_text():
     text = suggest_region(SweepResult(spec=spec, cells=cells))
     assert text.startswith("Best: layer 1, c = 4")
     assert "1 degenerate cell" in text and "|c| = 8" in text
+
+
+def test_close_during_a_sweep_is_fast(loaded_window, qtbot, capture_in):
+    import time
+
+    capture_in(loaded_window, "love")
+    panel = _configure(loaded_window, "target-words")
+    panel.max_tokens.setValue(100)
+    controller = loaded_window.context.controller
+    controller.worker.pace_s = 0.05
+    with qtbot.waitSignal(controller.sweep_progress, timeout=20_000):
+        panel.run_button.click()
+    started = time.monotonic()
+    loaded_window.close()
+    assert time.monotonic() - started < 1.0
+    assert not controller._thread.isRunning()

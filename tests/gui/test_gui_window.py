@@ -303,3 +303,27 @@ def test_run_opens_the_window_and_loads_the_model(qtbot, tmp_path, tiny_dir, lib
     QTimer.singleShot(50, check_and_close)
     assert gui.app.run(["--model", str(tiny_dir), "--library", str(library_dir)]) == 0
     assert seen == {"model": "gpt2", "library": str(library_dir)}
+
+
+def test_chat_template_toggle_follows_the_model(
+    window, qtbot, tiny_dir, tmp_path, load_model_in, run_generation
+):
+    import json
+    import shutil
+
+    chat_dir = tmp_path / "chat-model"
+    shutil.copytree(tiny_dir, chat_dir)
+    config_path = chat_dir / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["chat_template"] = "{% for m in messages %}<|endoftext|>{{ m['content'] }} Answer:{% endfor %}"
+    config_path.write_text(json.dumps(config))
+    load_model_in(window, tiny_dir)
+    assert not window.generate_panel.chat.isEnabled()
+    load_model_in(window, chat_dir)
+    panel = window.generate_panel
+    assert panel.chat.isEnabled()
+    panel.chat.setChecked(True)
+    panel.max_tokens.setValue(8)
+    panel.temperature.setValue(0.0)  # greedy: the two rows must then agree
+    transcript = run_generation(window)
+    assert transcript.chat and transcript.outputs["unsteered"] == transcript.outputs["steered"]  # no vectors
