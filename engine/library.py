@@ -523,6 +523,8 @@ class Library:
                     try:
                         record = {"stat": stat_key, "entry": _entry_fields_from_header(path)}
                     except VectorFileError as exc:
+                        if isinstance(exc.__cause__, FileNotFoundError):  # renamed or deleted while we listed
+                            continue
                         record = {"stat": stat_key, "bad": str(exc)}
                     except FileNotFoundError:
                         continue
