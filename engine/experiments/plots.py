@@ -160,10 +160,12 @@ def plot_lines(
     hlines: Mapping[str, float] | None = None,
     logy: bool = False,
     panels: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+    panel_hlines: Mapping[str, Mapping[str, float]] | None = None,
 ) -> None:
     """Lines of y vs x (one per series), with optional labelled horizontal reference lines.
 
-    With `panels` ({panel title: series}), draws side-by-side panels sharing the y axis instead.
+    With `panels` ({panel title: series}), draws side-by-side panels sharing the y axis instead;
+    `panel_hlines` ({panel title: {label: y}}) adds reference lines to single panels.
     """
     groups = dict(panels) if panels else {title: series}
     fig = Figure(figsize=(5.6 * len(groups), 4.0))
@@ -171,7 +173,8 @@ def plot_lines(
     for ax, (panel_title, panel_series) in zip(axes, groups.items(), strict=True):
         for label, ys in panel_series.items():
             ax.plot(list(x), list(ys), marker="o", ms=3.5, label=label)
-        for k, (label, y) in enumerate((hlines or {}).items()):
+        lines = {**(hlines or {}), **(panel_hlines or {}).get(panel_title, {})}
+        for k, (label, y) in enumerate(lines.items()):
             ax.axhline(y, ls="--", lw=1.0, color=f"C{(k + len(panel_series)) % 10}", label=label)
         ax.axvline(0, color="grey", lw=0.6)
         if logy:

@@ -267,6 +267,13 @@ def _fmt(value: float, digits: int = 2) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
+def _pm(share: float, n: int) -> str:
+    """A share with its binomial standard error, e.g. '0.80 ± 0.06'."""
+    if not n or not math.isfinite(share):
+        return _fmt(share)
+    return f"{share:.2f} ± {math.sqrt(share * (1 - share) / n):.2f}"
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in rows]
@@ -338,7 +345,8 @@ def run_topic(ctx: Context) -> ExperimentReport:
     table = _table(["layer \\ c", *[f"{c:g}" for c in coeffs]], rows)
     markdown = (
         f"{table}\n\n† degenerate (loops or word salad). Working setting: layer {layer}, c = {coeff:g}: "
-        f"{_fmt(chosen.value)} against {_fmt(base.value if base else math.nan)} unsteered. "
+        f"{_pm(chosen.value, len(chosen.samples))} against "
+        f"{_pm(base.value, len(base.samples)) if base else '–'} unsteered ({len(chosen.samples)} samples per cell). "
         f"Best cell: layer {best.layer}, c = {best.coeff:g}, {_fmt(best.value)}. "
         f"Mean repetition at the working setting {_fmt(chosen.repetition)} "
         f"(unsteered {_fmt(base.repetition if base else math.nan)}).\n"
@@ -609,9 +617,12 @@ def run_prompting(ctx: Context) -> ExperimentReport:
             "held-out wedding text": {"ActAdd": actadd_ratio["wedding"]},
             "unrelated text": {"ActAdd": actadd_ratio["unrelated"]},
         },
-        hlines={"prompting": statistics.fmean(prompt_ratio.values())},
+        hlines={"unsteered": 1.0},
+        panel_hlines={
+            "held-out wedding text": {"prompting": prompt_ratio["wedding"]},
+            "unrelated text": {"prompting": prompt_ratio["unrelated"]},
+        },
     )
-    # hlines are shared across panels; draw per-panel prompting lines in a second, clearer figure:
     plots.plot_bars(
         ctx.path("prompting_bars.png"),
         ["wedding fraction", "ppl ratio, wedding text", "ppl ratio, unrelated text"],
@@ -627,7 +638,7 @@ def run_prompting(ctx: Context) -> ExperimentReport:
         title="ActAdd vs prompting",
     )
     rows = [
-        ["wedding-topic fraction", _fmt(fractions[0]), _fmt(fractions[1]), _fmt(fractions[2])],
+        ["wedding-topic fraction", *(_pm(f, len(t)) for f, t in zip(fractions, texts, strict=True))],
         ["mean repetition", _fmt(repetition[0]), _fmt(repetition[1]), _fmt(repetition[2])],
         ["perplexity ratio, wedding text", "1", _fmt(prompt_ratio["wedding"], 3), _fmt(at["wedding"], 3)],
         [
