@@ -22,6 +22,8 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
+import gc
+import hashlib
 import json
 import math
 import os
@@ -29,8 +31,9 @@ import re
 import secrets
 import shutil
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
@@ -51,7 +54,7 @@ from engine.vector import combine as combine_vectors
 
 SUFFIX = ".safetensors"
 INDEX_NAME = ".index.json"
-INDEX_VERSION = 1
+INDEX_VERSION = 3
 TRASH_DIR = ".trash"
 LOCK_NAME = ".lock"
 ORIGIN_NAME = "origin.json"
@@ -136,7 +139,6 @@ class VectorEntry:
     trash_id: str = ""  # set for entries returned by `Library.trash()`
     deleted: str = ""  # ISO time of deletion, for trash entries
     size: int = 0  # file size in bytes
-    provenance: dict = field(default_factory=dict, compare=False)
 
     @property
     def key(self) -> str:
@@ -256,41 +258,80 @@ def _entry_fields_from_header(path: Path) -> dict:
         raise VectorFileError(f"{path.name}: unknown method {method!r}, mode {mode!r} or bad coefficient")
     tags = header.json_field("tags", [])
     prompts = header.json_field("prompts", {})
-    provenance = header.json_field("provenance", {})
+    header.json_field("provenance", {})  # must parse, as load_vector requires
     if not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)) or not isinstance(
         prompts, dict
     ):
         raise VectorFileError(f"{path.name}: malformed tags or prompts")
     fingerprint = header.fingerprint  # validates it
+    fp_dict = None
+    if fingerprint is not None:
+        fp_dict = {
+            "architecture": fingerprint.architecture,
+            "hidden_size": fingerprint.hidden_size,
+            "n_layers": fingerprint.n_layers,
+            "vocab_hash": fingerprint.vocab_hash,
+            "model_hint": fingerprint.model_hint,
+        }
     return {
         "method": method,
         "layers": header.layer_ids,
         "shape": list(shape),
         "hidden_size": int(shape[-1]),
-        "fingerprint": json.loads(fingerprint.to_json()) if fingerprint else None,
+        "fingerprint": fp_dict,
         "tags": tags,
         "notes": meta.get("notes", ""),
         "created": meta.get("created", ""),
         "default_coeff": coeff,
         "default_mode": mode,
         "prompts": prompts,
-        "provenance": provenance if isinstance(provenance, dict) else {},
     }
 
 
+def _fingerprint_key(data: dict) -> str:
+    canonical = json.dumps(data, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
 class _FingerprintCache:
-    """Many vectors share a model: build each ModelFingerprint once per listing."""
+    """Many vectors share a model: build each ModelFingerprint once per listing.
 
-    def __init__(self) -> None:
-        self._cache: dict[tuple, ModelFingerprint] = {}
+    In the index, fingerprints live in one table and entries refer to them by key (the fingerprint's
+    canonical JSON's hash), which keeps the index small and fast to parse.
+    """
 
-    def get(self, data: dict | None) -> ModelFingerprint | None:
+    def __init__(self, table: dict | None = None) -> None:
+        self.table: dict[str, dict] = {}  # key -> fingerprint dict, as stored in the index
+        self._objects: dict[str, ModelFingerprint] = {}
+        self._keys: dict[tuple, str] = {}
+        self.merge(table or {})
+
+    def merge(self, table: dict) -> None:
+        if isinstance(table, dict):
+            for key, value in table.items():
+                if isinstance(key, str) and isinstance(value, dict):
+                    self.table.setdefault(key, value)
+
+    def intern(self, data: dict | None) -> str | None:
+        """Store a fingerprint dict in the table and return its key."""
         if data is None:
             return None
-        key = tuple(sorted((k, str(v)) for k, v in data.items()))
-        if key not in self._cache:
-            self._cache[key] = ModelFingerprint.from_dict(data)
-        return self._cache[key]
+        fast = tuple(data.items())
+        key = self._keys.get(fast)
+        if key is None:
+            key = self._keys[fast] = _fingerprint_key(data)
+            self.table.setdefault(key, data)
+        return key
+
+    def get(self, ref: str | dict | None) -> ModelFingerprint | None:
+        if ref is None:
+            return None
+        if isinstance(ref, dict):
+            ref = self.intern(ref)
+        fp = self._objects.get(ref)
+        if fp is None:
+            fp = self._objects[ref] = ModelFingerprint.from_dict(self.table[ref])
+        return fp
 
 
 def _make_entry(fields: dict, *, name: str, collection: str, path: Path, size: int, fps, **extra):
@@ -310,9 +351,63 @@ def _make_entry(fields: dict, *, name: str, collection: str, path: Path, size: i
         default_mode=fields["default_mode"],
         prompts=fields["prompts"],
         size=size,
-        provenance=fields.get("provenance", {}),
         **extra,
     )
+
+
+# The index stores each entry as a list in this order (no repeated key names: a third faster to parse).
+_ENTRY_FIELDS = (
+    "method",
+    "layers",
+    "shape",
+    "hidden_size",
+    "fingerprint",
+    "tags",
+    "notes",
+    "created",
+    "default_coeff",
+    "default_mode",
+    "prompts",
+)
+_FP_FIELD = _ENTRY_FIELDS.index("fingerprint")
+
+
+def _entry_from_values(
+    values: list, name: str, collection: str, path: Path, size: int, fps: _FingerprintCache
+) -> VectorEntry:
+    method, layers, shape, hidden, fp, tags, notes, created, coeff, mode, prompts = values
+    if not (isinstance(layers, list) and isinstance(shape, list) and isinstance(prompts, dict)):
+        raise TypeError("malformed index entry")
+    return VectorEntry(
+        name=name,
+        collection=collection,
+        path=path,
+        method=str(method),
+        layers=layers,
+        shape=shape,
+        hidden_size=int(hidden),
+        fingerprint=fps.get(fp),
+        tags=tuple(tags),
+        notes=str(notes),
+        created=str(created),
+        default_coeff=float(coeff),
+        default_mode=str(mode),
+        prompts=prompts,
+        size=size,
+    )
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Listing allocates ~20 objects per vector and no reference cycles; with the garbage collector on,
+    its generational passes over a big process (torch, a model) cost more than the listing itself."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _stat_key(st: os.stat_result) -> list[int]:
@@ -339,6 +434,11 @@ def _matches_text(entry: VectorEntry, needle: str) -> bool:
 class Library:
     def __init__(self, root: Path | str | None = None):
         self.root = Path(root).expanduser() if root is not None else default_library_dir()
+        # Memory of the last listing (relative path -> (stat key, index record, entry)): a repeated listing
+        # by the same object costs one stat per file. Entries are shared between listings: read-only.
+        self._memo: dict[str, tuple[list[int], list, VectorEntry | None]] = {}
+        self._fps = _FingerprintCache()
+        self._index_stat: list[int] | None = None  # the index file as last read or written by us
 
     def __repr__(self) -> str:
         return f"Library({str(self.root)!r})"
@@ -448,6 +548,8 @@ class Library:
         """(relative path, collection, name, path, stat) of every visible file, plus odd things found."""
         files: list[tuple[str, str, str, Path, os.stat_result]] = []
         bad: list[BadFile] = []
+        # Path(folder, name) without re-parsing the folder (a third of a warm listing otherwise)
+        child = getattr(Path, "_make_child_relpath", None) or Path.joinpath
 
         def visit(folder: Path, collection: str) -> None:
             try:
@@ -461,7 +563,7 @@ class Library:
                 for entry in it:
                     if entry.name.startswith(".") or entry.name.casefold() in _OS_JUNK:
                         continue  # hidden: .trash, .index.json, .lock, .tmp-* and OS files
-                    path = Path(entry.path)
+                    path = child(folder, entry.name)
                     try:
                         is_dir = entry.is_dir()
                         if is_dir:
@@ -485,85 +587,145 @@ class Library:
         visit(self.root, "")
         return files, bad
 
-    def _read_index(self) -> dict:
+    def _read_index(self) -> tuple[dict, dict]:
+        """(files, fingerprint table) of the index; empty when missing, corrupt or of another version."""
         try:
             data = json.loads((self.root / INDEX_NAME).read_bytes())
         except (OSError, ValueError, RecursionError):
-            return {}
+            return {}, {}
         if not isinstance(data, dict) or data.get("version") != INDEX_VERSION:
-            return {}
-        files = data.get("files")
-        return files if isinstance(files, dict) else {}
+            return {}, {}
+        files, fingerprints = data.get("files"), data.get("fingerprints")
+        return (files if isinstance(files, dict) else {}), (
+            fingerprints if isinstance(fingerprints, dict) else {}
+        )
 
-    def _write_index(self, files: dict) -> None:
-        payload = json.dumps({"version": INDEX_VERSION, "files": files}, ensure_ascii=False)
-        # A cache: concurrent writers each write a whole, valid file (last one wins, the loser's entries
-        # are simply re-read next time); a read-only library just lists without caching.
-        with contextlib.suppress(OSError):
-            atomic_write_text(self.root / INDEX_NAME, payload)
+    def _stat_index(self) -> list[int] | None:
+        try:
+            return _stat_key(os.stat(self.root / INDEX_NAME))
+        except OSError:
+            return None
+
+    def _write_index(self, files: dict, fingerprints: dict) -> None:
+        """Replace the index atomically (temp file + rename).
+
+        It is a cache, so it is not fsync'd: after a crash it may be old or missing, and is then rebuilt.
+        Concurrent writers each write a whole, valid file; the last one wins and the loser's fresh entries
+        are simply re-read next time. A read-only library just lists without caching.
+        """
+        used = {r[1][_FP_FIELD] for r in files.values() if isinstance(r[1], list)} - {None}
+        payload = json.dumps(
+            {"version": INDEX_VERSION, "fingerprints": {k: fingerprints[k] for k in used}, "files": files},
+            ensure_ascii=False,
+            separators=(",", ":"),
+        ).encode("utf-8")
+        tmp = None
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".json", dir=self.root)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(payload)
+            os.replace(tmp, self.root / INDEX_NAME)
+            tmp = None
+            self._index_stat = self._stat_index()
+        except OSError:
+            pass
+        finally:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
 
     def _all(self) -> Listing:
+        """Scan the folder and describe every file, from (fastest first) this object's memory of the last
+        listing, the on-disk index, or the file's header; all three are keyed by the file's stat."""
+        with _gc_paused():
+            return self._all_unpaused()
+
+    def _all_unpaused(self) -> Listing:
         files, bad = self._scan()
-        old = self._read_index()
-        new: dict[str, dict] = {}
-        changed = False
-        fps = _FingerprintCache()
+        memo = self._memo
+        fps = self._fps
+        index: dict | None = None  # the on-disk index, read when memory doesn't answer or it changed
+        if self._index_stat is None or self._index_stat != self._stat_index():
+            index, table = self._read_index()
+            fps.merge(table)
+        new_memo: dict[str, tuple[list[int], list, VectorEntry | None]] = {}
+        dirty = False
         entries: list[VectorEntry] = []
         for rel, collection, stem, path, st in files:
             stat_key = _stat_key(st)
-            cached = old.get(rel)
-            record = None
-            if isinstance(cached, dict) and cached.get("stat") == stat_key:
-                record = cached
+            cached = memo.get(rel)
+            if cached is not None and cached[0] == stat_key:
+                _, record, entry = cached
             else:
-                changed = True
-                if not rel.endswith(SUFFIX):
-                    record = {"stat": stat_key, "bad": f"not a vector file (expected {SUFFIX})"}
-                else:
+                if index is None:
+                    index, table = self._read_index()
+                    fps.merge(table)
+                record, entry = index.get(rel), None
+                if not (isinstance(record, list) and len(record) == 2 and record[0] == stat_key):
+                    record = None
+                if record is not None and isinstance(record[1], list):
                     try:
-                        record = {"stat": stat_key, "entry": _entry_fields_from_header(path)}
-                    except VectorFileError as exc:
-                        if isinstance(exc.__cause__, FileNotFoundError):  # renamed or deleted while we listed
-                            continue
-                        record = {"stat": stat_key, "bad": str(exc)}
-                    except FileNotFoundError:
+                        entry = _entry_from_values(record[1], stem, collection, path, st.st_size, fps)
+                    except (KeyError, TypeError, ValueError, AttributeError):  # a malformed index record
+                        record = None
+                elif record is not None and not isinstance(record[1], str):
+                    record = None
+                if record is None:
+                    dirty = True
+                    record = self._read_record(rel, collection, stem, path, stat_key, fps)
+                    if record is None:
                         continue
-                    except OSError as exc:  # unreadable now; don't cache the failure
-                        bad.append(BadFile(path, f"cannot read ({exc.strerror or exc})"))
-                        continue
-                    except Exception as exc:  # e.g. RecursionError on absurdly nested header JSON
-                        # One file we can't make sense of is reported, never fatal to the listing.
-                        record = {
-                            "stat": stat_key,
-                            "bad": f"{rel}: not a readable vector ({type(exc).__name__})",
-                        }
-            if "bad" in record:
-                bad.append(BadFile(path, str(record["bad"])))
-                new[rel] = record
-                continue
-            try:
-                valid_name = check_name(stem) == stem and (not collection or check_name(collection))
-            except LibraryError:
-                valid_name = False
-            if not valid_name:
-                bad.append(BadFile(path, "the file name is not a valid vector name; rename the file"))
-                new[rel] = record
-                continue
-            try:
-                entries.append(
-                    _make_entry(
-                        record["entry"], name=stem, collection=collection, path=path, size=st.st_size, fps=fps
-                    )
-                )
-            except (KeyError, TypeError, ValueError):  # a malformed index record: re-read next time
-                changed = True
-                continue
-            new[rel] = record
-        if changed or len(new) != len(old):
-            self._write_index(new)
+                    if isinstance(record[1], list):
+                        entry = _entry_from_values(record[1], stem, collection, path, st.st_size, fps)
+            if index is not None and not dirty:
+                on_disk = index.get(rel)
+                dirty = not (isinstance(on_disk, list) and on_disk and on_disk[0] == stat_key)
+            if entry is None:
+                bad.append(BadFile(path, str(record[1])))
+            else:
+                entries.append(entry)
+            new_memo[rel] = (stat_key, record, entry)
+        known = index if index is not None else memo
+        if dirty or set(known) != set(new_memo):
+            self._write_index({rel: record for rel, (_, record, _) in new_memo.items()}, fps.table)
+        self._memo = new_memo
+        if index is not None and not dirty:
+            self._index_stat = self._stat_index()
         entries.sort(key=lambda e: (e.collection.casefold(), e.name.casefold()))
         bad.sort(key=lambda b: str(b.path))
         return Listing(entries=entries, bad_files=bad)
+
+    @staticmethod
+    def _read_record(
+        rel: str, collection: str, stem: str, path: Path, stat_key: list[int], fps: _FingerprintCache
+    ) -> dict | None:
+        """The index record of one file, from its header: [stat key, entry values] or [stat key, reason].
+
+        None when the file vanished or can't be read right now (not cached, reported by the caller).
+        """
+        if not rel.endswith(SUFFIX):
+            return [stat_key, f"not a vector file (expected {SUFFIX})"]
+        try:
+            check_name(stem)
+            if collection:
+                check_name(collection)
+        except LibraryError:
+            return [stat_key, "the file name is not a valid vector name; rename the file"]
+        try:
+            fields = _entry_fields_from_header(path)
+        except VectorFileError as exc:
+            if isinstance(exc.__cause__, FileNotFoundError):  # renamed or deleted while we listed
+                return None
+            return [stat_key, str(exc)]
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            return [[0, 0, 0, 0], f"cannot read ({exc.strerror or exc})"]
+        except Exception as exc:  # e.g. RecursionError on absurdly nested header JSON
+            # One file we can't make sense of is reported, never fatal to the listing.
+            return [stat_key, f"{rel}: not a readable vector ({type(exc).__name__})"]
+        fields["fingerprint"] = fps.intern(fields["fingerprint"])
+        return [stat_key, [fields[k] for k in _ENTRY_FIELDS]]
 
     def list(
         self,

@@ -140,8 +140,14 @@ def test_index_is_used_and_refreshed(lib, love, monkeypatch):
     calls = []
     real = library_module.read_header
     monkeypatch.setattr(library_module, "read_header", lambda p: calls.append(Path(p).name) or real(p))
+    assert Library(lib.root).list().keys() == ["v0", "v1", "v2", "v3"]
+    assert calls == []  # warm, in another Library object (another process): headers come from the index
+
+    # the same object doesn't even read the index again while it is unchanged
+    real_index = Library._read_index
+    monkeypatch.setattr(Library, "_read_index", lambda self: pytest.fail("index re-read"))
     assert lib.list().keys() == ["v0", "v1", "v2", "v3"]
-    assert calls == []  # warm: headers come from the index
+    monkeypatch.setattr(Library, "_read_index", real_index)
 
     lib.set_tags("v1", ["changed"])
     lib.save(love, "v4")
@@ -170,8 +176,10 @@ def test_rewrite_with_same_size_and_mtime_is_noticed(lib):
         b"",
         b"{not json",
         b"[" * 100_000,
-        b'{"version": 1, "files": []}',
-        b'{"version": 1, "files": {"v.safetensors": 3}}',
+        b'{"version": 3, "files": []}',
+        b'{"version": 3, "files": {"v.safetensors": 3}, "fingerprints": 7}',
+        b'{"version": 3, "files": {"v.safetensors": [[1, 2, 3, 4], [1]]}, "fingerprints": {}}',
+        b'{"version": 1, "files": {"v.safetensors": {}}}',
     ],
 )
 def test_corrupt_index_is_rebuilt(lib, love, garbage):
@@ -182,14 +190,24 @@ def test_corrupt_index_is_rebuilt(lib, love, garbage):
     assert "v.safetensors" in json.loads((lib.root / INDEX_NAME).read_text())["files"]
 
 
-def test_lying_index_entry_is_not_trusted_past_its_stat(lib, love):
+def test_index_records_are_checked(lib, love):
     lib.save(love, "v")
     lib.list()
     index = json.loads((lib.root / INDEX_NAME).read_text())
-    index["files"]["v.safetensors"]["entry"]["layers"] = [9]
-    index["files"]["v.safetensors"]["stat"][0] += 1  # stale: re-read from the header
+    stat, values = index["files"]["v.safetensors"]
+    # a record whose stat doesn't match the file is stale: re-read from the header
+    index["files"]["v.safetensors"] = [[stat[0] + 1, *stat[1:]], [*values[:1], [9], *values[2:]]]
     (lib.root / INDEX_NAME).write_text(json.dumps(index))
-    assert lib.list().entries[0].layers == [1, 2]
+    assert Library(lib.root).list().entries[0].layers == [1, 2]
+    # a malformed record with the right stat is re-read too
+    for broken in ([stat, values[:-1]], [stat, 42], [stat], [stat, [*values[:1], "x", *values[2:]]]):
+        index["files"]["v.safetensors"] = broken
+        (lib.root / INDEX_NAME).write_text(json.dumps(index))
+        assert Library(lib.root).list().entries[0].layers == [1, 2], broken
+    # and a record saying "bad" for a file that changed is not believed
+    index["files"]["v.safetensors"] = [[0, 0, 0, 0], "corrupt"]
+    (lib.root / INDEX_NAME).write_text(json.dumps(index))
+    assert Library(lib.root).list().bad_files == []
 
 
 def test_bad_files_are_reported_skipped_and_never_touched(lib, love, tmp_path):
