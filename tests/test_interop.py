@@ -589,3 +589,23 @@ def test_bundle_with_one_bad_vector_imports_nothing(lib, tmp_path, vector_bytes)
     with pytest.raises(VectorFileError, match="NaN"):
         interop.import_file(lib, path)
     assert not lib.root.exists() or lib.list().keys() == []
+
+
+def test_gguf_import_other_integer_layer_count_types(tmp_path):
+    path = write_control_vector(
+        tmp_path / "u64.gguf", {1: np.ones(16, np.float32)}, layer_count=1, count_type="uint64"
+    )
+    vector, warnings = read_gguf(path)
+    assert vector.layer_ids == [2]
+    assert any("UINT64" in w for w in warnings)
+
+
+def test_export_as_our_own_safetensors(lib, tmp_path):
+    lib.save(direction_vector(), "v")
+    result = interop.export(lib, "v", tmp_path / "copy.safetensors")
+    copy = engine.load_vector(result.path)
+    assert copy.layer_ids == [2, 4] and copy.prompts == direction_vector().prompts
+    with pytest.raises(LibraryError, match="one vector"):
+        interop.export(lib, ["v", "v"], tmp_path / "two.gguf")
+    with pytest.raises(LibraryError, match="export format"):
+        interop.export(lib, "v", tmp_path / "v.txt")

@@ -757,3 +757,15 @@ def test_two_processes_saving_and_renaming_at_once(zygote, tmp_path):
     assert keys == set(expected) | {f"shared-{i}" for i in range(iterations)}
     index = json.loads((root / INDEX_NAME).read_text())
     assert set(index["files"]) == {f"{k}.safetensors" for k in keys}
+
+
+def test_sweep_temp_files_only_removes_old_leftovers(lib):
+    lib.save(synthetic(), "v", collection="c")
+    old = lib.root / "c" / ".tmp-killed.safetensors"
+    fresh = lib.root / ".tmp-in-progress.safetensors"
+    old.write_bytes(b"half")
+    fresh.write_bytes(b"half")
+    os.utime(old, (time.time() - 7 * 86400, time.time() - 7 * 86400))
+    assert lib.sweep_temp_files() == 1
+    assert not old.exists() and fresh.exists()
+    assert lib.list().keys() == ["c/v"]
