@@ -92,7 +92,7 @@ def _read_config(folder: Path) -> dict:
         raise ModelLoadError(f"{folder} has no config.json; is this a Hugging Face model folder?")
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # "[[[[..." recurses
         raise ModelLoadError(f"{config_path} is not valid JSON") from exc
     if not isinstance(config, dict):
         raise ModelLoadError(f"{config_path} is not a JSON object")
