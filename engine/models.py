@@ -162,6 +162,12 @@ def _explain_load_failure(folder: Path, exc: BaseException) -> ModelLoadError:
     lowered = text.lower()
     if isinstance(exc, torch.OutOfMemoryError | MemoryError) or "out of memory" in lowered:
         return ModelLoadError(f"not enough memory to load {folder.name}: {text.splitlines()[0][:200]}")
+    if "ignore_mismatched_sizes" in lowered or "size mismatch" in lowered:
+        files = ", ".join(f.name for f in weight_files(folder)) or "weights"
+        return ModelLoadError(
+            f"the weights ({files}) in {folder} do not have the shapes that its config.json describes; "
+            "the files belong to different models"
+        )
     if "offload" in lowered or "dispatched on the cpu or the disk" in lowered:
         return ModelLoadError(f"{folder.name} does not fit in the memory budget (it would need disk offload)")
     if "safetensor" in lowered or "header" in lowered or "incomplete" in lowered or "deserializ" in lowered:
@@ -209,6 +215,15 @@ def load_model(
         raise ModelLoadError(
             f"could not load the tokenizer files in {folder}: {str(exc).splitlines()[0][:200]}"
         ) from exc
+    # Without any tokenizer file, transformers quietly builds an empty tokenizer (one token), and every
+    # prompt would become a single token and every output empty text.
+    if len(tokenizer) < 64 and not any(
+        (folder / name).exists() for name in ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt")
+    ):
+        raise ModelLoadError(
+            f"{folder} has no tokenizer file (tokenizer.json, tokenizer.model or vocab.json); "
+            "the download may be incomplete"
+        )
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
 
