@@ -1,0 +1,260 @@
+"""Targets 6 and 7: time to first token through the GUI worker, and event-loop stalls while streaming.
+
+    QT_QPA_PLATFORM=offscreen python -m bench.bench_gui_latency
+    QT_QPA_PLATFORM=offscreen python -m bench.bench_gui_latency --tiny
+
+The GUI path is the app's own: `gui.worker.WorkerController` (which owns the `QThread` and the
+`ModelWorker`) loads the model and runs `GenerateRequest`s; tokens come back as queued signals to the GUI
+thread. Like the Generate tab, a request is one batch of two rows (unsteered, steered).
+
+6. Time to first token: from `controller.generate(request)` on the GUI thread to the first `token`
+   signal received there, against `engine.generate` called directly with the same rows, on the same
+   loaded model, measuring to its first `on_token` callback. Interleaved; the paired median ratio.
+7. Responsiveness: a 5 ms `QTimer` on the GUI thread while tokens stream at full speed (no pacing,
+   per-token KL on) into two of the Generate tab's `TokenPane`s; the worst gap between ticks beyond
+   the timer's interval. The same timer with no generation gives the machine's own noise floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import common
+
+PROMPT = "I think that the weather in the city is going to be"
+TICK_MS = 5
+
+
+def model_source(tiny: bool) -> tuple[str, str]:
+    from engine import DEMO_MODEL_DIR
+
+    if not tiny and (DEMO_MODEL_DIR / "config.json").exists():
+        return str(DEMO_MODEL_DIR), "demo"
+    shape = "tiny-gpt2" if tiny else "demo-shape"
+    return str(common.model_dir(shape)), shape
+
+
+def wait_for(signal, condition=lambda *a: True, timeout_s: float = 120.0) -> tuple:
+    """Run the Qt event loop until `signal` fires with arguments satisfying `condition`."""
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    loop = QEventLoop()
+    got: list[tuple] = []
+
+    def slot(*args):
+        if not got and condition(*args):
+            got.append(args)
+            loop.quit()
+
+    signal.connect(slot)
+    timer = QTimer()
+    timer.setSingleShot(True)
+    timer.timeout.connect(loop.quit)
+    timer.start(int(timeout_s * 1000))
+    try:
+        loop.exec()
+    finally:
+        timer.stop()
+        signal.disconnect(slot)
+    if not got:
+        raise TimeoutError(f"no {signal} within {timeout_s} s")
+    return got[0]
+
+
+def run(args: argparse.Namespace) -> dict:
+    import torch
+    from PySide6.QtCore import QEventLoop, QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from engine import SamplingConfig, generate
+    from gui.panels.generate import TokenPane
+    from gui.worker import GenerateRequest, LoadRequest, WorkerController, default_torch_threads
+
+    app = QApplication.instance() or QApplication([])
+    result = common.Result("gui_latency", params=vars(args).copy())
+    source, name = model_source(args.tiny)
+    result.details["model"] = name
+    threads = default_torch_threads()  # what the worker sets; the direct calls use the same
+    torch.set_num_threads(threads)
+    result.details["torch_threads"] = threads
+    controller = WorkerController()
+    try:
+        controller.load(LoadRequest(source=source, device="cpu"))
+        kind, message = None, None
+        done = wait_for(controller.finished, lambda k: k == "load", timeout_s=300)
+        del done
+        loaded = controller.worker.loaded
+        if loaded is None:
+            raise RuntimeError(f"the worker could not load {source}: {kind} {message}")
+
+        # ---- 6: time to first token -----------------------------------------------------------------------
+        ttft_tokens = 4
+        sampling = SamplingConfig(temperature=0.0, max_new_tokens=ttft_tokens)
+
+        def through_gui():
+            started = time.perf_counter()
+            first: list[float] = []
+
+            def on_token(delta):
+                if not first and delta.text:
+                    first.append(time.perf_counter() - started)
+
+            controller.token.connect(on_token)
+            try:
+                controller.generate(GenerateRequest(prompt=PROMPT, vectors=[], sampling=sampling))
+                wait_for(controller.finished, lambda k: k == "generate")
+            finally:
+                controller.token.disconnect(on_token)
+            return first[0]
+
+        def direct():
+            started = time.perf_counter()
+            first: list[float] = []
+
+            def on_token(event):
+                if not first and event.text:
+                    first.append(time.perf_counter() - started)
+
+            generate(loaded, PROMPT, [[], []], sampling, on_token=on_token)
+            return first[0]
+
+        reps = args.reps or (1 if args.tiny else 41)
+        ttft = {"gui": [], "direct": []}
+        through_gui(), direct()  # warm-up
+        for rep in range(reps):
+            for key in ("gui", "direct") if rep % 2 == 0 else ("direct", "gui"):
+                ttft[key].append(through_gui() if key == "gui" else direct())
+        ratio = common.paired_ratio(ttft, "gui", "direct")
+        result.details["time_to_first_token"] = {
+            "summary_s": common.summarize(ttft),
+            "ratio_gui_over_direct": ratio,
+            "overhead_ms_median": 1000
+            * (common.summarize(ttft)["gui"]["median_s"] - common.summarize(ttft)["direct"]["median_s"]),
+        }
+        result.target("6", f"time to first token, GUI worker / plain generate ({name})", ratio, "<=", 1.10)
+
+        # ---- 7: event-loop stalls while streaming ---------------------------------------------------------
+        panes = [TokenPane(), TokenPane()]
+        for pane in panes:
+            pane.resize(400, 300)
+            pane.show()
+
+        def show(delta):
+            if delta.row <= 1:
+                panes[delta.row].append_token(delta.text, delta.kl, delta.top)
+
+        def ticking(work) -> tuple[list[float], object]:
+            ticks: list[float] = []
+            timer = QTimer()
+            timer.setInterval(TICK_MS)
+            timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+            timer.start()
+            try:
+                value = work()
+            finally:
+                timer.stop()
+            return ticks, value
+
+        def idle():
+            loop = QEventLoop()
+            QTimer.singleShot(args.idle_ms, loop.quit)
+            loop.exec()
+
+        def stream():
+            count = [0]
+            outcomes = []
+
+            def counting(delta):
+                count[0] += 1
+
+            for pane in panes:  # as the Generate tab does when a generation starts
+                pane.clear_text(PROMPT)
+            controller.token.connect(show)
+            controller.token.connect(counting)
+            controller.generation_done.connect(outcomes.append)
+            try:
+                started = time.perf_counter()
+                controller.generate(
+                    GenerateRequest(
+                        prompt=PROMPT,
+                        vectors=[],
+                        sampling=SamplingConfig(temperature=0.0, max_new_tokens=args.stream_tokens),
+                        effect=True,
+                    )
+                )
+                wait_for(controller.finished, lambda k: k == "generate")  # the job's last signal
+                seconds = time.perf_counter() - started
+                return {"tokens": sum(outcomes[0].n_tokens), "seconds": seconds, "signals": count[0]}
+            finally:
+                controller.token.disconnect(show)
+                controller.token.disconnect(counting)
+                controller.generation_done.disconnect(outcomes.append)
+
+        def worst_gap_ms(ticks: list[float]) -> tuple[float, float]:
+            gaps = sorted(b - a for a, b in itertools.pairwise(ticks))
+            if not gaps:
+                return 0.0, 0.0
+            return 1000 * gaps[-1] - TICK_MS, 1000 * gaps[int(0.99 * (len(gaps) - 1))] - TICK_MS
+
+        runs = []
+        for _ in range(args.stream_runs or (1 if args.tiny else 3)):
+            idle_ticks, _ = ticking(idle)
+            stream_ticks, info = ticking(stream)
+            idle_worst, idle_p99 = worst_gap_ms(idle_ticks)
+            worst, p99 = worst_gap_ms(stream_ticks)
+            runs.append(
+                {
+                    **info,
+                    "tokens_per_second": info["tokens"] / info["seconds"],
+                    "worst_stall_ms": worst,
+                    "p99_stall_ms": p99,
+                    "ticks": len(stream_ticks),
+                    "idle_worst_stall_ms": idle_worst,
+                    "idle_p99_stall_ms": idle_p99,
+                }
+            )
+        result.details["streaming"] = {"tick_ms": TICK_MS, "runs": runs}
+        worst = max(r["worst_stall_ms"] for r in runs)
+        result.target("7", f"worst event-loop stall while streaming ({name})", worst, "<=", 50.0, unit=" ms")
+        for pane in panes:
+            pane.close()
+            pane.deleteLater()
+    finally:
+        controller.shutdown(5000)
+        app.processEvents()
+    return result.write(args.out)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--tiny", action="store_true", help="a tiny model and 1 repetition: checks the code path only"
+    )
+    p.add_argument("--reps", type=int, default=0, help="time-to-first-token repetitions (default 41)")
+    p.add_argument("--stream-tokens", type=int, default=120, help="tokens per streaming run (default 120)")
+    p.add_argument("--stream-runs", type=int, default=0, help="streaming runs (default 3)")
+    p.add_argument("--idle-ms", type=int, default=1000, help="noise-floor measurement per run (default 1000)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="result file (default bench/results/gui_latency.json)"
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    data = run(parser().parse_args(argv))
+    print(f"gui_latency: load average {data['load_average_start']} -> {data['load_average_end']}")
+    common.print_targets(data)
+    return data
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""Smoke tests of bench/: each benchmark's code path runs end to end at tiny sizes and writes the JSON
+structure the README table is built from. Nothing here checks a timing: the numbers of tiny runs mean
+nothing. What is checked exactly is correctness that the benchmarks verify on the way (padding, hooks
+left behind, identical tokens against the peers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV_KEYS = {"cpu", "cpu_count", "torch", "transformers", "bitsandbytes", "python"}
+
+
+def run_bench(module: str, *args: str, out: Path, timeout: int = 600) -> dict:
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args, "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text(encoding="utf-8"))
+
+
+def check_result(data: dict, benchmark: str) -> None:
+    assert data["benchmark"] == benchmark
+    assert set(data["environment"]) >= ENV_KEYS
+    assert len(data["load_average_start"]) == 3 and len(data["load_average_end"]) == 3
+    for target in data["targets"]:
+        assert {"id", "name", "value", "op", "threshold", "unit", "passed"} <= set(target)
+        assert target["op"] in (">=", "<=")
+        assert isinstance(target["passed"], bool)
+    assert data["all_passed"] == all(t["passed"] for t in data["targets"])
+
+
+def test_steering_smoke(tmp_path):
+    data = run_bench("bench.bench_steering", "--tiny", out=tmp_path / "steering.json")
+    check_result(data, "steering")
+    ids = {t["id"] for t in data["targets"]}
+    assert {"1a", "1b", "2", "3", "4a", "4b"} <= ids
+    details = data["details"]
+    for shape in ("tiny-gpt2", "tiny-llama"):
+        hooks = details[f"hooks_{shape}"]
+        assert set(hooks["steered_over_unsteered_tokens_per_second"]) == {
+            "front x1",
+            "front x4",
+            "all x1",
+            "all x4",
+        }
+        assert all(us > 0 for us in hooks["hook_us_per_decode_token"].values())
+    # padding and masking of the batched mean-diff are exact, whatever the timing
+    assert details["capture_tiny-gpt2"]["mean_diff"]["padding_correct"]
+    assert details["capture_tiny-llama"]["mean_diff_correctness"]["padding_correct"]
+    assert (
+        set(details["batches_tiny-gpt2"]["rows_tokens"]["sweep batch"])
+        and details["batches_tiny-gpt2"]["sweep"]
+    )
+
+
+def test_peers_smoke(tmp_path):
+    data = run_bench("bench.bench_peers", "--tiny", out=tmp_path / "peers.json")
+    check_result(data, "peers")
+    details = data["details"]
+    if "peer_versions" not in details:  # bench/.venv-peers is not set up here
+        assert "setup_peers.sh" in details["error"]
+        return
+    assert details["identical_greedy_tokens"], details["tokens"]
+    assert details["steering_changes_tokens"]
+    assert {t["name"] for t in data["targets"]} >= {
+        "steered tok/s, ours / repeng",
+        "steered tok/s, ours / steering-vectors",
+    }
+
+
+@pytest.mark.gui
+def test_gui_latency_smoke(tmp_path):
+    args = ("--tiny", "--stream-tokens", "8", "--idle-ms", "100")
+    data = run_bench("bench.bench_gui_latency", *args, out=tmp_path / "gui.json")
+    check_result(data, "gui_latency")
+    assert {t["id"] for t in data["targets"]} == {"6", "7"}
+    run = data["details"]["streaming"]["runs"][0]
+    assert run["tokens"] > 0 and run["signals"] > 0
+
+
+def test_memory_smoke(tmp_path):
+    data = run_bench("bench.bench_memory", "--tiny", out=tmp_path / "memory.json")
+    check_result(data, "memory")
+    loads = data["details"]["loads"]
+    assert set(loads) == {"none float32", "none float16", "8bit", "4bit", "4bit float16"}
+    for label in ("none float32", "none float16", "4bit"):
+        assert "error" not in loads[label], loads[label]
+        assert loads[label]["weights_mb"] > 0 and loads[label]["forward_ok"]
+    assert loads["none float16"]["weights_mb"] < loads["none float32"]["weights_mb"]
+    assert "Linear4bit" in loads["4bit"]["linear_types"]
+
+
+def test_soak_smoke(tmp_path):
+    args = ("--tiny", "--n", "14", "--sample-every", "7", "--new-tokens", "4")
+    data = run_bench("bench.soak", *args, out=tmp_path / "soak.json")
+    check_result(data, "soak")
+    details = data["details"]
+    assert sum(details["generations"].values()) == 14
+    assert details["generations_with_leftover_hooks"] == []
+
+
+def test_gpu_check_degrades_without_cuda_and_dry_runs(tmp_path):
+    import torch
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    script = [sys.executable, str(ROOT / "bench" / "gpu_check.py")]
+    if not torch.cuda.is_available():
+        plain = subprocess.run(script, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert plain.returncode == 0
+        report = json.loads(plain.stdout)  # exactly one JSON object on stdout
+        assert "no CUDA" in report["error"]
+    dry = subprocess.run(
+        [*script, "--dry-run"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    report = json.loads(dry.stdout)
+    assert "error" not in report
+    assert [m["shape"] for m in report["models"]] == ["tiny float32", "tiny 4bit"]
+    for model in report["models"]:
+        assert "error" not in model, model
+        assert {"unsteered", "steered front", "steered all", "side by side", "sweep 8 rows"} <= set(
+            model["tokens_per_second"]
+        )
+        assert model["sweep_time_ratio"] > 0
+
+
+def test_run_all_table(tmp_path):
+    from bench import common, run_all
+
+    result = common.Result("soak")
+    result.target("soak", "memory growth after warm-up", 1.5, "<=", 50.0, unit=" MB")
+    result.target("soak", "generations with hooks left behind", 1.0, "<=", 0.0, unit="")
+    result.write(tmp_path / "soak.json")
+    table = run_all.table(tmp_path, ["soak", "steering"])
+    assert "| # | measure | value | target | |" in table
+    assert "| soak | memory growth after warm-up | 1.500 MB | <= 50.0 MB | ✅ |" in table
+    assert "❌" in table and "| steering | — | not run | | |" in table
+    assert "load average" in table
