@@ -124,6 +124,8 @@ def read_bundle(
     from engine.library import check_name
 
     path = Path(path).expanduser()
+    if not path.is_file():  # a FIFO would block zipfile's open forever
+        raise VectorFileError(f"{path.name}: not a file")
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
