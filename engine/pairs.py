@@ -86,6 +86,8 @@ def read_pairs(path: Path) -> list[PromptPair]:
     """Read a `.jsonl`/`.json` or `.csv` pair file."""
     path = Path(path)
     try:
+        if path.exists() and not path.is_file():  # a FIFO would block the read forever
+            raise InvalidInputError(f"{path.name}: not a file")
         if path.stat().st_size > MAX_PAIR_FILE_BYTES:
             raise InvalidInputError(f"{path.name}: larger than {MAX_PAIR_FILE_BYTES // 2**20} MB")
         text = path.read_bytes().decode("utf-8-sig")
