@@ -161,7 +161,8 @@ def _explain_load_failure(folder: Path, exc: BaseException) -> ModelLoadError:
     text = str(exc)
     lowered = text.lower()
     if isinstance(exc, torch.OutOfMemoryError | MemoryError) or "out of memory" in lowered:
-        return ModelLoadError(f"not enough memory to load {folder.name}: {text.splitlines()[0][:200]}")
+        detail = text.splitlines()[0][:200] if text else "the weights do not fit"  # MemoryError() has no text
+        return ModelLoadError(f"not enough memory to load {folder.name}: {detail}")
     if "ignore_mismatched_sizes" in lowered or "size mismatch" in lowered:
         files = ", ".join(f.name for f in weight_files(folder)) or "weights"
         return ModelLoadError(
@@ -213,7 +214,7 @@ def load_model(
         )
     except Exception as exc:
         raise ModelLoadError(
-            f"could not load the tokenizer files in {folder}: {str(exc).splitlines()[0][:200]}"
+            f"could not load the tokenizer files in {folder}: {(str(exc) or type(exc).__name__).splitlines()[0][:200]}"
         ) from exc
     # Without any tokenizer file, transformers quietly builds an empty tokenizer (one token), and every
     # prompt would become a single token and every output empty text.
