@@ -18,7 +18,7 @@ from torch import Tensor
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-from engine.errors import InvalidInputError
+from engine.errors import ActAddError, InvalidInputError
 from engine.models import LoadedModel
 from engine.steering import Steer, SteeringPlan
 from engine.tokens import encode
@@ -301,6 +301,7 @@ def generate(
     device = loaded.device
     started = time.perf_counter()
     handle = effect.head.register_forward_hook(effect.hook) if effect is not None else None
+    out_of_memory = False
     try:
         with plan.apply(loaded.blocks), torch.inference_mode():
             plan.bind(mask)  # each row's left padding, so front positions count from its first real token
@@ -316,9 +317,18 @@ def generate(
                 streamer=streamer,
                 **kwargs,
             )
+    except (torch.OutOfMemoryError, MemoryError):
+        out_of_memory = True  # raised below, once this traceback (and the activations it holds) is gone
     finally:
         if handle is not None:
             handle.remove()
+    if out_of_memory:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        raise ActAddError(
+            f"out of memory while generating {plan.n_rows} row(s) of up to {max_new} tokens; try fewer rows "
+            "or tokens, 4-bit quantization or a smaller model"
+        )
     seconds = time.perf_counter() - started
     cancelled = cancel.is_set()
     results = [
