@@ -217,8 +217,15 @@ class ModelWorker(QObject):
         except MemoryError:
             self.errored.emit(kind, "out of memory; try a smaller model, 4-bit quantization or fewer tokens")
         except Exception as exc:  # a bug, still shown rather than killing the thread
-            log.error("worker job %s failed:\n%s", kind, traceback.format_exc())
-            self.errored.emit(kind, f"unexpected error ({type(exc).__name__}): {exc}")
+            import torch
+
+            if isinstance(exc, torch.OutOfMemoryError):  # CUDA's is a RuntimeError, not a MemoryError
+                self.errored.emit(
+                    kind, "out of memory; try a smaller model, 4-bit quantization or fewer tokens"
+                )
+            else:
+                log.error("worker job %s failed:\n%s", kind, traceback.format_exc())
+                self.errored.emit(kind, f"unexpected error ({type(exc).__name__}): {exc}")
         finally:
             self.finished.emit(kind)
 
