@@ -66,7 +66,8 @@ def resid_pre(
     with record_block_inputs(loaded.blocks, layers) as records, suppress(_StopForward):
         loaded.model(
             input_ids=input_ids.to(device),
-            attention_mask=None if attention_mask is None else attention_mask.to(device),
+            # An all-ones mask changes nothing numerically but tells transformers the batch is unpadded.
+            attention_mask=(torch.ones_like(input_ids) if attention_mask is None else attention_mask).to(device),
             use_cache=False,
         )
     return {layer: records[layer].float().cpu() for layer in layers}
@@ -133,28 +134,33 @@ def pair_differences(
 ) -> dict[int, Tensor]:
     """resid_pre(p+) - resid_pre(p-) at each prompt's last token: layer -> [n_pairs, hidden].
 
-    Prompts run batched, right-padded with an attention mask; under causal attention the right padding
-    cannot reach the last real token, and position ids stay 0.. for every row.
+    Prompts run batched, `2 * batch_size` at a time, right-padded with an attention mask; under causal
+    attention the right padding cannot reach the last real token, and position ids stay 0.. for every row.
+    The prompts are batched in order of length, so a batch holds prompts of similar lengths and computes
+    little padding (on a CPU the padding would cost as much as the prompts).
     """
     if not pairs:
         raise InvalidInputError("no pairs to capture from")
     tokenizer = loaded.tokenizer
-    diffs: dict[int, list[Tensor]] = {layer: [] for layer in layers}
-    for begin in range(0, len(pairs), batch_size):
-        chunk = pairs[begin : begin + batch_size]
-        rows = [encode(tokenizer, text) for p in chunk for text in (p.positive, p.negative)]
-        longest = max(len(r) for r in rows)
-        ids = torch.full((len(rows), longest), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), longest), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row)
-            mask[i, : len(row)] = 1
-        last = mask.sum(dim=1) - 1  # [2 * chunk]
+    # p+ of pair i is row 2i, p- row 2i + 1
+    rows = [encode(tokenizer, text) for p in pairs for text in (p.positive, p.negative)]
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    at_last: dict[int, Tensor] = {}  # layer -> [2 * n_pairs, hidden], in the order of `rows`
+    for begin in range(0, len(order), 2 * batch_size):
+        chunk = order[begin : begin + 2 * batch_size]
+        longest = max(len(rows[i]) for i in chunk)
+        ids = torch.full((len(chunk), longest), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(chunk), longest), dtype=torch.long)
+        for j, i in enumerate(chunk):
+            ids[j, : len(rows[i])] = torch.tensor(rows[i])
+            mask[j, : len(rows[i])] = 1
+        last = mask.sum(dim=1) - 1  # [chunk]
         acts = resid_pre(loaded, ids, layers, mask)
         for layer in layers:
-            at_last = acts[layer][torch.arange(len(rows)), last]  # [2 * chunk, hidden]
-            diffs[layer].append(at_last[0::2] - at_last[1::2])
-    return {layer: torch.cat(parts) for layer, parts in diffs.items()}
+            if layer not in at_last:
+                at_last[layer] = torch.empty(len(rows), acts[layer].shape[-1])
+            at_last[layer][chunk] = acts[layer][torch.arange(len(chunk)), last]  # [chunk, hidden]
+    return {layer: at_last[layer][0::2] - at_last[layer][1::2] for layer in layers}
 
 
 def _direction_vector(
