@@ -31,10 +31,18 @@ from engine.tokens import encode
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
-# A completion is degenerate when most of its word bigrams repeat earlier ones (loops) or when it uses
-# very few distinct words for its length (word salad such as "groom groom bride groom ...").
+# A completion is degenerate when most of its word bigrams repeat earlier ones (loops), when it uses very
+# few distinct words for its length, or when it has almost no function words (word salad such as
+# "groom groom bride weddings food sports ..."; fluent English is ~40% function words).
 DEGENERATE_REPETITION = 0.5
 DEGENERATE_DISTINCT = 0.3
+DEGENERATE_FUNCTION_SHARE = 0.1
+_FUNCTION_WORDS = (
+    "a an the and or but so of to in on at for with from by as into up down out over after before then "
+    "than that this these those it its i we you he she they me us him her them my our your his their "
+    "is are was were be been am has have had do did not no all there here what when while who which"
+)
+FUNCTION_WORDS = frozenset(_FUNCTION_WORDS.split())
 # A sweep cell is marked degenerate when at least this share of its samples is.
 DEGENERATE_CELL_SHARE = 0.5
 
@@ -106,14 +114,23 @@ def distinct_ratio(text: str) -> float:
     return len(set(tokens)) / len(tokens) if tokens else 1.0
 
 
+def function_word_share(text: str) -> float:
+    tokens = words(text)
+    return sum(t in FUNCTION_WORDS for t in tokens) / len(tokens) if tokens else 0.0
+
+
 def is_degenerate(text: str) -> bool:
-    """A loop (most bigrams repeat) or salad (few distinct words) of at least 8 words; or empty output."""
+    """A loop or word salad of at least 8 words (see the thresholds above), or empty output."""
     tokens = words(text)
     if not tokens:
         return True
     if len(tokens) < 8:
         return False
-    return repetition_rate(text) > DEGENERATE_REPETITION or distinct_ratio(text) < DEGENERATE_DISTINCT
+    return (
+        repetition_rate(text) > DEGENERATE_REPETITION
+        or distinct_ratio(text) < DEGENERATE_DISTINCT
+        or function_word_share(text) < DEGENERATE_FUNCTION_SHARE
+    )
 
 
 def degeneracy_rate(texts: Sequence[str]) -> float:
