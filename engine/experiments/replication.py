@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import statistics
 import time
@@ -133,7 +134,7 @@ class Settings:
     """Sample sizes and grids; `quick()` is the small-sample version the test suite runs."""
 
     seed: int = 0
-    n_prompts: int = 8  # held-out prompts used (the first n)
+    n_prompts: int = 10  # held-out prompts used (the first n)
     samples: int = 5  # samples per prompt and setting
     max_new_tokens: int = 32
     topic_coeffs: list[float] = field(default_factory=lambda: [-4, -1, 0, 1, 2, 4, 8, 16])
@@ -784,79 +785,86 @@ def run_injection(ctx: Context) -> ExperimentReport:
 def run_overhead(ctx: Context) -> ExperimentReport:
     layer, coeff = ctx.topic_setting()
     vector = ctx.vector(TOPIC_PAIR, layer)
-    prompts = ctx.prompts
+    prompts = [p for p in ctx.prompts for _ in range(4)]  # a realistic batch: 4 rows per prompt
     n = len(prompts)
     sampling = ctx.settings.sampling(max_new_tokens=max(32, ctx.settings.max_new_tokens))
-    # min_new_tokens is not exposed; EOS can end rows early, so time tokens/s as well as seconds.
     settings = {
         "unsteered": [[] for _ in prompts],
         "ActAdd front, one c": [[Steer(vector, coeff)] for _ in prompts],
         "ActAdd front, a c per row": [[Steer(vector, coeff * (k + 1) / n)] for k in range(n)],
         "all positions": [[Steer(vector, coeff, mode="all")] for _ in prompts],
     }
-    times: dict[str, list[float]] = {k: [] for k in settings}
-    tokens: dict[str, list[int]] = {k: [] for k in settings}
+    # EOS can end a batch early, and steering changes when: compare time per decoding step (the batch
+    # runs until its longest row ends) as well as wall time.
+    per_step: dict[str, list[float]] = {k: [] for k in settings}
+    wall: dict[str, list[float]] = {k: [] for k in settings}
     generate(ctx.loaded, prompts, settings["unsteered"], sampling)  # warm-up
     for _ in range(ctx.settings.timing_repeats):
         for name, rows in settings.items():  # interleaved, so load from other processes hits all alike
             result = generate(ctx.loaded, prompts, rows, sampling)
-            times[name].append(result.seconds)
-            tokens[name].append(result.n_new_tokens)
-    capture_times = []
+            steps = max(1, max(len(r.token_ids) for r in result.rows))
+            per_step[name].append(result.seconds / steps)
+            wall[name].append(result.seconds)
+    capture_times: dict[str, list[float]] = {f"layer {layer}": [], f"layer {len(ctx.loaded.blocks) - 1}": []}
     for _ in range(ctx.settings.timing_repeats):
-        started = time.perf_counter()
-        capture_actadd(ctx.loaded, *TOPIC_PAIR, layer)
-        capture_times.append(time.perf_counter() - started)
-    # Scoring: one forward pass over text, steered vs not.
-    texts = _text_sets(ctx)["unrelated"]
+        for label in capture_times:
+            started = time.perf_counter()
+            capture_actadd(ctx.loaded, *TOPIC_PAIR, int(label.split()[1]))
+            capture_times[label].append(time.perf_counter() - started)
+    texts = _text_sets(ctx)["unrelated"]  # scoring: one forward pass over each text, steered or not
     score_times: dict[str, list[float]] = {"unsteered": [], "ActAdd front, one c": []}
     for _ in range(ctx.settings.timing_repeats):
         for name, steer in (("unsteered", []), ("ActAdd front, one c", [Steer(vector, coeff)])):
             started = time.perf_counter()
             metrics.corpus_perplexities(ctx.loaded, texts, [steer])
             score_times[name].append(time.perf_counter() - started)
-    base = statistics.median(times["unsteered"])
-    base_tps = statistics.median(t / s for t, s in zip(tokens["unsteered"], times["unsteered"], strict=True))
+
+    med = {k: statistics.median(v) for k, v in per_step.items()}
+    med_wall = {k: statistics.median(v) for k, v in wall.items()}
+    base = med["unsteered"]
     rows, csv_rows = [], []
     for name in settings:
-        med = statistics.median(times[name])
-        tps = statistics.median(t / s for t, s in zip(tokens[name], times[name], strict=True))
-        rows.append([name, f"{med:.3f}", f"{tps:.0f}", f"{med / base:.3f}", f"{base_tps / tps:.3f}"])
+        rows.append([name, f"{med[name] * 1000:.2f}", f"{med[name] / base:.3f}", f"{med_wall[name]:.3f}"])
         csv_rows.append(
-            ["generate", name, f"{med:.5f}", f"{tps:.1f}", f"{med / base:.4f}", f"{base_tps / tps:.4f}"]
+            ["generate", name, f"{med[name]:.6f}", f"{med[name] / base:.4f}", f"{med_wall[name]:.5f}"]
         )
     score_base = statistics.median(score_times["unsteered"])
+    score_ratio = statistics.median(score_times["ActAdd front, one c"]) / score_base
     for name, values in score_times.items():
-        med = statistics.median(values)
-        csv_rows.append(["score", name, f"{med:.5f}", "", f"{med / score_base:.4f}", ""])
-    capture_s = statistics.median(capture_times)
-    csv_rows.append(["capture", "capture_actadd (one forward of the pair)", f"{capture_s:.5f}", "", "", ""])
+        csv_rows.append(["score", name, f"{statistics.median(values):.6f}", f"{statistics.median(values) / score_base:.4f}", ""])  # fmt: skip
+    capture = {k: statistics.median(v) for k, v in capture_times.items()}
+    for label, seconds in capture.items():
+        csv_rows.append(["capture", f"capture_actadd at {label}", f"{seconds:.6f}", "", ""])
     _write_csv(
         ctx.path("overhead.csv"),
-        ["what", "setting", "median_seconds", "tokens_per_second", "time_ratio", "per_token_ratio"],
+        ["what", "setting", "median_seconds_per_step_or_call", "ratio_to_unsteered", "median_wall_seconds"],
         csv_rows,
     )
     plots.plot_bars(
         ctx.path("overhead.png"),
         list(settings),
-        {"time / unsteered time": [statistics.median(times[k]) / base for k in settings]},
-        title=f"Generation time relative to unsteered ({n} rows × {sampling.max_new_tokens} tokens, "
+        {"time per decoding step / unsteered": [med[k] / base for k in settings]},
+        title=f"Generation cost relative to unsteered ({n} rows, up to {sampling.max_new_tokens} tokens, "
         f"median of {ctx.settings.timing_repeats})",
         fmt="{:.3f}",
     )
+    capture_text = ", ".join(f"{seconds * 1000:.1f} ms at {label}" for label, seconds in capture.items())
     markdown = (
-        _table(["setting", "median s", "tokens/s", "time ratio", "per-token ratio"], rows)
-        + f"\n\nA batch of {n} prompts × up to {sampling.max_new_tokens} new tokens, median of "
-        f"{ctx.settings.timing_repeats} interleaved runs. Capturing the vector (one forward pass over the pair) "
-        f"takes {capture_s * 1000:.1f} ms. Scoring {len(texts)} texts: steered / unsteered time "
-        f"{statistics.median(score_times['ActAdd front, one c']) / score_base:.3f}.\n"
+        _table(["setting", "ms per decoding step", "ratio to unsteered", "median wall s"], rows)
+        + f"\n\nOne batch of {n} rows ({len(ctx.prompts)} prompts × 4) and up to {sampling.max_new_tokens} new "
+        f"tokens, median of {ctx.settings.timing_repeats} interleaved runs, {torch.get_num_threads()} CPU "
+        f"thread(s). Capturing the vector (one forward pass over the two-row pair, stopped after the layer): "
+        f"{capture_text}; unsteered generation of the batch takes {med_wall['unsteered'] * 1000:.0f} ms. "
+        f"Scoring {len(texts)} texts, steered / unsteered time: {score_ratio:.3f}.\n"
     )
     summary = {
-        "time_ratio": {k: statistics.median(times[k]) / base for k in settings},
-        "seconds": {k: statistics.median(times[k]) for k in settings},
-        "capture_seconds": capture_s,
-        "score_ratio": statistics.median(score_times["ActAdd front, one c"]) / score_base,
+        "step_ratio": {k: med[k] / base for k in settings},
+        "seconds_per_step": med,
+        "wall_seconds": med_wall,
+        "capture_seconds": capture,
+        "score_ratio": score_ratio,
         "threads": torch.get_num_threads(),
+        "rows": n,
     }
     return ExperimentReport("overhead", "Overhead", markdown, summary, ["overhead.csv", "overhead.png"])
 
@@ -868,9 +876,16 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def run_quantization(ctx: Context) -> ExperimentReport:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*MatMul8bitLt.*")  # bitsandbytes, once per matmul
-        return _quantization(ctx)
+    # bitsandbytes logs "MatMul8bitLt: inputs will be cast ..." on every 8-bit matmul of a float32 input.
+    bnb_logger = logging.getLogger("bitsandbytes.autograd._functions")
+    level = bnb_logger.level
+    bnb_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return _quantization(ctx)
+    finally:
+        bnb_logger.setLevel(level)
 
 
 def _quantization(ctx: Context) -> ExperimentReport:
