@@ -78,15 +78,22 @@ def main(argv: list[str] | None = None) -> int:
     window = MainWindow(settings=settings, library_root=work / "library", autoload=None)
     window.resize(*SIZE)
     window.show()
+    try:
+        return drive(app, window, source, is_demo, args.out)
+    finally:
+        window.close()  # stops the worker thread cleanly, whatever happened
+
+
+def drive(app, window, source: str, is_demo: bool, out: Path) -> int:
     ctx = window.context
     controller = ctx.controller
     idle = lambda: not controller.busy  # noqa: E731
-    args.out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
 
     def shoot(panel, name: str) -> None:
         window.tabs.setCurrentWidget(panel)
         settle(app, 0.5)
-        path = args.out / f"{name}.png"
+        path = out / f"{name}.png"
         window.grab().save(str(path))
         print("wrote", path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
 
@@ -105,14 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     depth = ctx.model.info.n_layers
     capture = window.capture_panel
     vectors = [
-        (
-            "weddings",
-            "Weddings",
-            "",
-            1,
-            "topic, demo",
-            "The paper's topic steering: a one-word cue at layer 1.",
-        ),
+        ("weddings", " weddings", " ", 1, "topic, demo", "The paper's topic steering: a one-token cue."),
         ("love-hate", "Love", "Hate", min(2, depth - 1), "sentiment, demo", "Positive vs negative mood."),
         ("anger-calm", "Anger", "Calm", min(3, depth - 1), "sentiment", ""),
     ]
@@ -153,13 +153,29 @@ def main(argv: list[str] | None = None) -> int:
     shoot(generate, "generate")
 
     # ---- Library --------------------------------------------------------------------------------------
+    # A vector from a model of another width: listed, greyed out, with the reason.
+    import torch
+
+    from engine.fingerprint import ModelFingerprint
+    from engine.vector import SteeringVector
+
+    other = ModelFingerprint("llama", 64, 3, "0" * 16, "tiny-llama")
+    ctx.library.save(
+        SteeringVector(
+            {1: torch.randn(64)}, method="pca", default_mode="all", fingerprint=other, tags=("imported",)
+        ),
+        "formal-tone",
+    )
+    ctx.refresh_library()
+    wait_until(app, lambda: ctx.entry("formal-tone") is not None, what="the library listing")
     window.library_panel.select("love-hate")
     settle(app, 0.5)
     shoot(window.library_panel, "library")
 
     # ---- Sweep: which layer, how strong? --------------------------------------------------------------
     sweep = window.sweep_panel
-    sweep.set_vector("weddings")
+    if not sweep.set_vector("weddings"):
+        raise SystemExit("the sweep panel does not offer the weddings vector")
     sweep.coeff_from.setValue(0)
     sweep.coeff_to.setValue(8)
     sweep.coeff_count.setValue(5)
@@ -168,13 +184,14 @@ def main(argv: list[str] | None = None) -> int:
     sweep.layer_to.setValue(depth - 1)
     sweep.metric.setCurrentText("target-words")
     sweep.targets.setText("wedding, weddings, bride, groom, ceremony, vows, bouquet, veil, chapel, honeymoon")
+    sweep.targets.setCursorPosition(0)
     sweep.samples.setValue(3 if is_demo else 1)
     sweep.max_tokens.setValue(24)
     sweep.run()
-    wait_until(app, lambda: sweep.result is not None and idle(), timeout=600, what="the sweep")
+    wait_until(app, lambda: not sweep.is_running() and idle(), timeout=900, what="the sweep")
+    if sweep.result is None:
+        raise SystemExit(f"the sweep failed: {window.errors}")
     shoot(sweep, "sweep")
-
-    window.close()
     return 0
 
 

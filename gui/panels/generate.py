@@ -52,6 +52,7 @@ MODE_TIPS = {
     "ablate": "Remove the component along the direction (c = 1: fully)",
 }
 KL_FULL = 2.0  # nats of KL that get the full highlight colour
+MAX_ALPHA = 150  # the strongest highlight, still easy to read on
 SLIDER_STEPS = 10  # slider ticks per unit of coefficient
 LIVE_NOTE = (
     "Live steering: move a slider or toggle a vector while text streams and the steered pane changes "
@@ -95,7 +96,7 @@ class TokenPane(QTextEdit):
         self._generated.append(text)
         fmt = QTextCharFormat()
         if kl is not None:
-            alpha = int(230 * min(1.0, max(0.0, kl) / KL_FULL))
+            alpha = int(MAX_ALPHA * min(1.0, max(0.0, kl) / KL_FULL))
             if alpha:
                 fmt.setBackground(QColor(255, 140, 0, alpha))
             alternatives = ", ".join(f"{tok!r} {p:.0%}" for tok, p in (top or [])[:5])

@@ -500,6 +500,7 @@ class SweepPanel(QWidget):
         if metric in METRIC_TIPS:
             self.metric.setCurrentText(metric)
         self.targets.setText(str(settings.value("sweep/targets", self.targets.text())))
+        self.targets.setCursorPosition(0)
 
     def write_settings(self) -> None:
         settings = self._ctx.settings
