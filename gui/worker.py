@@ -13,8 +13,9 @@ Two things cross threads without the event loop, both thread-safe by constructio
   `SteeringPlan.set_coefficient` between two tokens, on its own thread, so the GUI thread never touches
   a tensor.
 
-Closing: `shutdown()` cancels everything, quits the thread and waits up to a second. A model load runs
-in a daemon thread that the worker merely waits on, so it can be abandoned at once; its result is dropped.
+Closing: `shutdown()` cancels everything, quits the thread and waits up to a second. A model load or a
+capture runs in a daemon thread that the worker merely waits on, so it can be abandoned at once: its result
+is dropped (a stopped capture saves nothing), and the next job waits until it has really ended.
 
 Library chores (listing, rename, combine, import/export) are short and independent of the model; they run
 on Qt's global thread pool through `TaskRunner`, so they never queue behind a long generation.
@@ -183,6 +184,7 @@ class ModelWorker(QObject):
         self._live_pending: dict[int, float] = {}
         self._vector_cache: dict[str, tuple[float, object]] = {}
         self._threads_set = False
+        self._straggler: threading.Thread | None = None  # an abandoned load or capture still running
         self.original_threads: int | None = None  # torch's thread count before this worker changed it
 
     # ---- called from other threads (thread-safe, no event loop needed) ---------------------------------
@@ -209,6 +211,7 @@ class ModelWorker(QObject):
         try:
             if self._shutdown.is_set() or (cancel is not None and cancel.is_set()):
                 raise Cancelled
+            self._wait_for_straggler(cancel)
             job()
         except Cancelled:
             self.aborted.emit(kind)
@@ -235,6 +238,7 @@ class ModelWorker(QObject):
         `from_pretrained` cannot be interrupted, so a load that is stopped or outlived by the window simply
         finishes in the background (or dies with the process) and its result is dropped.
         """
+        self._wait_for_straggler(cancel)
         box: dict[str, object] = {}
 
         def target() -> None:
@@ -243,15 +247,25 @@ class ModelWorker(QObject):
             except BaseException as exc:
                 box["error"] = exc
 
-        thread = threading.Thread(target=target, name="actadd-model-load", daemon=True)
+        thread = threading.Thread(target=target, name="actadd-worker-job", daemon=True)
         thread.start()
         while thread.is_alive():
             thread.join(0.05)
             if cancel.is_set() or self._shutdown.is_set():
+                self._straggler = thread
                 raise Cancelled
         if "error" in box:
             raise box["error"]  # type: ignore[misc]
         return box["value"]
+
+    def _wait_for_straggler(self, cancel: threading.Event | None) -> None:
+        """Let an abandoned load or capture finish before the next job uses the model (interruptibly)."""
+        straggler = self._straggler
+        while straggler is not None and straggler.is_alive():
+            straggler.join(0.05)
+            if (cancel is not None and cancel.is_set()) or self._shutdown.is_set():
+                raise Cancelled
+        self._straggler = None
 
     def _need_model(self):
         if self.loaded is None or self.loaded.model is None:
@@ -345,14 +359,19 @@ class ModelWorker(QObject):
             if request.default_coeff is not None:
                 extra["default_coeff"] = request.default_coeff
             if request.method == "actadd":
-                vector = capture_actadd(loaded, request.positive, request.negative, request.layers, **extra)
+                work = lambda: capture_actadd(  # noqa: E731
+                    loaded, request.positive, request.negative, request.layers, **extra
+                )
             elif request.method == "mean-diff":
-                vector = capture_mean_diff(loaded, request.pairs, request.layers, **extra)
+                work = lambda: capture_mean_diff(loaded, request.pairs, request.layers, **extra)  # noqa: E731
             elif request.method == "pca":
-                vector = capture_pca(loaded, request.pairs, request.layers, **extra)
+                work = lambda: capture_pca(loaded, request.pairs, request.layers, **extra)  # noqa: E731
             else:
                 raise ActAddError(f"unknown capture method {request.method!r}")
-            if cancel.is_set():
+            # A capture on a big model can take seconds: wait for it interruptibly. A stopped capture
+            # saves nothing; its forward pass ends on its own and the next job waits for it.
+            vector = self._interruptible(work, cancel)
+            if cancel.is_set() or self._shutdown.is_set():
                 raise Cancelled
             path = library.save(
                 vector, request.name, collection=request.collection, overwrite=request.overwrite

@@ -141,3 +141,43 @@ def test_token_pane_colours_by_kl_with_a_tooltip(qtbot):
     fmt = cursor.charFormat()
     assert "KL 1.500" in fmt.toolTip() and "' bride' 20%" in fmt.toolTip()
     assert fmt.background().color().alpha() > 100
+
+
+def test_a_stopped_capture_saves_nothing_and_the_next_job_waits_for_it(
+    qtbot, controller, tiny_dir, library_dir, monkeypatch
+):
+    import time
+
+    import engine.capture
+
+    _load(qtbot, controller, tiny_dir)
+    real = engine.capture.resid_pre
+    entered = threading.Event()
+
+    def slow(*args, **kwargs):
+        entered.set()
+        time.sleep(1.5)  # a capture on a much bigger model
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine.capture, "resid_pre", slow)
+    request = CaptureRequest(
+        method="actadd",
+        layers=[1],
+        name="cut",
+        library_root=str(library_dir),
+        positive="Love",
+        negative="Hate",
+    )
+    controller.capture(request)
+    qtbot.waitUntil(entered.is_set, timeout=10_000)
+    started = time.monotonic()
+    with qtbot.waitSignals([controller.aborted, controller.finished], order="strict", timeout=5000):
+        controller.stop()
+    assert time.monotonic() - started < 0.5
+    monkeypatch.setattr(engine.capture, "resid_pre", real)
+    done = []
+    controller.generation_done.connect(done.append)
+    with qtbot.waitSignals([controller.generation_done, controller.finished], order="strict", timeout=20_000):
+        controller.generate(GenerateRequest("I think", [], SamplingConfig(temperature=0, max_new_tokens=4)))
+    assert done[0].n_tokens[0] > 0
+    assert not (library_dir / "cut.safetensors").exists()
