@@ -162,6 +162,44 @@ def test_sweep_uses_few_generate_calls(gpt2, monkeypatch):
     assert len(calls) <= 2  # 90 rows: one or two batches, not one call per setting
 
 
+def test_fluency_perplexity_and_degenerate_flags(gpt2):
+    prompt = "I went up to my friend and said"
+    greedy = generate(gpt2, prompt, [[]], SamplingConfig(temperature=0.0, max_new_tokens=8)).rows[0].text
+    garbage = " zq xv jj kk pp zq ww"
+    fluent, odd, empty = metrics.fluency_perplexities(gpt2, [prompt], [greedy, garbage, "  "])
+    assert fluent < odd and math.isnan(empty)
+    threshold = metrics.fluency_threshold([fluent, fluent * 1.1, math.nan])
+    assert threshold == max(metrics.FLUENCY_FLOOR, metrics.FLUENCY_FACTOR * fluent * 1.1)
+    text = "the bride walked down the aisle while the groom waited at the altar"
+    assert metrics.degenerate_flags([text, text, ""], [1.0, threshold * 2, math.nan], threshold) == [
+        False,
+        True,
+        True,
+    ]
+    assert metrics.fluency_threshold([]) == math.inf
+
+
+def test_sweep_without_zero_coefficient_adds_one_unsteered_baseline(gpt2, monkeypatch):
+    import engine.experiments.sweep as sweep_module
+
+    rows_seen = []
+    real = sweep_module.generate
+
+    def counting(loaded, prompts, rows, *args, **kwargs):
+        rows_seen.extend(rows)
+        return real(loaded, prompts, rows, *args, **kwargs)
+
+    monkeypatch.setattr(sweep_module, "generate", counting)
+    vector = capture_actadd(gpt2, "Love", "Hate", 0)
+    spec = SweepSpec(vector, coeffs=[1, 2], layers=[0, 1], prompts=PROMPTS, targets=["love"],
+                     sampling=SamplingConfig.paper(max_new_tokens=3))  # fmt: skip
+    result = run_sweep(gpt2, spec)
+    assert len(result.cells) == 4
+    assert len(rows_seen) == (4 + 1) * len(PROMPTS)
+    assert sum(1 for r in rows_seen if not r) == len(PROMPTS)  # the baseline rows are unsteered
+    assert all(math.isfinite(c.fluency) or not any(t.strip() for t in c.completions) for c in result.cells)
+
+
 def test_layer_sweep_recaptures_pairs_and_moves_only_bare_vectors(gpt2):
     vector = capture_actadd(gpt2, " weddings", " ", 0)
     moved, at = vector_for_layer(gpt2, vector, 2)

@@ -45,6 +45,11 @@ _FUNCTION_WORDS = (
 FUNCTION_WORDS = frozenset(_FUNCTION_WORDS.split())
 # A sweep cell is marked degenerate when at least this share of its samples is.
 DEGENERATE_CELL_SHARE = 0.5
+# Model-based check: a sample is degenerate when the unsteered model finds it far less likely than its
+# own unsteered samples (perplexity above FACTOR × their median, and above FLOOR). Fluent steered text
+# stays within ~2× (a topic the prompt did not ask for); word salad is 100-1000× and more.
+FLUENCY_FACTOR = 10.0
+FLUENCY_FLOOR = 20.0
 
 
 # ---- text metrics ---------------------------------------------------------------------------------------
@@ -300,6 +305,56 @@ def perplexities(
     return [
         math.exp(nll / n)
         for nll, n in token_nll(loaded, texts, rows, prefixes=prefixes, batch_size=batch_size)
+    ]
+
+
+def fluency_perplexities(
+    loaded: LoadedModel, prompts: Sequence[str], completions: Sequence[str], *, batch_size: int = 32
+) -> list[float]:
+    """The unsteered model's perplexity of each completion after its prompt (NaN when nothing to score).
+
+    The completion is re-tokenized on its own, after the prompt's tokens; a fluent continuation of the
+    prompt scores low, loops and word salad score high.
+    """
+    prompts = _broadcast("prompts", prompts, len(completions))
+    out = [math.nan] * len(completions)
+    todo = []
+    limit = _context_limit(loaded)
+    for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
+        if not completion.strip():
+            continue
+        try:
+            _with_prefix(loaded.tokenizer, completion, prompt, limit)
+        except InvalidInputError:
+            continue
+        todo.append(i)
+    if todo:
+        scored = token_nll(
+            loaded,
+            [completions[i] for i in todo],
+            [[] for _ in todo],
+            prefixes=[prompts[i] for i in todo],
+            batch_size=batch_size,
+        )
+        for i, (nll, n) in zip(todo, scored, strict=True):
+            out[i] = math.exp(nll / n)
+    return out
+
+
+def fluency_threshold(baseline: Sequence[float]) -> float:
+    """The fluency perplexity above which a sample counts as degenerate, given unsteered samples' values."""
+    finite = sorted(v for v in baseline if math.isfinite(v))
+    if not finite:
+        return math.inf
+    median = finite[len(finite) // 2]
+    return max(FLUENCY_FLOOR, FLUENCY_FACTOR * median)
+
+
+def degenerate_flags(texts: Sequence[str], fluency: Sequence[float] | None, threshold: float) -> list[bool]:
+    """Per sample: `is_degenerate(text)`, or a fluency perplexity above `threshold`."""
+    fluency = list(fluency) if fluency is not None else [math.nan] * len(texts)
+    return [
+        is_degenerate(t) or (math.isfinite(f) and f > threshold) for t, f in zip(texts, fluency, strict=True)
     ]
 
 

@@ -140,7 +140,10 @@ def plot_heatmap(
     for i, j in hatched or ():
         ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", edgecolor="crimson", lw=0))
     if star is not None:
-        ax.scatter([star[1]], [star[0]], marker="*", s=260, color="gold", edgecolor="black", zorder=4)
+        # in the cell's corner, clear of its number
+        ax.scatter(
+            [star[1] + 0.33], [star[0] - 0.28], marker="*", s=150, color="gold", edgecolor="black", zorder=4
+        )
     if hatched:
         title = f"{title}\n(hatched: degenerate output)" if title else "hatched: degenerate output"
     ax.set_xlabel(xlabel)
@@ -161,6 +164,8 @@ def plot_lines(
     logy: bool = False,
     panels: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
     panel_hlines: Mapping[str, Mapping[str, float]] | None = None,
+    sharey: bool = True,
+    logy_panels: set[str] | None = None,
 ) -> None:
     """Lines of y vs x (one per series), with optional labelled horizontal reference lines.
 
@@ -169,7 +174,7 @@ def plot_lines(
     """
     groups = dict(panels) if panels else {title: series}
     fig = Figure(figsize=(5.6 * len(groups), 4.0))
-    axes = fig.subplots(1, len(groups), sharey=True, squeeze=False)[0]
+    axes = fig.subplots(1, len(groups), sharey=sharey, squeeze=False)[0]
     for ax, (panel_title, panel_series) in zip(axes, groups.items(), strict=True):
         for label, ys in panel_series.items():
             ax.plot(list(x), list(ys), marker="o", ms=3.5, label=label)
@@ -177,13 +182,14 @@ def plot_lines(
         for k, (label, y) in enumerate(lines.items()):
             ax.axhline(y, ls="--", lw=1.0, color=f"C{(k + len(panel_series)) % 10}", label=label)
         ax.axvline(0, color="grey", lw=0.6)
-        if logy:
+        if logy or panel_title in (logy_panels or ()):
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
         ax.set_xlabel(xlabel)
         ax.set_title(panel_title if panels else title, fontsize=10)
         ax.legend(fontsize=7)
-    axes[0].set_ylabel(ylabel)
+    if ylabel:
+        axes[0].set_ylabel(ylabel)
     if panels and title:
         fig.suptitle(title, fontsize=11)
     _save(fig, path)

@@ -691,7 +691,7 @@ def run_prompting(ctx: Context) -> ExperimentReport:
 
 # ---- front vs all-positions injection --------------------------------------------------------------------
 def run_injection(ctx: Context) -> ExperimentReport:
-    layer, _ = ctx.topic_setting()
+    layer, working = ctx.topic_setting()
     vector = ctx.vector(TOPIC_PAIR, layer)
     coeffs = list(ctx.settings.injection_coeffs)
     results = {}
@@ -721,12 +721,13 @@ def run_injection(ctx: Context) -> ExperimentReport:
                     c,
                     f"{cell.value:.4f}",
                     f"{cell.repetition:.4f}",
-                    f"{metrics.degeneracy_rate(cell.completions):.4f}",
+                    f"{cell.degenerate_share:.4f}",
+                    f"{cell.fluency:.4g}",
                     f"{ratios[mode][j]:.4f}",
                     cell.samples[0],
                 ]
             )
-            table_rows.append([mode, f"{c:g}", _fmt(cell.value), _fmt(cell.repetition), _fmt(metrics.degeneracy_rate(cell.completions)), _fmt(ratios[mode][j], 2)])  # fmt: skip
+            table_rows.append([mode, f"{c:g}", _fmt(cell.value), _fmt(cell.degenerate_share), _fmt(cell.fluency, 1), _fmt(ratios[mode][j], 2)])  # fmt: skip
     _write_csv(
         ctx.path("injection.csv"),
         [
@@ -735,6 +736,7 @@ def run_injection(ctx: Context) -> ExperimentReport:
             "wedding_fraction",
             "repetition",
             "degenerate_share",
+            "fluency_ppl",
             "ppl_ratio_unrelated",
             "example",
         ],
@@ -750,18 +752,27 @@ def run_injection(ctx: Context) -> ExperimentReport:
             "wedding-topic fraction": {
                 m: [_cells(r, layer)[c].value for c in coeffs] for m, r in results.items()
             },
-            "perplexity ratio, unrelated text": ratios,
+            "perplexity ratio, unrelated text (log scale)": ratios,
         },
+        sharey=False,
+        logy_panels={"perplexity ratio, unrelated text (log scale)"},
     )
-    c_show = max(coeffs)
-    examples = {m: _cells(r, layer)[c_show].samples[:2] for m, r in results.items()}
+    shown = sorted({c for c in (working, max(coeffs)) if c in coeffs})
+    examples = {f"{m}, c = {c:g}": _cells(r, layer)[c].samples[:2] for c in shown for m, r in results.items()}
     markdown = (
         _table(
-            ["mode", "c", "wedding fraction", "repetition", "degenerate share", "ppl ratio (unrelated)"],
+            [
+                "mode",
+                "c",
+                "wedding fraction",
+                "degenerate share",
+                "fluency ppl of samples",
+                "ppl ratio (unrelated text)",
+            ],
             table_rows,
         )
-        + f"\n\nExamples at c = {c_show:g}:\n\n"
-        + "\n".join(f"- {m}: `{t.strip()}`" for m, texts in examples.items() for t in texts)
+        + "\n\nFluency ppl: the median perplexity of the completions under the unsteered model. Examples:\n\n"
+        + "\n".join(f"- {m}: `{' '.join(t.split())}`" for m, texts in examples.items() for t in texts)
         + "\n"
     )
     summary = {
@@ -769,6 +780,10 @@ def run_injection(ctx: Context) -> ExperimentReport:
         "coeffs": coeffs,
         "fraction": {m: [_cells(r, layer)[c].value for c in coeffs] for m, r in results.items()},
         "repetition": {m: [_cells(r, layer)[c].repetition for c in coeffs] for m, r in results.items()},
+        "degenerate_share": {
+            m: [_cells(r, layer)[c].degenerate_share for c in coeffs] for m, r in results.items()
+        },
+        "fluency": {m: [_cells(r, layer)[c].fluency for c in coeffs] for m, r in results.items()},
         "ppl_ratio_unrelated": ratios,
         "examples": examples,
     }

@@ -86,6 +86,8 @@ class SweepCell:
     degenerate: bool  # most samples are loops or word salad
     samples: list[str]  # prompt + completion, for target-words; a short description otherwise
     completions: list[str] = field(default_factory=list)  # the generated text alone (target-words)
+    fluency: float = math.nan  # median perplexity of the completions under the unsteered model
+    degenerate_share: float = 0.0  # share of samples that are loops, salad, empty or implausible
 
 
 @dataclass
@@ -123,8 +125,11 @@ class SweepResult:
         with path.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(
-                ["layer", "coeff", "metric", "value", "repetition", "degenerate", "n_samples", "example"]
-            )
+                [
+                    "layer", "coeff", "metric", "value", "repetition", "degenerate", "degenerate_share",
+                    "fluency_ppl", "n_samples", "example",
+                ]
+            )  # fmt: skip
             for c in self.cells:
                 writer.writerow(
                     [
@@ -134,6 +139,8 @@ class SweepResult:
                         f"{c.value:.6g}",
                         f"{c.repetition:.4f}",
                         int(c.degenerate),
+                        f"{c.degenerate_share:.4f}",
+                        f"{c.fluency:.4g}",
                         len(c.samples),
                         c.samples[0] if c.samples else "",
                     ]
@@ -249,21 +256,28 @@ def run_sweep(
     )
 
 
+_BASELINE = (None, 0.0)  # an unsteered pseudo-cell, run first when no coefficient is 0
+
+
 def _sweep_generation(loaded, spec, keys, steers, progress, cancel) -> list[SweepCell]:
     prompts = [p for p in spec.prompts if p.strip()]
     per_cell = len(prompts) * spec.samples_per_prompt
-    # Flat rows: every cell's prompts × samples; cells are split across batches only at cell boundaries
-    # when they fit, so a cancelled sweep keeps whole cells.
-    row_prompts = [p for _ in keys for p in prompts for _ in range(spec.samples_per_prompt)]
-    row_steers = [steers[k] for k in keys for _ in range(per_cell)]
+    # The unsteered samples set the fluency scale for the degeneracy check; a c = 0 cell is unsteered.
+    run_keys = list(keys) if any(c == 0 for _, c in keys) else [_BASELINE, *keys]
+    row_steers_of = {**steers, _BASELINE: []}
+    # Flat rows: every cell's prompts × samples; a batch holds whole cells when they fit, so a cancelled
+    # sweep keeps whole cells.
+    row_prompts = [p for _ in run_keys for p in prompts for _ in range(spec.samples_per_prompt)]
+    row_steers = [row_steers_of[k] for k in run_keys for _ in range(per_cell)]
     cells_per_batch = max(1, MAX_ROWS_PER_BATCH // per_cell)
     steps = spec.sampling.max_new_tokens
     tracker = _Progress(progress, len(row_prompts) * steps)
     completions: list[str] = []
-    for begin in range(0, len(keys), cells_per_batch):
+    fluency: list[float] = []
+    for begin in range(0, len(run_keys), cells_per_batch):
         if cancel.is_set():
             break
-        lo, hi = begin * per_cell, min(len(keys), begin + cells_per_batch) * per_cell
+        lo, hi = begin * per_cell, min(len(run_keys), begin + cells_per_batch) * per_cell
         for sub in range(lo, hi, MAX_ROWS_PER_BATCH):  # a single huge cell still runs in bounded batches
             end = min(hi, sub + MAX_ROWS_PER_BATCH)
             base = sub * steps
@@ -282,28 +296,51 @@ def _sweep_generation(loaded, spec, keys, steers, progress, cancel) -> list[Swee
             )
             if result.cancelled:
                 break
-            completions.extend(r.text for r in result.rows)
+            texts = [r.text for r in result.rows]
+            completions.extend(texts)
+            fluency.extend(
+                metrics.fluency_perplexities(
+                    loaded, row_prompts[sub:end], texts, batch_size=MAX_ROWS_PER_FORWARD
+                )
+            )
             tracker.report(end * steps)
         if cancel.is_set():
             break
+    done = {k: completions[i * per_cell : (i + 1) * per_cell] for i, k in enumerate(run_keys)}
+    done = {k: v for k, v in done.items() if len(v) == per_cell}
+    flu = {k: fluency[i * per_cell : (i + 1) * per_cell] for i, k in enumerate(run_keys) if k in done}
+    baseline = [f for k in done if k[1] == 0 for f in flu[k]]
+    threshold = metrics.fluency_threshold(baseline)
     cells = []
-    for k, (layer, coeff) in enumerate(keys):
-        part = completions[k * per_cell : (k + 1) * per_cell]
-        if len(part) < per_cell:
+    for k in keys:
+        if k not in done:
             break
-        cell_prompts = row_prompts[k * per_cell : (k + 1) * per_cell]
+        layer, coeff = k
+        part, part_fluency = done[k], flu[k]
+        flags = metrics.degenerate_flags(part, part_fluency, threshold)
+        finite = sorted(f for f in part_fluency if math.isfinite(f))
+        share = sum(flags) / len(flags)
         cells.append(
             SweepCell(
                 layer=layer,
                 coeff=coeff,
                 value=metrics.topic_fraction(part, spec.targets),
                 repetition=sum(map(metrics.repetition_rate, part)) / len(part),
-                degenerate=metrics.degeneracy_rate(part) >= metrics.DEGENERATE_CELL_SHARE,
-                samples=[p + t for p, t in zip(cell_prompts, part, strict=True)],
+                degenerate=share >= metrics.DEGENERATE_CELL_SHARE,
+                samples=[
+                    p + t for p, t in zip(prompts_of(prompts, spec.samples_per_prompt), part, strict=True)
+                ],
                 completions=list(part),
+                fluency=finite[len(finite) // 2] if finite else math.nan,
+                degenerate_share=share,
             )
         )
     return cells
+
+
+def prompts_of(prompts: list[str], samples: int) -> list[str]:
+    """The prompt of each row of one cell: prompts × samples, in row order."""
+    return [p for p in prompts for _ in range(samples)]
 
 
 def _sweep_forward(loaded, spec, keys, steers, progress, cancel) -> list[SweepCell]:
