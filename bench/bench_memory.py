@@ -6,7 +6,9 @@
 Each configuration runs `engine.load_model(folder, quantize=..., dtype=..., device="cpu")` in its own
 subprocess, which reports its resident memory (RSS) before and after the load, and the weights' size as
 `engine.memory_report` gives it (`get_memory_footprint`: parameters and buffers). A short forward pass
-checks that the loaded model runs. The target compares 4-bit weights with float16 weights.
+checks that the loaded model runs; RSS is read after it, since safetensors weights may be mapped lazily.
+As a diagnostic only, after that measurement, `malloc_trim(0)` shows how much of the RSS is freed heap
+that glibc kept from the load. The target compares 4-bit weights with float16 weights.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ CONFIGS = [
     ("8bit", "8bit", "auto"),
     ("4bit", "4bit", "auto"),
     ("4bit float16", "4bit", "float16"),
+    ("4bit bfloat16", "4bit", "bfloat16"),
 ]
 
 
@@ -59,18 +62,30 @@ def child(folder: str, quantize: str, dtype: str, warm_folder: str) -> dict:
     loaded = load_model(folder, quantize=quantize, dtype=dtype, device="cpu")
     seconds = time.perf_counter() - started
     gc.collect()
-    after = process.memory_info().rss
+    after_load = process.memory_info().rss  # safetensors may still be mapped lazily here
     report = memory_report(loaded)
     linear = [m for m in loaded.model.modules() if "Linear" in type(m).__name__]
-    with torch.inference_mode():
+    with torch.inference_mode():  # touches every weight, as the first generation would
         logits = loaded.model(input_ids=torch.tensor([[1, 2, 3, 4]])).logits
+    gc.collect()
+    after = process.memory_info().rss
+    trimmed = None
+    try:  # diagnostic only, after the measurement: how much of RSS is freed heap glibc has kept
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        trimmed = process.memory_info().rss
+    except OSError:
+        pass
     return {
         "quantize": quantize,
         "dtype": dtype,
         "load_seconds": seconds,
         "rss_before_mb": before / 2**20,
+        "rss_after_load_mb": after_load / 2**20,
         "rss_after_mb": after / 2**20,
         "rss_delta_mb": (after - before) / 2**20,
+        "rss_delta_after_malloc_trim_mb": None if trimmed is None else (trimmed - before) / 2**20,
         "weights_mb": report["weights_mb"],
         "n_params": loaded.info.n_params,
         "linear_types": sorted({type(m).__name__ for m in linear}),
@@ -106,7 +121,7 @@ def run(args: argparse.Namespace) -> dict:
     runs = {label: measure(folder, quantize, dtype, warm_folder) for label, quantize, dtype in CONFIGS}
     result.details["loads"] = runs
     fp16 = runs["none float16"]
-    for label in ("4bit", "4bit float16"):
+    for label in ("4bit", "4bit float16", "4bit bfloat16"):
         if "error" in runs[label] or "error" in fp16:
             continue
         result.target(

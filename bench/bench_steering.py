@@ -267,7 +267,7 @@ def bench_capture(loaded, n_pairs: int, reps: int, label: str = "", clock: str =
     mean_diff = common.interleaved(
         {
             "batched": lambda: capture_mean_diff(loaded, pairs, layers=layers),
-            "one by one": lambda: pair_differences(loaded, pairs, layers, batch_size=1),
+            "one by one": lambda: [pair_differences(loaded, [pair], layers) for pair in pairs],
         },
         min(reps, 7),
         label=label and f"{label} mean-diff",
@@ -321,6 +321,8 @@ def run(args: argparse.Namespace) -> dict:
     if unknown := set(parts) - set(PARTS):
         raise SystemExit(f"unknown parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
     result = common.Result("steering", params=vars(args).copy())
+    if args.merge:
+        result.keep_previous(args.out or common.RESULTS_DIR / "steering.json", parts)
     shapes = ("tiny-gpt2", "tiny-llama") if args.tiny else ("gpt2-small", "llama-small")
     n_new = args.new_tokens or (4 if args.tiny else 12)
     reps = args.reps or (1 if args.tiny else 41)
@@ -328,11 +330,13 @@ def run(args: argparse.Namespace) -> dict:
     data = result.write(args.out)
     gpt2 = common.load(shapes[0]) if set(parts) & {"hooks", "batches", "capture"} else None
     if "hooks" in parts:
+        result.begin_part("hooks")
         hooks, ratios = bench_hooks(gpt2, n_new, reps, label and f"{label} hooks {shapes[0]}", args.clock)
         result.details["hooks_" + shapes[0]] = hooks
         _hook_targets(result, ratios, shapes[0])
         data = result.write(args.out)
     if "batches" in parts:
+        result.begin_part("batches")
         batches = bench_batches(
             gpt2,
             n_new,
@@ -359,6 +363,7 @@ def run(args: argparse.Namespace) -> dict:
         )
         data = result.write(args.out)
     if "capture" in parts:
+        result.begin_part("capture")
         capture = bench_capture(gpt2, 8 if args.tiny else 64, reps, label and f"{label} capture", args.clock)
         result.details["capture_" + shapes[0]] = capture
         result.target(
@@ -382,6 +387,7 @@ def run(args: argparse.Namespace) -> dict:
         data = result.write(args.out)
     del gpt2
     if "llama" in parts:
+        result.begin_part("llama")
         llama = common.load(shapes[1])
         hooks, ratios = bench_hooks(llama, n_new, reps, label and f"{label} hooks {shapes[1]}", args.clock)
         result.details["hooks_" + shapes[1]] = hooks
@@ -408,6 +414,9 @@ def parser() -> argparse.ArgumentParser:
         "--tiny", action="store_true", help="tiny models and 1 repetition: checks the code path only"
     )
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}")
+    p.add_argument(
+        "--merge", action="store_true", help="keep the other parts' results from the existing result file"
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: see bench/README.md)")
     p.add_argument(
         "--clock", choices=("cpu", "wall"), default="cpu", help="clock of the checked ratios (default cpu)"

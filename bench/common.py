@@ -346,6 +346,7 @@ class Target:
     op: str  # ">=" or "<="
     threshold: float
     unit: str = "x"
+    part: str = ""  # the benchmark part that measured it (for --merge)
 
     @property
     def passed(self) -> bool:
@@ -355,17 +356,23 @@ class Target:
         return {
             "id": self.id,
             "name": self.name,
-            "value": round(self.value, 4),
+            "value": float(f"{self.value:.6g}"),
             "op": self.op,
             "threshold": self.threshold,
             "unit": self.unit,
             "passed": self.passed,
+            "part": self.part,
         }
 
 
 @dataclass
 class Result:
-    """A benchmark's JSON result; `start()` records the load average, `finish()` the rest."""
+    """A benchmark's JSON result; the load average is recorded at creation and at each write.
+
+    A benchmark made of parts calls `begin_part(name)` before each; `keep_previous(path, parts)` then
+    carries over, from an earlier result file, the targets and details of the parts not run this time
+    (each with the load average and time of its own run), so one part can be re-measured alone.
+    """
 
     benchmark: str
     params: dict = field(default_factory=dict)
@@ -373,12 +380,57 @@ class Result:
     details: dict = field(default_factory=dict)
     load_start: list[float] = field(default_factory=load_average)
     started: float = field(default_factory=time.time)
+    part: str = ""
+    parts: dict = field(
+        default_factory=dict
+    )  # part -> {"details": [keys], "load_average_start", "timestamp"}
+    previous: dict = field(default_factory=dict)  # part -> {"targets": [...], "details": {...}, ...}
 
     def target(self, *args, **kwargs) -> Target:
-        self.targets.append(Target(*args, **kwargs))
+        self.targets.append(Target(*args, **kwargs, part=self.part))
         return self.targets[-1]
 
+    def begin_part(self, name: str) -> None:
+        self.part = name
+        self.parts[name] = {
+            "details_before": set(self.details),
+            "load_average_start": load_average(),
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "commit": environment()["git_commit"],
+        }
+
+    def keep_previous(self, path: Path, rerun: list[str]) -> None:
+        if not path.exists():
+            return
+        old = json.loads(path.read_text(encoding="utf-8"))
+        for name, record in old.get("parts", {}).items():
+            if name not in rerun:
+                self.previous[name] = {
+                    **record,
+                    "targets": [t for t in old.get("targets", []) if t.get("part") == name],
+                    "details": {
+                        k: old["details"][k] for k in record.get("details", []) if k in old["details"]
+                    },
+                }
+
     def as_dict(self) -> dict:
+        parts = {
+            name: {
+                "details": sorted(set(self.details) - info["details_before"]),
+                "load_average_start": info["load_average_start"],
+                "timestamp": info["timestamp"],
+                "commit": info["commit"],
+            }
+            for name, info in self.parts.items()
+        }
+        targets = [t.as_dict() for t in self.targets]
+        details = dict(self.details)
+        for name, record in self.previous.items():
+            parts[name] = {k: v for k, v in record.items() if k not in ("targets", "details")}
+            targets += record["targets"]
+            details.update(record["details"])
+        if self.previous:
+            targets.sort(key=lambda t: t["id"])  # stable: a part's targets keep their order
         return {
             "benchmark": self.benchmark,
             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
@@ -387,9 +439,10 @@ class Result:
             "load_average_start": self.load_start,
             "load_average_end": load_average(),
             "params": self.params,
-            "targets": [t.as_dict() for t in self.targets],
-            "all_passed": all(t.passed for t in self.targets),
-            "details": self.details,
+            "targets": targets,
+            "all_passed": all(t["passed"] for t in targets),
+            "details": details,
+            **({"parts": parts} if parts else {}),
         }
 
     def write(self, out: Path | None = None) -> dict:

@@ -51,6 +51,12 @@ def table(results_dir: Path = common.RESULTS_DIR, names: list[str] | None = None
             f"load average {data.get('load_average_start', ['?'])[0]} → {data.get('load_average_end', ['?'])[0]}; "
             f"{data.get('timestamp', '')}, commit {env.get('git_commit', '?')}"
         )
+        if len(parts := data.get("parts", {})) > 1:  # parts re-run alone were merged: say when each ran
+            machines[name] += "; parts: " + ", ".join(
+                f"{part} {info.get('timestamp', '?')} (load {info.get('load_average_start', ['?'])[0]}, "
+                f"commit {info.get('commit', '?')})"
+                for part, info in parts.items()
+            )
         if error := data.get("details", {}).get("error"):
             rows.append(f"| {name} | — | {error} | | ⚠️ |")
         for t in data.get("targets", []):

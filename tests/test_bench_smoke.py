@@ -96,7 +96,7 @@ def test_memory_smoke(tmp_path):
     data = run_bench("bench.bench_memory", "--tiny", out=tmp_path / "memory.json")
     check_result(data, "memory")
     loads = data["details"]["loads"]
-    assert set(loads) == {"none float32", "none float16", "8bit", "4bit", "4bit float16"}
+    assert set(loads) == {"none float32", "none float16", "8bit", "4bit", "4bit float16", "4bit bfloat16"}
     for label in ("none float32", "none float16", "4bit"):
         assert "error" not in loads[label], loads[label]
         assert loads[label]["weights_mb"] > 0 and loads[label]["forward_ok"]
