@@ -77,8 +77,13 @@ class _Term:
 
     mode: str
     tensor: Tensor  # [n, hidden] for front, [hidden] otherwise (unit norm for ablate)
-    coeff: Tensor  # [rows] float32, live: read on every hook call
+    coeff: Tensor  # [rows] float32, live: changed only by SteeringPlan under its lock
     cast: dict[tuple[torch.device, torch.dtype], Tensor] = field(default_factory=dict)
+    version: int = 0  # bumped on every coefficient change, so hooks know their cached copies are stale
+    # (device, dtype) -> (version, coeff as [rows, 1, 1] or None when every row is 0, c * tensor for "all")
+    scaled: dict[tuple[torch.device, torch.dtype], tuple[int, Tensor | None, Tensor | None]] = field(
+        default_factory=dict
+    )
 
     def on(self, like: Tensor) -> Tensor:
         """The tensor on `like`'s device and dtype, cast once per device (quantized models run fp16/bf16)."""
@@ -132,6 +137,7 @@ class SteeringPlan:
                     self._slots[(row, index)].append((term, scale))
         self._offsets: Tensor | None = None  # [rows] left-padding per row
         self._prompt_len: int | None = None  # padded prompt length
+        self._max_offset = 0  # the largest left padding of the bound batch
         self._seen: dict[int, int] = {}  # layer -> positions processed so far in this sequence
 
     # ---- live control ---------------------------------------------------------------------------------
@@ -158,16 +164,18 @@ class SteeringPlan:
             old = self._values[(row, index)]
             for term, scale in self._slots[(row, index)]:
                 term.coeff[row] += (value - old) * scale
+                term.version += 1
             self._values[(row, index)] = value
 
     def bind(self, attention_mask: Tensor | None) -> None:
         """Start a new sequence: record each row's left padding and reset position counters."""
         if attention_mask is None:
-            self._offsets, self._prompt_len = None, None
+            self._offsets, self._prompt_len, self._max_offset = None, None, 0
         else:
             # [batch, seq] with left padding: the number of leading zeros is where the prompt starts.
             self._offsets = (attention_mask.shape[1] - attention_mask.sum(dim=1)).long()
             self._prompt_len = attention_mask.shape[1]
+            self._max_offset = int(self._offsets.max())
         self._seen = {}
 
     # ---- the hook -------------------------------------------------------------------------------------
@@ -176,17 +184,15 @@ class SteeringPlan:
         batch, seq, _ = h.shape
         if self.n_rows not in (1, batch):
             raise InvalidInputError(f"the steering plan has {self.n_rows} rows but the batch has {batch}")
-        with self._lock:
-            coeffs = [(term, term.coeff.clone()) for term in self._terms[layer]]
-        for term, coeff in coeffs:
-            if not coeff.any():
+        for term in self._terms[layer]:
+            c, delta = self._scaled(term, h)
+            if c is None:
                 continue  # every row at 0: adding nothing keeps rows bit-identical and costs nothing
-            c = coeff.to(device=h.device, dtype=h.dtype).view(-1, 1, 1)  # [rows, 1, 1]
             vec = term.on(h)
             if term.mode == "front":
                 h = self._add_front(h, vec, c, start)
             elif term.mode == "all":
-                h = h + c * vec  # [batch, seq, hidden] + [rows, 1, hidden]
+                h = h + delta  # [batch, seq, hidden] + [rows, 1, hidden]
             elif term.mode == "generated":
                 first = max(self._prompt_len if self._prompt_len is not None else seq, start) - start
                 if first < seq:
@@ -195,17 +201,31 @@ class SteeringPlan:
                 h = h - c * (h @ vec).unsqueeze(-1) * vec
         return h
 
+    def _scaled(self, term: _Term, like: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """The term's coefficients as [rows, 1, 1] on `like`'s device and dtype (None when all are 0), and
+        c * tensor for mode all; recomputed only after a coefficient changed, not on every token."""
+        key = (like.device, like.dtype)
+        cached = term.scaled.get(key)
+        if cached is not None and cached[0] == term.version:
+            return cached[1], cached[2]
+        with self._lock:
+            version, coeff = term.version, term.coeff.clone()
+        c = coeff.to(device=like.device, dtype=like.dtype).view(-1, 1, 1) if coeff.any() else None
+        delta = c * term.on(like) if c is not None and term.mode == "all" else None  # [rows, 1, hidden]
+        term.scaled[key] = (version, c, delta)
+        return c, delta
+
     def _add_front(self, h: Tensor, vec: Tensor, c: Tensor, start: int) -> Tensor:
         """ActAdd's front alignment: add c * vec[i] at each row's prompt position i (0 <= i < n)."""
         batch, seq, _ = h.shape
         n = vec.shape[0]
+        if start >= self._max_offset + n:
+            return h  # a cached decode step, past the front: the paper leaves it untouched
         offsets = (
             self._offsets.to(h.device)
             if self._offsets is not None
             else torch.zeros(batch, dtype=torch.long, device=h.device)
         )
-        if start >= int(offsets.max()) + n:
-            return h  # a cached decode step, past the front: the paper leaves it untouched
         rel = torch.arange(start, start + seq, device=h.device).unsqueeze(0) - offsets.unsqueeze(
             1
         )  # [batch, seq]

@@ -14,7 +14,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tiny_models import ARCHITECTURES, build_tiny_model
+from tiny_models import build_tiny_model
 
 
 @pytest.fixture(scope="session")
@@ -51,6 +51,3 @@ def gpt2(loaded_models):
 @pytest.fixture
 def llama(loaded_models):
     return loaded_models["llama"]
-
-
-ALL_ARCHITECTURES = list(ARCHITECTURES)

@@ -6,8 +6,8 @@ import threading
 
 import pytest
 import torch
-from conftest import ALL_ARCHITECTURES
 from reference_actadd import reference_greedy, reference_vector
+from tiny_models import ARCHITECTURES
 
 from engine import (
     IncompatibleVectorError,
@@ -26,7 +26,7 @@ GREEDY = SamplingConfig(temperature=0, max_new_tokens=8)
 PROMPT = "I went up to my friend and said"
 
 
-@pytest.mark.parametrize("arch", ALL_ARCHITECTURES)
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
 def test_matches_independent_reference_implementation(loaded_models, arch):
     """Capture and front injection agree with a from-the-paper reference, greedy, on every architecture."""
     loaded = loaded_models[arch]
