@@ -120,7 +120,9 @@ def plot_heatmap(
     ax = fig.add_subplot()
     image = ax.imshow(values, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax)
     fig.colorbar(image, ax=ax, label=colorbar)
-    ax.set_xticks(range(len(col_labels)), col_labels)
+    long_labels = max((len(c) for c in col_labels), default=0) > 6
+    ax.set_xticks(range(len(col_labels)), col_labels, rotation=25 if long_labels else 0,
+                  ha="right" if long_labels else "center")  # fmt: skip
     ax.set_yticks(range(len(row_labels)), row_labels)
     finite = [v for row in values for v in row if math.isfinite(v)]
     middle = (min(finite) + max(finite)) / 2 if finite else 0.0

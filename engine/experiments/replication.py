@@ -344,8 +344,13 @@ def run_topic(ctx: Context) -> ExperimentReport:
     ]
     best = result.best()
     table = _table(["layer \\ c", *[f"{c:g}" for c in coeffs]], rows)
+    degenerate_note = (
+        "† degenerate (most samples are loops, word salad, empty or implausible to the unsteered model). "
+        if any(c.degenerate for c in result.cells)
+        else "No cell is degenerate. "
+    )
     markdown = (
-        f"{table}\n\n† degenerate (loops or word salad). Working setting: layer {layer}, c = {coeff:g}: "
+        f"{table}\n\n{degenerate_note}Working setting: layer {layer}, c = {coeff:g}: "
         f"{_pm(chosen.value, len(chosen.samples))} against "
         f"{_pm(base.value, len(base.samples)) if base else '–'} unsteered ({len(chosen.samples)} samples per cell). "
         f"Best cell: layer {best.layer}, c = {best.coeff:g}, {_fmt(best.value)}. "
