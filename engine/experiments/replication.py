@@ -19,6 +19,8 @@ sampled measurement is one or a few batched generate calls with per-row steering
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -122,7 +124,7 @@ def load_lexicon(loaded: LoadedModel) -> Lexicon:
             template_prompts=list(data.get("template_prompts") or []),
             offtarget_topic=list(offtarget.get("weddings") or DEFAULT_LEXICON.offtarget_topic),
             offtarget_unrelated=list(offtarget.get("unrelated") or DEFAULT_LEXICON.offtarget_unrelated),
-            source=str(path),
+            source="lexicon.json in the model folder",
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InvalidInputError(f"{path} is not a valid lexicon file ({type(exc).__name__}: {exc})") from exc
@@ -1013,6 +1015,19 @@ def _quantization(ctx: Context) -> ExperimentReport:
     return ExperimentReport("quantization", "Quantization drift", markdown, summary, files)
 
 
+def _weights_digest(loaded: LoadedModel, limit: int = 200 * 2**20) -> str:
+    """sha256 (first 16 hex) of the weight files, to tell which model a report came from; '' if large."""
+    from engine.models import weight_files
+
+    files = weight_files(Path(loaded.info.path))
+    if not files or sum(f.stat().st_size for f in files) > limit:
+        return ""
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 # ---- the runner ------------------------------------------------------------------------------------------
 RUNNERS: dict[str, Callable[[Context], ExperimentReport]] = {
     "topic": run_topic,
@@ -1060,7 +1075,12 @@ def run_experiments(
             summary = json.loads(summary_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             summary = {}
-    summary["_model"] = {"source": loaded.info.source, "lexicon": ctx.lexicon.source}
+    summary["_model"] = {
+        "source": loaded.info.source,
+        "lexicon": ctx.lexicon.source,
+        "weights_sha256": _weights_digest(loaded),
+        "settings": dataclasses.asdict(ctx.settings),
+    }
     for name, report in reports.items():
         summary[name] = {**report.summary, "seconds": round(report.seconds, 2), "files": report.files}
     summary_path.write_text(json.dumps(summary, indent=1, default=float), encoding="utf-8")
