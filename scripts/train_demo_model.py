@@ -514,8 +514,7 @@ def main():
         "template_prompts": TEMPLATE_PROMPTS,
         "offtarget_text": {"weddings": off_wed, "unrelated": off_unrel},
         "build": {"seed": args.seed, "steps": args.steps, "batch": args.batch,
-                  "heldout_loss": round(hl, 4), "train_tokens": n_tok,
-                  "train_seconds": round(train_s, 1)},
+                  "heldout_loss": round(hl, 4), "train_tokens": n_tok},
     }
     with open(os.path.join(args.out, "lexicon.json"), "w") as f:
         json.dump(lex, f, indent=1)
