@@ -265,47 +265,34 @@ def _sweep_generation(loaded, spec, keys, steers, progress, cancel) -> list[Swee
     # The unsteered samples set the fluency scale for the degeneracy check; a c = 0 cell is unsteered.
     run_keys = list(keys) if any(c == 0 for _, c in keys) else [_BASELINE, *keys]
     row_steers_of = {**steers, _BASELINE: []}
-    # Flat rows: every cell's prompts × samples; a batch holds whole cells when they fit, so a cancelled
-    # sweep keeps whole cells.
+    # Flat rows: every cell's prompts × samples, cut into batches of up to MAX_ROWS_PER_BATCH rows (a
+    # batch may hold parts of two cells; a cancelled sweep keeps only the cells it finished).
     row_prompts = [p for _ in run_keys for p in prompts for _ in range(spec.samples_per_prompt)]
     row_steers = [row_steers_of[k] for k in run_keys for _ in range(per_cell)]
-    cells_per_batch = max(1, MAX_ROWS_PER_BATCH // per_cell)
     steps = spec.sampling.max_new_tokens
     tracker = _Progress(progress, len(row_prompts) * steps)
     completions: list[str] = []
     fluency: list[float] = []
-    for begin in range(0, len(run_keys), cells_per_batch):
+    for sub in range(0, len(row_prompts), MAX_ROWS_PER_BATCH):
         if cancel.is_set():
             break
-        lo, hi = begin * per_cell, min(len(run_keys), begin + cells_per_batch) * per_cell
-        for sub in range(lo, hi, MAX_ROWS_PER_BATCH):  # a single huge cell still runs in bounded batches
-            end = min(hi, sub + MAX_ROWS_PER_BATCH)
-            base = sub * steps
-            width = end - sub
+        end = min(len(row_prompts), sub + MAX_ROWS_PER_BATCH)
+        base, width = sub * steps, end - sub
 
-            def on_token(event, base=base, width=width) -> None:
-                tracker.report(base + width * (event.step + 1))
+        def on_token(event, base=base, width=width) -> None:
+            tracker.report(base + width * (event.step + 1))
 
-            result = generate(
-                loaded,
-                row_prompts[sub:end],
-                row_steers[sub:end],
-                spec.sampling,
-                cancel=cancel,
-                on_token=on_token,
-            )
-            if result.cancelled:
-                break
-            texts = [r.text for r in result.rows]
-            completions.extend(texts)
-            fluency.extend(
-                metrics.fluency_perplexities(
-                    loaded, row_prompts[sub:end], texts, batch_size=MAX_ROWS_PER_FORWARD
-                )
-            )
-            tracker.report(end * steps)
-        if cancel.is_set():
+        result = generate(
+            loaded, row_prompts[sub:end], row_steers[sub:end], spec.sampling, cancel=cancel, on_token=on_token
+        )
+        if result.cancelled:
             break
+        texts = [r.text for r in result.rows]
+        completions.extend(texts)
+        fluency.extend(
+            metrics.fluency_perplexities(loaded, row_prompts[sub:end], texts, batch_size=MAX_ROWS_PER_FORWARD)
+        )
+        tracker.report(end * steps)
     done = {k: completions[i * per_cell : (i + 1) * per_cell] for i, k in enumerate(run_keys)}
     done = {k: v for k, v in done.items() if len(v) == per_cell}
     flu = {k: fluency[i * per_cell : (i + 1) * per_cell] for i, k in enumerate(run_keys) if k in done}
