@@ -61,7 +61,7 @@ ORIGIN_NAME = "origin.json"
 MAX_NAME_LENGTH = 200
 # Control characters, path separators and the characters Windows refuses in file names. ':' is also the
 # coefficient separator of `generate --steer NAME:COEFF`.
-_BAD_NAME = re.compile(r'[\x00-\x1f\x7f/\\<>:"|?*]')
+_BAD_NAME = re.compile(r'[\x00-\x1f\x7f/\\<>:"|?*\ud800-\udfff]')  # surrogates: bytes that aren't UTF-8
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TRASH_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6,32}$")
 # Files that operating systems drop into folders; not worth reporting as bad vectors.
@@ -618,7 +618,7 @@ class Library:
             {"version": INDEX_VERSION, "fingerprints": {k: fingerprints[k] for k in used}, "files": files},
             ensure_ascii=False,
             separators=(",", ":"),
-        ).encode("utf-8")
+        ).encode("utf-8", "backslashreplace")  # a file name that isn't UTF-8 becomes a JSON \udcXX escape
         tmp = None
         try:
             fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".json", dir=self.root)
@@ -921,7 +921,7 @@ class Library:
     def set_notes(self, key: str, notes: str) -> None:
         if not isinstance(notes, str):
             raise LibraryError("notes must be text")
-        if len(notes.encode("utf-8")) > 256 * 1024:
+        if len(notes.encode("utf-8", "surrogatepass")) > 256 * 1024:
             raise LibraryError("notes are limited to 256 KiB")
         self._rewrite(key, notes=notes)
 
