@@ -229,7 +229,13 @@ def vector_to_bytes(vector: SteeringVector) -> bytes:
         "notes": vector.notes,
         "created": vector.created or now_iso(),
     }
-    return save_safetensors_bytes(tensors, metadata=metadata)
+    try:
+        return save_safetensors_bytes(tensors, metadata=metadata)
+    except UnicodeEncodeError as exc:  # lone surrogates: bytes that were never UTF-8 text
+        raise VectorFileError(
+            f"refusing to save {vector.name or 'a vector'!r}: its name, notes, tags or prompts hold text that "
+            "is not valid Unicode"
+        ) from exc
 
 
 def save_vector(vector: SteeringVector, path: Path, *, overwrite: bool = False) -> Path:
