@@ -75,7 +75,10 @@ def load_model_from_args(args: argparse.Namespace):
 
 
 def emit(args: argparse.Namespace, payload: dict, human: str) -> None:
-    print(json.dumps(payload, ensure_ascii=False) if args.json else human)
+    text = json.dumps(payload, ensure_ascii=False) if args.json else human
+    # A file name that isn't UTF-8 holds lone surrogates, which a UTF-8 stdout refuses: print them as
+    # \udcXX escapes (in JSON, the same escape of the same string).
+    print(text.encode("utf-8", "backslashreplace").decode("utf-8"))
 
 
 def _register_all(sub) -> None:
@@ -108,6 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
+        argv = list(sys.argv[1:] if argv is None else argv)
+        for arg in argv:  # bytes that aren't UTF-8 arrive as lone surrogates, which nothing can write out
+            if not arg.isascii() and any("\ud800" <= c <= "\udfff" for c in arg):
+                raise InvalidInputError(f"argument {arg!r} is not valid UTF-8 text")
         args = build_parser().parse_args(argv)
         handler: Callable[[argparse.Namespace], int | None] = args.handler
         return handler(args) or 0
