@@ -207,7 +207,7 @@ def plot_bars(
     fmt: str = "{:.2f}",
 ) -> None:
     """Grouped bars: one group per label, one bar per series, values written on the bars."""
-    fig = Figure(figsize=(max(5.0, 1.2 * len(labels) * max(1, len(series)) / 2 + 2), 4.0))
+    fig = Figure(figsize=(max(5.0, (1.2 + 0.5 * len(series)) * len(labels) + 1.5), 4.2))
     ax = fig.add_subplot()
     width = 0.8 / max(1, len(series))
     for k, (name, ys) in enumerate(series.items()):
@@ -223,7 +223,10 @@ def plot_bars(
                     va="bottom",
                     fontsize=7,
                 )
-    ax.set_xticks(range(len(labels)), list(labels))
+    tilt = max((len(label) for label in labels), default=0) > 12
+    ax.set_xticks(
+        range(len(labels)), list(labels), rotation=15 if tilt else 0, ha="right" if tilt else "center"
+    )
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
