@@ -14,12 +14,15 @@ code, and remote code shipped with a known architecture or with the tokenizer.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import pickle
 import resource
 import shutil
 import struct
+import sys
 import threading
 import time
 import zipfile
@@ -67,6 +70,18 @@ def finishes(fn, seconds: float = 10.0):
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_cli(argv: list[str]) -> tuple[int, str, str]:
+    """`engine.cli.main` with a console's streams: UTF-8, strict on stdout, backslashreplace on stderr."""
+    from engine.cli import main
+
+    out, err = io.BytesIO(), io.BytesIO()
+    stdout = io.TextIOWrapper(out, encoding="utf-8", errors="strict", write_through=True)
+    stderr = io.TextIOWrapper(err, encoding="utf-8", errors="backslashreplace", write_through=True)
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main(argv)
+    return code, out.getvalue().decode("utf-8"), err.getvalue().decode("utf-8")
 
 
 def raw_safetensors(path: Path, header: dict | bytes, payload: bytes = b"") -> Path:
@@ -268,6 +283,34 @@ def test_non_utf8_pairs_manifest_and_config(tmp_path, model_dirs):
     (folder / "config.json").write_bytes(b'{"model_type": "gpt\xff2"}')
     with pytest.raises(ModelLoadError, match=r"config\.json"):
         load_model(folder, device="cpu")
+
+
+@pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="needs a file system that takes any bytes")
+def test_file_names_and_arguments_that_are_not_utf8(tmp_path):
+    """A file copied from a Latin-1 archive (caf\\xe9.safetensors) and bytes that aren't UTF-8 on the command
+    line arrive as lone surrogates, which no UTF-8 writer (index, safetensors metadata, stdout) accepts."""
+    from engine.vector import vector_to_bytes
+
+    library = Library(tmp_path / "lib")
+    library.save(SteeringVector({1: torch.ones(4)}), "fine")
+    library.save(SteeringVector({1: torch.ones(4)}), "latin")
+    os.rename(bytes(library.root / "latin.safetensors"), bytes(library.root) + b"/caf\xe9.safetensors")
+    for attempt in (library, Library(library.root)):  # fresh listing, then one from the index it wrote
+        listing = attempt.list()
+        assert listing.keys() == ["fine"] and [b.path.name for b in listing.bad_files] == [
+            "caf\udce9.safetensors"
+        ]
+    code, out, err = run_cli(["library", "list", "--library", str(library.root), "--json"])
+    assert code == 0 and "caf\\udce9" in err
+    assert json.loads(out)["bad_files"][0]["path"].endswith("caf\udce9.safetensors")
+    with pytest.raises(VectorFileError, match="not valid Unicode"):
+        library.set_notes("fine", "caf\udce9")
+    with pytest.raises(VectorFileError, match="not valid Unicode"):
+        vector_to_bytes(SteeringVector({1: torch.ones(4)}, prompts={"positive": "\udcff", "negative": ""}))
+    for argv in (["library", "notes", "fine", "\udcff"], ["library", "rename", "fine", "caf\udce9"]):
+        code, out, err = run_cli([*argv, "--library", str(library.root)])
+        assert code == 2 and err.count("error: ") == 1 and "Traceback" not in err
+    assert library.load("fine").notes == ""
 
 
 def test_megabyte_manifest_is_refused_unread(tmp_path):
