@@ -128,7 +128,8 @@ def read_bundle(
         raise VectorFileError(f"{path.name}: not a file")
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
+    # NotImplementedError: a central directory claiming a zip version Python can't read ("zip file version 25.5")
+    except (zipfile.BadZipFile, OSError, NotImplementedError, ValueError, EOFError) as exc:
         raise VectorFileError(f"{path.name}: not a valid .zip bundle") from exc
     with archive:
         infos = archive.infolist()

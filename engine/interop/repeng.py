@@ -57,7 +57,8 @@ def _check_npz_archive(path: Path) -> None:
     try:
         with zipfile.ZipFile(path) as archive:
             infos = archive.infolist()
-    except (zipfile.BadZipFile, OSError) as exc:
+    # NotImplementedError: a central directory claiming a zip version Python can't read ("zip file version 11.5")
+    except (zipfile.BadZipFile, OSError, NotImplementedError, ValueError, EOFError) as exc:
         raise VectorFileError(f"{path.name}: not a valid .npz archive") from exc
     if len(infos) > MAX_LAYER_INDEX:
         raise VectorFileError(f"{path.name}: {len(infos)} arrays is too many")
