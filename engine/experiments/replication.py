@@ -920,8 +920,12 @@ def _quantization(ctx: Context) -> ExperimentReport:
     notes = []
     for q in ("8bit", "4bit"):
         try:
+            # Same compute dtype as the reference load, so the drift measured is the quantization's alone.
             loads[q] = load_model(
-                ctx.loaded.info.path, quantize=q, device=ctx.loaded.info.device.split(":")[0]
+                ctx.loaded.info.path,
+                quantize=q,
+                device=ctx.loaded.info.device.split(":")[0],
+                dtype=ctx.loaded.info.dtype,
             )
         except Exception as exc:  # bitsandbytes missing or no backend for this device: report, go on
             notes.append(f"{q} load failed: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
