@@ -22,6 +22,7 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import hashlib
 import json
@@ -42,8 +43,6 @@ from engine.atomic import TEMP_PREFIX, atomic_write_bytes, atomic_write_text
 from engine.errors import IncompatibleVectorError, LibraryError, VectorFileError
 from engine.fingerprint import ModelFingerprint
 from engine.vector import (
-    METHODS,
-    MODES,
     SteeringVector,
     load_vector,
     now_iso,
@@ -246,45 +245,22 @@ def compatibility_of(
 def _entry_fields_from_header(path: Path) -> dict:
     """Read and validate a header into the JSON-able fields of a VectorEntry (raises VectorFileError)."""
     header = read_header(path)
-    meta = header.metadata
-    method = meta.get("method", "imported")
+    fields = header.fields()
     shape = next(iter(header.shapes.values()))
-    mode = meta.get("default_mode") or ("front" if len(shape) == 2 else "all")
-    try:
-        coeff = float(meta.get("default_coeff", "1.0"))
-    except ValueError as exc:
-        raise VectorFileError(f"{path.name}: default_coeff is not a number") from exc
-    if method not in METHODS or mode not in MODES or not math.isfinite(coeff):
-        raise VectorFileError(f"{path.name}: unknown method {method!r}, mode {mode!r} or bad coefficient")
-    tags = header.json_field("tags", [])
-    prompts = header.json_field("prompts", {})
-    header.json_field("provenance", {})  # must parse, as load_vector requires
-    if not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)) or not isinstance(
-        prompts, dict
-    ):
-        raise VectorFileError(f"{path.name}: malformed tags or prompts")
     fingerprint = header.fingerprint  # validates it
-    fp_dict = None
-    if fingerprint is not None:
-        fp_dict = {
-            "architecture": fingerprint.architecture,
-            "hidden_size": fingerprint.hidden_size,
-            "n_layers": fingerprint.n_layers,
-            "vocab_hash": fingerprint.vocab_hash,
-            "model_hint": fingerprint.model_hint,
-        }
+    fp_dict = dataclasses.asdict(fingerprint) if fingerprint is not None else None
     return {
-        "method": method,
+        "method": fields["method"],
         "layers": header.layer_ids,
         "shape": list(shape),
         "hidden_size": int(shape[-1]),
         "fingerprint": fp_dict,
-        "tags": tags,
-        "notes": meta.get("notes", ""),
-        "created": meta.get("created", ""),
-        "default_coeff": coeff,
-        "default_mode": mode,
-        "prompts": prompts,
+        "tags": list(fields["tags"]),
+        "notes": fields["notes"],
+        "created": fields["created"],
+        "default_coeff": fields["default_coeff"],
+        "default_mode": fields["default_mode"],
+        "prompts": fields["prompts"],
     }
 
 

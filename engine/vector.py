@@ -276,6 +276,35 @@ class VectorHeader:
     def json_field(self, key: str, default):
         return _parse_json(self.metadata.get(key, ""), default, key, self.path)
 
+    def fields(self) -> dict:
+        """The validated metadata as `SteeringVector` keyword arguments (all but layers, name, fingerprint)."""
+        meta, name = self.metadata, self.path.name
+        method = meta.get("method", "imported")
+        mode = meta.get("default_mode") or ("front" if len(next(iter(self.shapes.values()))) == 2 else "all")
+        try:
+            coeff = float(meta.get("default_coeff", "1.0"))
+        except ValueError as exc:
+            raise VectorFileError(f"{name}: default_coeff is not a number") from exc
+        if method not in METHODS or mode not in MODES or not math.isfinite(coeff):
+            raise VectorFileError(f"{name}: unknown method {method!r}, mode {mode!r} or bad coefficient")
+        tags = self.json_field("tags", [])
+        prompts = self.json_field("prompts", {})
+        provenance = self.json_field("provenance", {})
+        if not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)) or not isinstance(
+            prompts, dict
+        ):
+            raise VectorFileError(f"{name}: malformed tags or prompts")
+        return {
+            "method": method,
+            "default_coeff": coeff,
+            "default_mode": mode,
+            "prompts": prompts,
+            "provenance": provenance if isinstance(provenance, dict) else {},
+            "tags": tuple(tags),
+            "notes": meta.get("notes", ""),
+            "created": meta.get("created", ""),
+        }
+
 
 def _parse_json(text: str, default, key: str, path: Path):
     if not text:
@@ -386,32 +415,5 @@ def load_vector(path: Path) -> SteeringVector:
     for layer, t in layers.items():
         if not torch.isfinite(t).all():
             raise VectorFileError(f"{path.name}: layer {layer} contains NaN or infinite values")
-    meta = header.metadata
-    method = meta.get("method", "imported")
-    mode = meta.get("default_mode") or ("front" if layers[min(layers)].dim() == 2 else "all")
-    try:
-        coeff = float(meta.get("default_coeff", "1.0"))
-    except ValueError as exc:
-        raise VectorFileError(f"{path.name}: default_coeff is not a number") from exc
-    if method not in METHODS or mode not in MODES or not math.isfinite(coeff):
-        raise VectorFileError(f"{path.name}: unknown method {method!r}, mode {mode!r} or bad coefficient")
-    tags = header.json_field("tags", [])
-    prompts = header.json_field("prompts", {})
-    provenance = header.json_field("provenance", {})
-    if not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)) or not isinstance(
-        prompts, dict
-    ):
-        raise VectorFileError(f"{path.name}: malformed tags or prompts")
-    return SteeringVector(
-        layers=layers,
-        method=method,
-        name=meta.get("name") or path.stem,
-        default_coeff=coeff,
-        default_mode=mode,
-        fingerprint=header.fingerprint,
-        prompts=prompts,
-        provenance=provenance if isinstance(provenance, dict) else {},
-        tags=tuple(tags),
-        notes=meta.get("notes", ""),
-        created=meta.get("created", ""),
-    )
+    fields = header.fields()
+    return SteeringVector(layers=layers, name=header.name, fingerprint=header.fingerprint, **fields)
