@@ -313,6 +313,30 @@ def test_file_names_and_arguments_that_are_not_utf8(tmp_path):
     assert library.load("fine").notes == ""
 
 
+def _zip_claiming_version(members: dict[str, bytes], version: int) -> bytes:
+    """A zip whose central directory says it needs zip version `version` / 10 to extract."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    data = bytearray(buffer.getvalue())
+    at = data.find(b"PK\x01\x02")  # the first central directory record; "version needed" is at +6
+    data[at + 6 : at + 8] = struct.pack("<H", version)
+    return bytes(data)
+
+
+def test_zips_claiming_an_unknown_zip_version(tmp_path):
+    """zipfile raises NotImplementedError ("zip file version 25.5") for these; found by atheris."""
+    (tmp_path / "v.zip").write_bytes(_zip_claiming_version({"manifest.json": b"{}"}, 255))
+    with pytest.raises(VectorFileError, match=r"not a valid \.zip bundle"):
+        read_bundle(tmp_path / "v.zip")
+    npy = io.BytesIO()
+    np.save(npy, np.ones((2, 4), np.float32))
+    (tmp_path / "v.npz").write_bytes(_zip_claiming_version({"1.npy": npy.getvalue()}, 115))
+    with pytest.raises(VectorFileError, match=r"not a valid \.npz"):
+        read_repeng(tmp_path / "v.npz")
+
+
 def test_megabyte_manifest_is_refused_unread(tmp_path):
     with zipfile.ZipFile(tmp_path / "m.zip", "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("manifest.json", b" " * (9 * 2**20) + b"{}")
