@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 import torch
+from tiny_models import ARCHITECTURES
 from torch import nn
 
 from engine import (
@@ -23,7 +24,7 @@ from engine.architectures import BLOCK_PATHS, find_blocks
 from engine.generation import prompt_ids
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2", "mistral", "gemma", "gpt_neox", "opt", "phi"])
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
 def test_architecture_table_finds_blocks_and_fingerprint(loaded_models, arch):
     loaded = loaded_models[arch]
     assert loaded.info.architecture == arch and loaded.layout.path == BLOCK_PATHS[arch]
