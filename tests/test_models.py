@@ -153,3 +153,16 @@ def test_model_larger_than_the_memory_budget_fails_cleanly(model_dirs, gpt2):
 def test_bad_option_values():
     with pytest.raises(ModelLoadError, match="quantize must be one of"):
         load_model("demo", quantize="3bit")
+
+
+def test_a_hub_id_already_in_the_local_cache_loads_offline(model_dirs, tmp_path, monkeypatch):
+    """`org/name` resolves through the Hugging Face cache layout without any network access."""
+    import huggingface_hub.constants
+
+    snapshot = tmp_path / "hub" / "models--someone--tiny-gpt2" / "snapshots" / "0123abcd"
+    shutil.copytree(model_dirs["gpt2"], snapshot)
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    loaded = load_model("someone/tiny-gpt2", device="cpu")
+    assert loaded.info.path == str(snapshot) and loaded.info.architecture == "gpt2"
