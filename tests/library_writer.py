@@ -18,8 +18,6 @@ done was done before the kill: `start OP ARGS` before an operation, `done OP ARG
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import sys
 import time
@@ -28,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
+from fork_server import Log, serve_forks
 
 from engine.errors import LibraryError
 from engine.fingerprint import ModelFingerprint
@@ -47,14 +46,6 @@ def make_vector(value: float) -> SteeringVector:
         prompts={"positive": f"p{value}", "negative": "n"},
         provenance={"pad_token": "Ġ", "dtype": "float32", "quantize": "none"},
     )
-
-
-class Log:
-    def __init__(self, path: str):
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-
-    def __call__(self, *words) -> None:
-        os.write(self.fd, (" ".join(str(w) for w in words) + "\n").encode())
 
 
 def saver(library: Library, log: Log, prefix: str, rng: random.Random, iterations: int) -> None:
@@ -115,40 +106,16 @@ def run(role: str, library: str, log: str, prefix: str, seed: int, iterations: i
 
 
 def zygote() -> None:
-    print("ready", flush=True)
-    for line in sys.stdin:
-        command = json.loads(line)
-        if command["cmd"] == "quit":
-            return
-        if command["cmd"] == "fork":
-            pid = os.fork()
-            if pid == 0:
-                code = 0
-                try:
-                    run(
-                        command["role"],
-                        command["library"],
-                        command["log"],
-                        command["prefix"],
-                        int(command["seed"]),
-                        int(command.get("iterations", 0)),
-                    )
-                except BaseException as exc:
-                    print(f"child failed: {exc!r}", file=sys.stderr, flush=True)
-                    code = 1
-                os._exit(code)
-            print(json.dumps({"pid": pid}), flush=True)
-        elif command["cmd"] == "wait":
-            _, status = os.waitpid(int(command["pid"]), 0)
-            print(
-                json.dumps(
-                    {
-                        "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
-                        "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
-                    }
-                ),
-                flush=True,
-            )
+    serve_forks(
+        lambda command: run(
+            command["role"],
+            command["library"],
+            command["log"],
+            command["prefix"],
+            int(command["seed"]),
+            int(command.get("iterations", 0)),
+        )
+    )
 
 
 if __name__ == "__main__":

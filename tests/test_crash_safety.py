@@ -18,19 +18,19 @@ index is whole and agrees with a fresh scan, and the trash lists.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from functools import partial
 from pathlib import Path
 
+import fork_server
 import pytest
+from fork_server import Zygote
 
 ROOT = Path(__file__).resolve().parent.parent
 ROWS, HIDDEN = 32, 256  # 32 KiB per layer, two layers: writes take long enough to be interrupted
@@ -48,13 +48,7 @@ def make_vector(value: float):
     )
 
 
-class Log:
-    def __init__(self, path: str):
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-
-    def __call__(self, *words) -> None:
-        os.write(self.fd, (" ".join(str(w) for w in words) + "\n").encode())
-
+class Log(fork_server.Log):
     def op(self, name: str, *args, run, record: bool = False):
         """Log `start`, run, log `done` (with the result, for `record`)."""
         self("start", name, *args)
@@ -122,77 +116,24 @@ def serve_forks() -> None:
     from engine.library import Library
 
     torch.set_num_threads(1)
-    print("ready", flush=True)
-    for line in sys.stdin:
-        command = json.loads(line)
-        if command["cmd"] == "quit":
-            return
-        if command["cmd"] == "fork":
-            pid = os.fork()
-            if pid == 0:
-                code = 0
-                try:
-                    ROLES[command["role"]](
-                        Library(command["library"]),
-                        Log(command["log"]),
-                        command["prefix"],
-                        random.Random(command["seed"]),
-                        int(command.get("iterations", 0)),
-                        bundle=command.get("bundle", ""),
-                    )
-                except BaseException as exc:
-                    print(f"child failed: {exc!r}", file=sys.stderr, flush=True)
-                    code = 1
-                os._exit(code)
-            print(json.dumps({"pid": pid}), flush=True)
-        elif command["cmd"] == "wait":
-            _, status = os.waitpid(int(command["pid"]), 0)
-            print(
-                json.dumps(
-                    {
-                        "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
-                        "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
-                    }
-                ),
-                flush=True,
-            )
+    fork_server.serve_forks(
+        lambda command: ROLES[command["role"]](
+            Library(command["library"]),
+            Log(command["log"]),
+            command["prefix"],
+            random.Random(command["seed"]),
+            int(command.get("iterations", 0)),
+            bundle=command.get("bundle", ""),
+        )
+    )
 
 
 # ---- the test side -----------------------------------------------------------------------------------------
-class Zygote:
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, "zygote"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
-        assert self.proc.stdout.readline().strip() == "ready"
-
-    def ask(self, **command) -> dict:
-        self.proc.stdin.write(json.dumps(command) + "\n")
-        self.proc.stdin.flush()
-        return json.loads(self.proc.stdout.readline())
-
-    def fork(self, **command) -> int:
-        return self.ask(cmd="fork", **command)["pid"]
-
-    def wait(self, pid: int) -> dict:
-        return self.ask(cmd="wait", pid=pid)
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
-            self.proc.stdin.flush()
-        self.proc.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def zygote():
     if not hasattr(os, "fork"):
         pytest.skip("the kill tests fork a worker (POSIX)")
-    z = Zygote()
+    z = Zygote(__file__)
     yield z
     z.close()
 

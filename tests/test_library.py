@@ -3,19 +3,17 @@ compatibility, and the never-lose-data guarantees (kill -9 mid-save, concurrent 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from fork_server import Zygote
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -588,42 +586,11 @@ def test_show(lib, love, gpt2, llama):
 
 
 # ---- kill -9 in the middle of saves ------------------------------------------------------------------
-class Zygote:
-    """A writer process that forks a fresh child per round (see tests/library_writer.py)."""
-
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(WRITER), "zygote"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=TESTS.parent,
-        )
-        assert self.proc.stdout.readline().strip() == "ready"
-
-    def ask(self, **command) -> dict:
-        self.proc.stdin.write(json.dumps(command) + "\n")
-        self.proc.stdin.flush()
-        return json.loads(self.proc.stdout.readline())
-
-    def fork(self, **command) -> int:
-        return self.ask(cmd="fork", **command)["pid"]
-
-    def wait(self, pid: int) -> dict:
-        return self.ask(cmd="wait", pid=pid)
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
-            self.proc.stdin.flush()
-        self.proc.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def zygote():
     if not hasattr(os, "fork"):
         pytest.skip("the kill tests fork a writer (POSIX)")
-    z = Zygote()
+    z = Zygote(WRITER)
     yield z
     z.close()
 
