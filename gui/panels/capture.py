@@ -10,7 +10,6 @@ from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
@@ -21,7 +20,6 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QPushButton,
     QSpinBox,
-    QSplitter,
     QStackedWidget,
     QTableView,
     QTableWidget,
@@ -35,6 +33,7 @@ from engine.pairs import read_pairs
 from engine.tokens import alignment_preview
 from gui.context import AppContext
 from gui.item_models import PairTableModel
+from gui.panels.common import bare_column, double_spin, fill_with_splitter
 from gui.worker import CaptureRequest
 
 METHOD_TIPS = {
@@ -109,9 +108,7 @@ class CapturePanel(QWidget):
         )
         import_button.clicked.connect(self._choose_pair_file)
         self._pairs_note = QLabel("0 pairs")
-        pairs_page = QWidget()
-        pairs_layout = QVBoxLayout(pairs_page)
-        pairs_layout.setContentsMargins(0, 0, 0, 0)
+        pairs_page, pairs_layout = bare_column()
         pairs_layout.addWidget(self._pairs_view, 1)
         pair_buttons = QHBoxLayout()
         for widget in (add_row, remove_row, import_button):
@@ -152,12 +149,11 @@ class CapturePanel(QWidget):
         self.notes = QPlainTextEdit()
         self.notes.setPlaceholderText("What this vector is for, what worked…")
         self.notes.setFixedHeight(64)
-        self._coeff = QDoubleSpinBox()
-        self._coeff.setRange(-1000, 1000)
-        self._coeff.setDecimals(2)
-        self._coeff.setSingleStep(0.5)
-        self._coeff.setToolTip(
-            "The coefficient c suggested when the vector is activated (the slider's start)"
+        self._coeff = double_spin(
+            -1000,
+            1000,
+            "The coefficient c suggested when the vector is activated (the slider's start)",
+            step=0.5,
         )
         self._use_default_coeff = QCheckBox("method default")
         self._use_default_coeff.setToolTip("ActAdd suggests 4, mean-diff and PCA 1")
@@ -210,18 +206,10 @@ class CapturePanel(QWidget):
         save_form.addRow(self.capture_button)
         save_form.addRow(self._result)
 
-        save_column = QWidget()
-        save_column_layout = QVBoxLayout(save_column)
-        save_column_layout.setContentsMargins(0, 0, 0, 0)
+        save_column, save_column_layout = bare_column()
         save_column_layout.addWidget(save_box)
         save_column_layout.addStretch(1)
-        splitter = QSplitter()
-        splitter.addWidget(source_box)
-        splitter.addWidget(save_column)
-        splitter.setStretchFactor(0, 3)
-        splitter.setStretchFactor(1, 2)
-        layout = QVBoxLayout(self)
-        layout.addWidget(splitter)
+        fill_with_splitter(self, source_box, save_column, stretch=(3, 2))
 
         self._preview_timer = QTimer(self)
         self._preview_timer.setSingleShot(True)

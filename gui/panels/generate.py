@@ -18,7 +18,6 @@ from PySide6.QtGui import QColor, QFont, QTextCharFormat, QTextCursor
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QFrame,
@@ -41,6 +40,7 @@ from PySide6.QtWidgets import (
 from engine.generation import SamplingConfig
 from gui.context import AppContext
 from gui.item_models import INCOMPATIBLE, OTHER_MODEL
+from gui.panels.common import bare_column, double_spin, fill_with_splitter
 from gui.transcript import Transcript, model_record
 from gui.worker import ActiveVector, GenerateRequest
 
@@ -142,11 +142,7 @@ class VectorRow(QFrame):
             self.enabled.setToolTip(other_model)
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setToolTip("Coefficient c: how strongly the vector is added (negative: the opposite way)")
-        self.spin = QDoubleSpinBox()
-        self.spin.setRange(-1000.0, 1000.0)
-        self.spin.setDecimals(1)
-        self.spin.setSingleStep(0.5)
-        self.spin.setToolTip("Coefficient c, typed exactly")
+        self.spin = double_spin(-1000.0, 1000.0, "Coefficient c, typed exactly", decimals=1, step=0.5)
         limit = max(10.0, 3.0 * abs(entry.default_coeff))
         self.slider.setRange(int(-limit * SLIDER_STEPS), int(limit * SLIDER_STEPS))
         self.layer = QSpinBox()
@@ -300,20 +296,20 @@ class GeneratePanel(QWidget):
         vectors_layout.addWidget(live_note)
 
         # ---- sampling ------------------------------------------------------------------------------------
-        self.temperature = self._double(
-            0.0, 5.0, 0.05, 2, "Softmax temperature; 0 picks the most likely token"
+        self.temperature = double_spin(
+            0.0, 5.0, "Softmax temperature; 0 picks the most likely token", step=0.05
         )
-        self.top_p = self._double(
-            0.01, 1.0, 0.05, 2, "Nucleus sampling: keep the smallest set with this mass"
+        self.top_p = double_spin(
+            0.01, 1.0, "Nucleus sampling: keep the smallest set with this mass", step=0.05
         )
         self.top_k = QSpinBox()
         self.top_k.setRange(0, 100000)
         self.top_k.setToolTip("Keep only the k most likely tokens (0: off)")
-        self.repetition_penalty = self._double(
-            0.01, 5.0, 0.05, 2, "Multiplicative penalty on repeated tokens (1: off)"
+        self.repetition_penalty = double_spin(
+            0.01, 5.0, "Multiplicative penalty on repeated tokens (1: off)", step=0.05
         )
-        self.frequency_penalty = self._double(
-            0.0, 5.0, 0.1, 2, "Subtract this × the count of each generated token"
+        self.frequency_penalty = double_spin(
+            0.0, 5.0, "Subtract this × the count of each generated token", step=0.1
         )
         self.max_tokens = QSpinBox()
         self.max_tokens.setRange(1, 8192)
@@ -342,9 +338,7 @@ class GeneratePanel(QWidget):
         self.apply_paper_defaults()
         self.max_tokens.setValue(48)
 
-        left = QWidget()
-        left_layout = QVBoxLayout(left)
-        left_layout.setContentsMargins(0, 0, 0, 0)
+        left, left_layout = bare_column()
         left_layout.addWidget(prompt_box)
         left_layout.addWidget(vectors_box, 1)
         left_layout.addWidget(sampling_box)
@@ -379,9 +373,7 @@ class GeneratePanel(QWidget):
         self._panes = (self.unsteered, self.steered)
         panes = QSplitter()
         for title, pane in (("Unsteered", self.unsteered), ("Steered", self.steered)):
-            box = QWidget()
-            box_layout = QVBoxLayout(box)
-            box_layout.setContentsMargins(0, 0, 0, 0)
+            box, box_layout = bare_column()
             label = QLabel(f"<b>{title}</b>")
             box_layout.addWidget(label)
             box_layout.addWidget(pane, 1)
@@ -405,21 +397,12 @@ class GeneratePanel(QWidget):
         exports.addWidget(self.save_button)
         exports.addWidget(self.script_button)
 
-        right = QWidget()
-        right_layout = QVBoxLayout(right)
-        right_layout.setContentsMargins(0, 0, 0, 0)
+        right, right_layout = bare_column()
         right_layout.addLayout(buttons)
         right_layout.addWidget(panes, 1)
         right_layout.addLayout(exports)
 
-        splitter = QSplitter()
-        splitter.addWidget(left)
-        splitter.addWidget(right)
-        splitter.setStretchFactor(0, 2)
-        splitter.setStretchFactor(1, 5)
-        splitter.setSizes([380, 900])
-        layout = QVBoxLayout(self)
-        layout.addWidget(splitter)
+        fill_with_splitter(self, left, right, stretch=(2, 5), sizes=[380, 900])
 
         self._controller.token.connect(self._on_token)
         self._controller.generation_done.connect(self._on_done)
@@ -431,15 +414,6 @@ class GeneratePanel(QWidget):
         context.use_vector.connect(self.add_vector)
         self._on_model_changed(context.model)
         self.read_settings()
-
-    @staticmethod
-    def _double(low: float, high: float, step: float, decimals: int, tip: str) -> QDoubleSpinBox:
-        spin = QDoubleSpinBox()
-        spin.setRange(low, high)
-        spin.setSingleStep(step)
-        spin.setDecimals(decimals)
-        spin.setToolTip(tip)
-        return spin
 
     # ---- sampling -------------------------------------------------------------------------------------
     @Slot()

@@ -17,7 +17,6 @@ from PySide6.QtCore import Qt, Slot
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
@@ -28,8 +27,6 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSpinBox,
-    QSplitter,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -37,6 +34,7 @@ from engine.experiments.sweep import DEFAULT_PROMPTS, OWN_LAYERS
 from engine.generation import SamplingConfig
 from gui.context import AppContext
 from gui.item_models import INCOMPATIBLE, OTHER_MODEL
+from gui.panels.common import bare_column, double_spin, fill_with_splitter
 from gui.transcript import model_record, sweep_script
 from gui.worker import SweepRequest
 
@@ -106,8 +104,8 @@ class SweepPanel(QWidget):
         self._vector = QComboBox()
         self._vector.setToolTip("The library vector to sweep")
         self._vector.setMinimumContentsLength(18)
-        self.coeff_from = self._double(-8.0, "The smallest coefficient c")
-        self.coeff_to = self._double(8.0, "The largest coefficient c")
+        self.coeff_from = double_spin(-1000, 1000, "The smallest coefficient c", value=-8.0)
+        self.coeff_to = double_spin(-1000, 1000, "The largest coefficient c", value=8.0)
         self.coeff_count = QSpinBox()
         self.coeff_count.setRange(1, 41)
         self.coeff_count.setValue(5)
@@ -218,26 +216,15 @@ class SweepPanel(QWidget):
         exports.addStretch(1)
         for button in (self._csv, self._png, self._script):
             exports.addWidget(button)
-        right = QWidget()
-        right_layout = QVBoxLayout(right)
-        right_layout.setContentsMargins(0, 0, 0, 0)
+        right, right_layout = bare_column()
         right_layout.addWidget(self.canvas, 1)
         right_layout.addWidget(self.suggestion)
         right_layout.addLayout(exports)
 
-        left = QWidget()
-        left_layout = QVBoxLayout(left)
-        left_layout.setContentsMargins(0, 0, 0, 0)
+        left, left_layout = bare_column()
         left_layout.addWidget(form_box)
         left_layout.addStretch(1)
-        splitter = QSplitter()
-        splitter.addWidget(left)
-        splitter.addWidget(right)
-        splitter.setStretchFactor(0, 2)
-        splitter.setStretchFactor(1, 5)
-        splitter.setSizes([380, 900])
-        layout = QVBoxLayout(self)
-        layout.addWidget(splitter)
+        fill_with_splitter(self, left, right, stretch=(2, 5), sizes=[380, 900])
 
         self._controller.sweep_progress.connect(self._on_progress)
         self._controller.sweep_partial.connect(self._on_partial)
@@ -250,15 +237,6 @@ class SweepPanel(QWidget):
         self._on_model_changed(context.model)
         self._draw(None)
         self.read_settings()
-
-    @staticmethod
-    def _double(value: float, tip: str) -> QDoubleSpinBox:
-        spin = QDoubleSpinBox()
-        spin.setRange(-1000, 1000)
-        spin.setDecimals(2)
-        spin.setValue(value)
-        spin.setToolTip(tip)
-        return spin
 
     # ---- inputs -----------------------------------------------------------------------------------------
     @Slot(str)
