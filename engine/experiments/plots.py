@@ -14,7 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from engine.experiments.sweep import OWN_LAYERS, SweepResult
+from engine.experiments.sweep import SweepResult, layer_label
 
 METRIC_LABELS = {
     "target-words": "share of completions with a target word",
@@ -28,10 +28,6 @@ def _save(fig: Figure, path: str | Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
     fig.savefig(path, dpi=110, bbox_inches="tight")
-
-
-def _layer_label(layer: int) -> str:
-    return "own layers" if layer == OWN_LAYERS else f"layer {layer}"
 
 
 def _vector_label(result: SweepResult) -> str:
@@ -55,7 +51,7 @@ def plot_sweep(result: SweepResult, path: str | Path) -> None:
         fig = Figure(figsize=(6.4, 4.0))
         ax = fig.add_subplot()
         row = values[0] if values else []
-        ax.plot(coeffs, row, marker="o", label=_layer_label(layers[0]) if layers else "")
+        ax.plot(coeffs, row, marker="o", label=layer_label(layers[0]) if layers else "")
         bad = [(c, v) for c, v in zip(coeffs, row, strict=True) if layers and (layers[0], c) in degenerate]
         if bad:
             ax.scatter(
@@ -83,7 +79,7 @@ def plot_sweep(result: SweepResult, path: str | Path) -> None:
     cmap = "viridis" if result.higher_is_better else "viridis_r"
     plot_heatmap(
         path,
-        [_layer_label(l) for l in layers],
+        [layer_label(l) for l in layers],
         [f"{c:g}" for c in coeffs],
         values,
         title=title,

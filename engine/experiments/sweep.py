@@ -37,6 +37,12 @@ DEFAULT_PROMPTS = ["I went up to my friend and said", "Here is what I think abou
 MAX_ROWS_PER_BATCH = 96  # rows of one generate call (sampled metrics)
 MAX_ROWS_PER_FORWARD = 32  # rows of one forward pass (target-prob, perplexity)
 
+
+def layer_label(layer: int) -> str:
+    """How a cell's layer reads in plots and summaries ("layer 3", or "own layers" for OWN_LAYERS)."""
+    return "own layers" if layer == OWN_LAYERS else f"layer {layer}"
+
+
 ProgressCallback = Callable[[int, int], None]
 
 

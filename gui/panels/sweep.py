@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.experiments.sweep import DEFAULT_PROMPTS, OWN_LAYERS
+from engine.experiments.sweep import DEFAULT_PROMPTS, layer_label
 from engine.generation import SamplingConfig
 from gui.context import AppContext
 from gui.item_models import INCOMPATIBLE, OTHER_MODEL
@@ -55,10 +55,6 @@ def linspace(first: float, last: float, count: int) -> list[float]:
         return [first]
     step = (last - first) / (count - 1)
     return [round(first + i * step, 6) for i in range(count)]
-
-
-def layer_label(layer: int) -> str:
-    return "own layers" if layer == OWN_LAYERS else f"layer {layer}"
 
 
 def suggest_region(result) -> str:
