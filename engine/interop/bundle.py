@@ -107,7 +107,16 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, bu
     try:
         with archive.open(info) as handle:
             data = handle.read(cap + 1)
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError) as exc:
+    # ValueError: a member name flagged UTF-8 that isn't (UnicodeDecodeError in zipfile's open)
+    except (
+        zipfile.BadZipFile,
+        zlib.error,
+        EOFError,
+        NotImplementedError,
+        RuntimeError,
+        OSError,
+        ValueError,
+    ) as exc:
         raise VectorFileError(f"{bundle.name}: member {info.filename!r} is corrupt ({exc})"[:300]) from exc
     if len(data) > cap:
         raise VectorFileError(f"{bundle.name}: member {info.filename!r} is larger than declared")

@@ -36,7 +36,7 @@ from engine.vector import FORMAT_NAME, MAX_HEADER_BYTES, MAX_LAYER_INDEX, Steeri
 
 _NPZ_KEY = re.compile(r"^(?:layer[._-]?|layers\.|direction\.)?(0|[1-9][0-9]{0,3})$")
 _SV_KEY = re.compile(r"^(?:layer_activations\.)?(0|[1-9][0-9]{0,3})$")
-_SV_DTYPES = {"F16", "BF16", "F32", "F64"}
+_SV_DTYPES = ("F16", "BF16", "F32", "F64")  # a tuple: a header's dtype may be an unhashable list
 _PICKLE_HELP = (
     "it holds a pickled Python object (for example a dict saved with np.save), and pickles are never "
     "loaded because they can run code. Save the directions with np.savez(path, **{str(layer): array}) "
