@@ -373,7 +373,7 @@ def safetensors_files(draw) -> bytes:
         key = draw(st.sampled_from(tensor_keys))
         if what == "dtype":
             header[key]["dtype"] = draw(
-                st.sampled_from(["F64", "F16", "BF16", "I8", "U8", "BOOL", "f32", "", 5])
+                st.sampled_from(["F64", "F16", "BF16", "I8", "U8", "BOOL", "f32", "", 5, ["F32"], {}])
             )
         elif what == "shape":
             header[key]["shape"] = draw(JUNK)

@@ -32,6 +32,7 @@ import gguf
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save as save_file_bytes
 from safetensors.torch import save_file
 
 from engine import interop
@@ -335,6 +336,30 @@ def test_zips_claiming_an_unknown_zip_version(tmp_path):
     (tmp_path / "v.npz").write_bytes(_zip_claiming_version({"1.npy": npy.getvalue()}, 115))
     with pytest.raises(VectorFileError, match=r"not a valid \.npz"):
         read_repeng(tmp_path / "v.npz")
+
+
+def test_malformed_zip_names_and_header_types(tmp_path):
+    """Found by atheris: a member name flagged UTF-8 whose local header isn't UTF-8 (zipfile's open raised
+    UnicodeDecodeError), and a steering-vectors dtype that is a list (TypeError: unhashable)."""
+    vector = save_file_bytes({"layers.1": torch.ones(4)})
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("vectors/\u00e9.safetensors", vector)  # non-ASCII: written with the UTF-8 flag
+        manifest = {"file": "vectors/\u00e9.safetensors", "name": "x", "collection": ""}
+        archive.writestr(
+            "manifest.json",
+            json.dumps({"format": "actadd-studio/bundle", "format_version": 1, "vectors": [manifest]}),
+        )
+    data = bytearray(buffer.getvalue())
+    local_name = 30 + len(b"vectors/")  # the first local header's name starts at offset 30
+    assert data[local_name : local_name + 2] == "\u00e9".encode()
+    data[local_name + 1] = 0x41  # 0xC3 0x41: not UTF-8
+    (tmp_path / "b.zip").write_bytes(bytes(data))
+    with pytest.raises(VectorFileError, match="corrupt"):
+        read_bundle(tmp_path / "b.zip")
+    header = {"1": {"dtype": ["F32"], "shape": [4], "data_offsets": [0, 16]}}
+    with pytest.raises(VectorFileError, match="float"):
+        read_steering_vectors(raw_safetensors(tmp_path / "sv.safetensors", header, bytes(16)))
 
 
 def test_megabyte_manifest_is_refused_unread(tmp_path):
