@@ -121,6 +121,17 @@ def test_bench_soak_script_meets_every_target(tmp_path):
 
 @pytest.mark.gui
 def test_worker_soak_with_vectors_toggled(qtbot, model_dirs, tmp_path, monkeypatch):
+    worker_soak(qtbot, model_dirs, tmp_path, monkeypatch, n=36, warmup=8)
+
+
+@pytest.mark.gui
+@pytest.mark.slow
+def test_worker_soak_300_generations(qtbot, model_dirs, tmp_path, monkeypatch):
+    """The issue's 300 generations in a row, through the worker."""
+    worker_soak(qtbot, model_dirs, tmp_path, monkeypatch, n=300, warmup=30)
+
+
+def worker_soak(qtbot, model_dirs, tmp_path, monkeypatch, *, n: int, warmup: int) -> None:
     monkeypatch.setenv("ACTADD_TORCH_THREADS", "1")
     from engine.generation import SamplingConfig
     from engine.steering import hook_count
@@ -153,7 +164,6 @@ def test_worker_soak_with_vectors_toggled(qtbot, model_dirs, tmp_path, monkeypat
         rng = random.Random(0)
         outcomes = []
         controller.generation_done.connect(outcomes.append)
-        n, warmup = 36, 8
         leftover_hooks = []
         for i in range(n):
             vectors = [
