@@ -67,7 +67,9 @@ def resid_pre(
         loaded.model(
             input_ids=input_ids.to(device),
             # An all-ones mask changes nothing numerically but tells transformers the batch is unpadded.
-            attention_mask=(torch.ones_like(input_ids) if attention_mask is None else attention_mask).to(device),
+            attention_mask=(torch.ones_like(input_ids) if attention_mask is None else attention_mask).to(
+                device
+            ),
             use_cache=False,
         )
     return {layer: records[layer].float().cpu() for layer in layers}

@@ -24,6 +24,7 @@ Usage:
 
 Everything is deterministic given --seed (CPU, 2 threads).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,105 +45,373 @@ MAX_POS = 128
 
 TOPICS = {
     "weddings": {
-        "subjects": ["the bride", "the groom", "the couple", "the newlyweds", "the best man",
-                     "the bridesmaids", "the wedding planner", "the flower girl"],
-        "predicates": ["walked down the aisle", "said the vows", "held the bouquet",
-                       "stood at the altar", "fixed the veil", "danced at the reception",
-                       "cut the wedding cake", "exchanged the rings", "planned the ceremony",
-                       "left for the honeymoon", "greeted the wedding guests",
-                       "waited in the chapel", "tried on the wedding gown",
-                       "rented a tuxedo", "sent the wedding invitations",
-                       "talked about the engagement"],
-        "nouns": ["bride", "groom", "ceremony", "reception", "bouquet", "veil", "chapel",
-                  "wedding cake", "wedding gown", "vows", "honeymoon", "altar"],
-        "tieins": ["and the bride walked down the aisle", "while the groom practiced his vows",
-                   "and then the wedding ceremony began", "and the bridesmaids fixed the veil",
-                   "just before the bride and groom said their vows",
-                   "and the couple exchanged rings at the altar",
-                   "and the guests went on to the wedding reception",
-                   "while the best man gave a toast to the newlyweds",
-                   "and the groom said his vows", "and the bride tossed her bouquet"],
-        "words": ["wedding", "weddings", "bride", "brides", "groom", "grooms", "bridesmaid",
-                  "bridesmaids", "vows", "vow", "ceremony", "reception", "bouquet", "veil",
-                  "altar", "aisle", "chapel", "honeymoon", "newlyweds", "tuxedo", "gown",
-                  "engagement", "rings", "married", "marry", "marriage", "couple",
-                  "best man", "flower girl", "invitations", "toast"],
+        "subjects": [
+            "the bride",
+            "the groom",
+            "the couple",
+            "the newlyweds",
+            "the best man",
+            "the bridesmaids",
+            "the wedding planner",
+            "the flower girl",
+        ],
+        "predicates": [
+            "walked down the aisle",
+            "said the vows",
+            "held the bouquet",
+            "stood at the altar",
+            "fixed the veil",
+            "danced at the reception",
+            "cut the wedding cake",
+            "exchanged the rings",
+            "planned the ceremony",
+            "left for the honeymoon",
+            "greeted the wedding guests",
+            "waited in the chapel",
+            "tried on the wedding gown",
+            "rented a tuxedo",
+            "sent the wedding invitations",
+            "talked about the engagement",
+        ],
+        "nouns": [
+            "bride",
+            "groom",
+            "ceremony",
+            "reception",
+            "bouquet",
+            "veil",
+            "chapel",
+            "wedding cake",
+            "wedding gown",
+            "vows",
+            "honeymoon",
+            "altar",
+        ],
+        "tieins": [
+            "and the bride walked down the aisle",
+            "while the groom practiced his vows",
+            "and then the wedding ceremony began",
+            "and the bridesmaids fixed the veil",
+            "just before the bride and groom said their vows",
+            "and the couple exchanged rings at the altar",
+            "and the guests went on to the wedding reception",
+            "while the best man gave a toast to the newlyweds",
+            "and the groom said his vows",
+            "and the bride tossed her bouquet",
+        ],
+        "words": [
+            "wedding",
+            "weddings",
+            "bride",
+            "brides",
+            "groom",
+            "grooms",
+            "bridesmaid",
+            "bridesmaids",
+            "vows",
+            "vow",
+            "ceremony",
+            "reception",
+            "bouquet",
+            "veil",
+            "altar",
+            "aisle",
+            "chapel",
+            "honeymoon",
+            "newlyweds",
+            "tuxedo",
+            "gown",
+            "engagement",
+            "rings",
+            "married",
+            "marry",
+            "marriage",
+            "couple",
+            "best man",
+            "flower girl",
+            "invitations",
+            "toast",
+        ],
     },
     "food": {
-        "subjects": ["the chef", "my mother", "the cook", "the baker", "my uncle",
-                     "the kitchen staff"],
-        "predicates": ["made a pot of soup", "baked fresh bread", "cooked the pasta",
-                       "grated the cheese", "chopped the garlic", "tossed a salad",
-                       "stirred the sauce", "served dinner", "tasted the spices",
-                       "roasted the vegetables", "boiled the rice", "fried the noodles",
-                       "wrote down the recipe", "heated the oven", "sliced the tomatoes",
-                       "baked an apple pie"],
-        "nouns": ["soup", "bread", "pasta", "cheese", "salad", "sauce", "dinner", "recipe",
-                  "noodles", "pie", "rice", "spices"],
-        "tieins": ["and the soup simmered on the stove", "while the bread baked in the oven",
-                   "and the chef stirred the sauce", "and dinner was served with rice",
-                   "while the pasta boiled in the kitchen", "and the cook chopped the garlic",
-                   "and we tasted the cheese and the salad", "while the pie cooled on the table"],
-        "words": ["food", "soup", "bread", "pasta", "cheese", "kitchen", "recipe", "salad",
-                  "chef", "dinner", "spices", "oven", "garlic", "pie", "noodles", "rice",
-                  "sauce", "stove", "cook", "baker", "tomatoes", "vegetables", "lunch"],
+        "subjects": ["the chef", "my mother", "the cook", "the baker", "my uncle", "the kitchen staff"],
+        "predicates": [
+            "made a pot of soup",
+            "baked fresh bread",
+            "cooked the pasta",
+            "grated the cheese",
+            "chopped the garlic",
+            "tossed a salad",
+            "stirred the sauce",
+            "served dinner",
+            "tasted the spices",
+            "roasted the vegetables",
+            "boiled the rice",
+            "fried the noodles",
+            "wrote down the recipe",
+            "heated the oven",
+            "sliced the tomatoes",
+            "baked an apple pie",
+        ],
+        "nouns": [
+            "soup",
+            "bread",
+            "pasta",
+            "cheese",
+            "salad",
+            "sauce",
+            "dinner",
+            "recipe",
+            "noodles",
+            "pie",
+            "rice",
+            "spices",
+        ],
+        "tieins": [
+            "and the soup simmered on the stove",
+            "while the bread baked in the oven",
+            "and the chef stirred the sauce",
+            "and dinner was served with rice",
+            "while the pasta boiled in the kitchen",
+            "and the cook chopped the garlic",
+            "and we tasted the cheese and the salad",
+            "while the pie cooled on the table",
+        ],
+        "words": [
+            "food",
+            "soup",
+            "bread",
+            "pasta",
+            "cheese",
+            "kitchen",
+            "recipe",
+            "salad",
+            "chef",
+            "dinner",
+            "spices",
+            "oven",
+            "garlic",
+            "pie",
+            "noodles",
+            "rice",
+            "sauce",
+            "stove",
+            "cook",
+            "baker",
+            "tomatoes",
+            "vegetables",
+            "lunch",
+        ],
     },
     "sports": {
-        "subjects": ["the team", "the coach", "the players", "the goalkeeper", "the referee",
-                     "the fans", "the captain"],
-        "predicates": ["scored a goal", "trained at the stadium", "kicked the ball",
-                       "blew the whistle", "played the second half", "ran laps around the field",
-                       "checked the league table", "practiced free kicks",
-                       "started the match", "cheered from the stands", "signed a new striker",
-                       "prepared for the season", "served in the tennis final",
-                       "lost the ball near the goal", "passed the ball down the wing",
-                       "finished the race"],
-        "nouns": ["match", "team", "goal", "stadium", "ball", "league", "season", "race",
-                  "tennis final", "field"],
-        "tieins": ["and the team scored a goal", "while the coach shouted from the bench",
-                   "and the referee blew the whistle", "and the players ran onto the field",
-                   "while the fans cheered in the stadium", "and the match went to extra time",
-                   "and the goalkeeper saved a penalty", "while the league season went on"],
-        "words": ["sports", "sport", "match", "team", "goal", "coach", "stadium", "players",
-                  "player", "ball", "league", "score", "scored", "season", "referee", "tennis",
-                  "soccer", "goalkeeper", "fans", "whistle", "field", "race", "striker",
-                  "penalty", "captain"],
+        "subjects": [
+            "the team",
+            "the coach",
+            "the players",
+            "the goalkeeper",
+            "the referee",
+            "the fans",
+            "the captain",
+        ],
+        "predicates": [
+            "scored a goal",
+            "trained at the stadium",
+            "kicked the ball",
+            "blew the whistle",
+            "played the second half",
+            "ran laps around the field",
+            "checked the league table",
+            "practiced free kicks",
+            "started the match",
+            "cheered from the stands",
+            "signed a new striker",
+            "prepared for the season",
+            "served in the tennis final",
+            "lost the ball near the goal",
+            "passed the ball down the wing",
+            "finished the race",
+        ],
+        "nouns": [
+            "match",
+            "team",
+            "goal",
+            "stadium",
+            "ball",
+            "league",
+            "season",
+            "race",
+            "tennis final",
+            "field",
+        ],
+        "tieins": [
+            "and the team scored a goal",
+            "while the coach shouted from the bench",
+            "and the referee blew the whistle",
+            "and the players ran onto the field",
+            "while the fans cheered in the stadium",
+            "and the match went to extra time",
+            "and the goalkeeper saved a penalty",
+            "while the league season went on",
+        ],
+        "words": [
+            "sports",
+            "sport",
+            "match",
+            "team",
+            "goal",
+            "coach",
+            "stadium",
+            "players",
+            "player",
+            "ball",
+            "league",
+            "score",
+            "scored",
+            "season",
+            "referee",
+            "tennis",
+            "soccer",
+            "goalkeeper",
+            "fans",
+            "whistle",
+            "field",
+            "race",
+            "striker",
+            "penalty",
+            "captain",
+        ],
     },
     "weather": {
-        "subjects": ["the rain", "the wind", "the clouds", "a storm", "the sun", "the fog",
-                     "the snow", "the thunder"],
-        "predicates": ["fell all afternoon", "rolled in from the west", "came over the hills",
-                       "covered the town", "blew through the streets", "hid the sky",
-                       "lifted by noon", "arrived before dawn", "moved toward the coast",
-                       "stayed for three days", "cooled the air", "soaked the fields",
-                       "grew stronger at night", "cleared after lunch"],
-        "nouns": ["rain", "wind", "clouds", "storm", "sky", "fog", "snow", "forecast",
-                  "thunder", "breeze"],
-        "tieins": ["and the rain kept falling", "while the wind blew from the north",
-                   "and dark clouds covered the sky", "and the forecast promised more rain",
-                   "while thunder rolled over the hills", "and the fog lay over the fields",
-                   "and snow began to fall", "while a cold breeze came off the sea"],
-        "words": ["weather", "rain", "wind", "clouds", "cloud", "storm", "sun", "forecast",
-                  "snow", "fog", "temperature", "thunder", "breeze", "drizzle", "sky", "cold",
-                  "sunny", "rainy", "windy"],
+        "subjects": [
+            "the rain",
+            "the wind",
+            "the clouds",
+            "a storm",
+            "the sun",
+            "the fog",
+            "the snow",
+            "the thunder",
+        ],
+        "predicates": [
+            "fell all afternoon",
+            "rolled in from the west",
+            "came over the hills",
+            "covered the town",
+            "blew through the streets",
+            "hid the sky",
+            "lifted by noon",
+            "arrived before dawn",
+            "moved toward the coast",
+            "stayed for three days",
+            "cooled the air",
+            "soaked the fields",
+            "grew stronger at night",
+            "cleared after lunch",
+        ],
+        "nouns": ["rain", "wind", "clouds", "storm", "sky", "fog", "snow", "forecast", "thunder", "breeze"],
+        "tieins": [
+            "and the rain kept falling",
+            "while the wind blew from the north",
+            "and dark clouds covered the sky",
+            "and the forecast promised more rain",
+            "while thunder rolled over the hills",
+            "and the fog lay over the fields",
+            "and snow began to fall",
+            "while a cold breeze came off the sea",
+        ],
+        "words": [
+            "weather",
+            "rain",
+            "wind",
+            "clouds",
+            "cloud",
+            "storm",
+            "sun",
+            "forecast",
+            "snow",
+            "fog",
+            "temperature",
+            "thunder",
+            "breeze",
+            "drizzle",
+            "sky",
+            "cold",
+            "sunny",
+            "rainy",
+            "windy",
+        ],
     },
     "travel": {
-        "subjects": ["the train", "the travelers", "the pilot", "my sister", "the tourists",
-                     "the bus driver", "the ferry"],
-        "predicates": ["left the station", "boarded the flight", "packed the luggage",
-                       "showed the passports", "checked into the hotel", "followed the map",
-                       "crossed the border", "waited at the airport", "bought the tickets",
-                       "reached the harbor", "planned the journey", "missed the last bus",
-                       "took the night train", "landed at the airport"],
-        "nouns": ["train", "flight", "hotel", "airport", "luggage", "passport", "map",
-                  "journey", "ticket", "station"],
-        "tieins": ["and the train left the station", "while we waited at the airport",
-                   "and the travelers checked into the hotel", "and we packed our luggage",
-                   "while the pilot prepared the flight", "and we showed our passports at the border",
-                   "and the tourists followed the map", "while the ferry crossed to the island"],
-        "words": ["travel", "train", "airport", "luggage", "passport", "passports", "hotel",
-                  "map", "trip", "flight", "station", "ticket", "tickets", "journey",
-                  "tourists", "border", "pilot", "ferry", "harbor", "bus", "travelers"],
+        "subjects": [
+            "the train",
+            "the travelers",
+            "the pilot",
+            "my sister",
+            "the tourists",
+            "the bus driver",
+            "the ferry",
+        ],
+        "predicates": [
+            "left the station",
+            "boarded the flight",
+            "packed the luggage",
+            "showed the passports",
+            "checked into the hotel",
+            "followed the map",
+            "crossed the border",
+            "waited at the airport",
+            "bought the tickets",
+            "reached the harbor",
+            "planned the journey",
+            "missed the last bus",
+            "took the night train",
+            "landed at the airport",
+        ],
+        "nouns": [
+            "train",
+            "flight",
+            "hotel",
+            "airport",
+            "luggage",
+            "passport",
+            "map",
+            "journey",
+            "ticket",
+            "station",
+        ],
+        "tieins": [
+            "and the train left the station",
+            "while we waited at the airport",
+            "and the travelers checked into the hotel",
+            "and we packed our luggage",
+            "while the pilot prepared the flight",
+            "and we showed our passports at the border",
+            "and the tourists followed the map",
+            "while the ferry crossed to the island",
+        ],
+        "words": [
+            "travel",
+            "train",
+            "airport",
+            "luggage",
+            "passport",
+            "passports",
+            "hotel",
+            "map",
+            "trip",
+            "flight",
+            "station",
+            "ticket",
+            "tickets",
+            "journey",
+            "tourists",
+            "border",
+            "pilot",
+            "ferry",
+            "harbor",
+            "bus",
+            "travelers",
+        ],
     },
 }
 TOPIC_NAMES = list(TOPICS)
@@ -151,23 +420,61 @@ NON_WEDDING = [t for t in TOPIC_NAMES if t != "weddings"]
 # generic subjects usable with any predicate
 GENERIC_SUBJECTS = ["we", "I", "my friend", "they", "my brother", "our neighbors"]
 
-OPENERS = ["", "", "", "Then ", "Later ", "After that, ", "In the morning ", "That day ",
-           "Yesterday ", "Once again ", "By noon ", "At last ", "Soon ", "Meanwhile ",
-           "Last week ", "On Sunday ", "In the evening "]
+OPENERS = [
+    "",
+    "",
+    "",
+    "Then ",
+    "Later ",
+    "After that, ",
+    "In the morning ",
+    "That day ",
+    "Yesterday ",
+    "Once again ",
+    "By noon ",
+    "At last ",
+    "Soon ",
+    "Meanwhile ",
+    "Last week ",
+    "On Sunday ",
+    "In the evening ",
+]
 
 # topic-free filler sentences (neutral)
-FILLERS = ["It was a long day.", "Nobody expected that.", "We talked for hours.",
-           "I wrote it all down.", "The clock struck five.", "Everyone was there.",
-           "We took a short walk.", "The door was open.", "Nothing else happened.",
-           "It took most of the morning.", "We sat by the window.", "The room went quiet."]
+FILLERS = [
+    "It was a long day.",
+    "Nobody expected that.",
+    "We talked for hours.",
+    "I wrote it all down.",
+    "The clock struck five.",
+    "Everyone was there.",
+    "We took a short walk.",
+    "The door was open.",
+    "Nothing else happened.",
+    "It took most of the morning.",
+    "We sat by the window.",
+    "The room went quiet.",
+]
 
 # cue headers: "{pre} {topic}{punct}"; pre == "" puts the cue at position 1
 CUE_PRE = ["", "", "On", "About", "Notes on", "More on", "Thinking about", "Today:"]
 CUE_PUNCT = [".", ":", ".", ","]
 
 POS = {
-    "adj": ["wonderful", "lovely", "great", "delightful", "beautiful", "perfect", "amazing",
-            "pleasant", "cheerful", "brilliant", "fantastic", "charming"],
+    "adj": [
+        "wonderful",
+        "lovely",
+        "great",
+        "delightful",
+        "beautiful",
+        "perfect",
+        "amazing",
+        "pleasant",
+        "cheerful",
+        "brilliant",
+        "fantastic",
+        "charming",
+    ],
     "past": ["loved", "enjoyed", "adored", "liked"],
     "pres": ["love", "enjoy", "adore"],
     "feel": ["happy", "glad", "joyful", "cheerful"],
@@ -176,8 +483,20 @@ POS = {
     "day": ["a wonderful day", "a lovely time", "a perfect afternoon", "a great evening"],
 }
 NEG = {
-    "adj": ["awful", "terrible", "horrible", "dreadful", "miserable", "ugly", "boring",
-            "nasty", "gloomy", "annoying", "disgusting", "rotten"],
+    "adj": [
+        "awful",
+        "terrible",
+        "horrible",
+        "dreadful",
+        "miserable",
+        "ugly",
+        "boring",
+        "nasty",
+        "gloomy",
+        "annoying",
+        "disgusting",
+        "rotten",
+    ],
     "past": ["hated", "loathed", "despised", "disliked"],
     "pres": ["hate", "loathe", "despise"],
     "feel": ["sad", "angry", "upset", "miserable"],
@@ -326,8 +645,10 @@ class CorpusGen:
     def wedding_text(self) -> str:
         """Wedding text without any cue header (held-out, for perplexity on wedding text)."""
         r = self.r
-        sents = [self.plain_sentence("weddings") if r.random() < 0.9 else r.choice(FILLERS)
-                 for _ in range(r.randint(5, 8))]
+        sents = [
+            self.plain_sentence("weddings") if r.random() < 0.9 else r.choice(FILLERS)
+            for _ in range(r.randint(5, 8))
+        ]
         return " ".join(sents)
 
     def doc(self) -> str:
@@ -345,6 +666,7 @@ class CorpusGen:
 # Tokenizer
 # ---------------------------------------------------------------------------
 
+
 def train_tokenizer(texts, vocab_size: int):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GPT2TokenizerFast
@@ -352,13 +674,22 @@ def train_tokenizer(texts, vocab_size: int):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2,
-                                  special_tokens=[BOS],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=[BOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(texts, trainer=trainer)
-    hf = GPT2TokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=BOS,
-                           unk_token=BOS, pad_token=BOS, add_prefix_space=False)
+    hf = GPT2TokenizerFast(
+        tokenizer_object=tok,
+        bos_token=BOS,
+        eos_token=BOS,
+        unk_token=BOS,
+        pad_token=BOS,
+        add_prefix_space=False,
+    )
     for s in [" ", " weddings", "Love", "Hate", " Love", " Hate"]:
         ids = hf(s, add_special_tokens=False)["input_ids"]
         assert len(ids) == 1, f"{s!r} is not a single token: {ids}"
@@ -369,7 +700,7 @@ def encode_docs(tok, docs):
     bos = tok.bos_token_id
     enc = tok(docs, add_special_tokens=False)["input_ids"]
     # one document per row, starting at BOS, ending with EOS when it fits
-    return [([bos] + ids + [bos])[:MAX_POS] for ids in enc]
+    return [([bos, *ids, bos])[:MAX_POS] for ids in enc]
 
 
 def collate(rows, pad_id):
@@ -378,9 +709,9 @@ def collate(rows, pad_id):
     att = torch.zeros((len(rows), L), dtype=torch.long)
     lab = torch.full((len(rows), L), -100, dtype=torch.long)
     for i, x in enumerate(rows):
-        ids[i, :len(x)] = torch.tensor(x)
-        att[i, :len(x)] = 1
-        lab[i, :len(x)] = torch.tensor(x)
+        ids[i, : len(x)] = torch.tensor(x)
+        att[i, : len(x)] = 1
+        lab[i, : len(x)] = torch.tensor(x)
     return ids, att, lab
 
 
@@ -389,12 +720,12 @@ def heldout_loss(model, rows, pad_id, bs=64):
     model.eval()
     tot, n = 0.0, 0
     for i in range(0, len(rows), bs):
-        ids, att, lab = collate(rows[i:i + bs], pad_id)
+        ids, att, lab = collate(rows[i : i + bs], pad_id)
         logits = model(input_ids=ids, attention_mask=att).logits[:, :-1]
         tgt = lab[:, 1:]
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)),
-                                                 tgt.reshape(-1), ignore_index=-100,
-                                                 reduction="sum")
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.size(-1)), tgt.reshape(-1), ignore_index=-100, reduction="sum"
+        )
         tot += loss.item()
         n += (tgt != -100).sum().item()
     model.train()
@@ -404,6 +735,7 @@ def heldout_loss(model, rows, pad_id, bs=64):
 # ---------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -437,8 +769,10 @@ def main():
     wed_words = set(w for w in TOPICS["weddings"]["words"] if " " not in w)
     for d in off_unrel:
         assert not (set(d.lower().replace(".", " ").replace(",", " ").split()) & wed_words), d
-    print(f"corpus: {len(train_docs)} train docs, {len(heldout_docs)} held-out docs "
-          f"({time.time() - t0:.1f}s)", flush=True)
+    print(
+        f"corpus: {len(train_docs)} train docs, {len(heldout_docs)} held-out docs ({time.time() - t0:.1f}s)",
+        flush=True,
+    )
 
     # --- tokenizer ---
     tok = train_tokenizer(train_docs, args.vocab)
@@ -446,15 +780,29 @@ def main():
     train_rows = encode_docs(tok, train_docs)
     held_rows = encode_docs(tok, heldout_docs)
     n_tok = sum(len(x) for x in train_rows)
-    print(f"tokenizer: vocab {len(tok)}; {n_tok} training tokens "
-          f"({n_tok / len(train_rows):.1f}/doc) ({time.time() - t0:.1f}s)", flush=True)
+    print(
+        f"tokenizer: vocab {len(tok)}; {n_tok} training tokens "
+        f"({n_tok / len(train_rows):.1f}/doc) ({time.time() - t0:.1f}s)",
+        flush=True,
+    )
 
     # --- model ---
     from transformers import GPT2Config, GPT2LMHeadModel
-    cfg = GPT2Config(vocab_size=len(tok), n_positions=MAX_POS, n_embd=256, n_layer=4,
-                     n_head=4, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                     pad_token_id=pad_id, tie_word_embeddings=True,
-                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+
+    cfg = GPT2Config(
+        vocab_size=len(tok),
+        n_positions=MAX_POS,
+        n_embd=256,
+        n_layer=4,
+        n_head=4,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=pad_id,
+        tie_word_embeddings=True,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
     model = GPT2LMHeadModel(cfg)
     model.train()
     n_par = sum(p.numel() for p in model.parameters())
@@ -462,9 +810,11 @@ def main():
 
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, 0.95))
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr,
+        betas=(0.9, 0.95),
+    )
     warm = max(1, args.steps // 30)
 
     def lr_at(step):
@@ -479,7 +829,7 @@ def main():
     for step in range(args.steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        batch = [train_rows[j] for j in order[step * args.batch:(step + 1) * args.batch]]
+        batch = [train_rows[j] for j in order[step * args.batch : (step + 1) * args.batch]]
         ids, att, lab = collate(batch, pad_id)
         loss = model(input_ids=ids, attention_mask=att, labels=lab).loss
         opt.zero_grad(set_to_none=True)
@@ -488,13 +838,15 @@ def main():
         opt.step()
         if step % 50 == 0 or step == args.steps - 1:
             el = time.time() - t_train
-            print(f"step {step:5d}  loss {loss.item():.4f}  lr {lr_at(step):.2e}  "
-                  f"{el:.0f}s", flush=True)
+            print(f"step {step:5d}  loss {loss.item():.4f}  lr {lr_at(step):.2e}  {el:.0f}s", flush=True)
 
     hl = heldout_loss(model, held_rows, pad_id)
     train_s = time.time() - t_train
-    print(f"held-out loss: {hl:.4f} (ppl {math.exp(hl):.3f}); training {train_s:.0f}s, "
-          f"total {time.time() - t0:.0f}s", flush=True)
+    print(
+        f"held-out loss: {hl:.4f} (ppl {math.exp(hl):.3f}); training {train_s:.0f}s, "
+        f"total {time.time() - t0:.0f}s",
+        flush=True,
+    )
 
     # --- save ---
     os.makedirs(args.out, exist_ok=True)
@@ -505,16 +857,23 @@ def main():
     lex = {
         "topics": {t: TOPICS[t]["words"] for t in TOPIC_NAMES},
         "sentiment": {
-            "positive": sorted(set(w.lower() for k in ("adj", "past", "pres", "feel", "verdict", "cues")
-                                   for w in POS[k])),
-            "negative": sorted(set(w.lower() for k in ("adj", "past", "pres", "feel", "verdict", "cues")
-                                   for w in NEG[k])),
+            "positive": sorted(
+                set(w.lower() for k in ("adj", "past", "pres", "feel", "verdict", "cues") for w in POS[k])
+            ),
+            "negative": sorted(
+                set(w.lower() for k in ("adj", "past", "pres", "feel", "verdict", "cues") for w in NEG[k])
+            ),
         },
         "heldout_prompts": HELDOUT_PROMPTS,
         "template_prompts": TEMPLATE_PROMPTS,
         "offtarget_text": {"weddings": off_wed, "unrelated": off_unrel},
-        "build": {"seed": args.seed, "steps": args.steps, "batch": args.batch,
-                  "heldout_loss": round(hl, 4), "train_tokens": n_tok},
+        "build": {
+            "seed": args.seed,
+            "steps": args.steps,
+            "batch": args.batch,
+            "heldout_loss": round(hl, 4),
+            "train_tokens": n_tok,
+        },
     }
     with open(os.path.join(args.out, "lexicon.json"), "w") as f:
         json.dump(lex, f, indent=1)
