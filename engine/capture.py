@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from engine.errors import InvalidInputError
 from engine.models import LoadedModel
 from engine.pairs import PromptPair
-from engine.tokens import align_pair, encode
+from engine.tokens import align_pair, encode, pad_batch
 from engine.vector import SteeringVector, now_iso
 
 
@@ -150,12 +150,7 @@ def pair_differences(
     at_last: dict[int, Tensor] = {}  # layer -> [2 * n_pairs, hidden], in the order of `rows`
     for begin in range(0, len(order), 2 * batch_size):
         chunk = order[begin : begin + 2 * batch_size]
-        longest = max(len(rows[i]) for i in chunk)
-        ids = torch.full((len(chunk), longest), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(chunk), longest), dtype=torch.long)
-        for j, i in enumerate(chunk):
-            ids[j, : len(rows[i])] = torch.tensor(rows[i])
-            mask[j, : len(rows[i])] = 1
+        ids, mask = pad_batch([rows[i] for i in chunk], tokenizer.pad_token_id, side="right")
         last = mask.sum(dim=1) - 1  # [chunk]
         acts = resid_pre(loaded, ids, layers, mask)
         for layer in layers:

@@ -21,7 +21,7 @@ from transformers.generation.streamers import BaseStreamer
 from engine.errors import ActAddError, InvalidInputError
 from engine.models import LoadedModel
 from engine.steering import Steer, SteeringPlan
-from engine.tokens import encode
+from engine.tokens import encode, pad_batch
 
 MAX_NEW_TOKENS_LIMIT = 8192
 
@@ -228,16 +228,6 @@ def prompt_ids(loaded: LoadedModel, prompt: str, chat: bool = False) -> list[int
     return list(rendered["input_ids"])
 
 
-def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
-    longest = max(len(r) for r in rows)
-    ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), longest), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, longest - len(row) :] = torch.tensor(row)
-        mask[i, longest - len(row) :] = 1
-    return ids, mask  # [batch, seq] each
-
-
 def _context_limit(loaded: LoadedModel) -> int | None:
     config = loaded.model.config
     config = getattr(config, "text_config", None) or config
@@ -277,7 +267,7 @@ def generate(
                 "needs a prompt at least as long as the vector (lengthen the prompt or use mode all)"
             )
     tokenizer = loaded.tokenizer
-    ids, mask = _left_pad(rows, tokenizer.pad_token_id)
+    ids, mask = pad_batch(rows, tokenizer.pad_token_id, side="left")
     max_new = sampling.max_new_tokens
     if (limit := _context_limit(loaded)) is not None:
         if ids.shape[1] >= limit:

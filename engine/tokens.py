@@ -10,7 +10,10 @@ Conventions (Turner et al., and montemac/activation_additions):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import torch
 
 from engine.errors import InvalidInputError
 
@@ -93,3 +96,21 @@ def alignment_preview(tokenizer, positive: str, negative: str) -> list[Alignment
             )
         )
     return rows
+
+
+def pad_batch(
+    rows: Sequence[Sequence[int]], pad_id: int, side: str = "left"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows as one `[batch, seq]` id tensor and its attention mask, padded on `side`.
+
+    Generation pads on the left (every row ends where the next token goes); last-token captures pad on the
+    right (causal attention keeps the padding away from every real token, and positions stay 0..).
+    """
+    longest = max(len(r) for r in rows)
+    ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), longest), dtype=torch.long)
+    for i, row in enumerate(rows):
+        span = slice(longest - len(row), longest) if side == "left" else slice(0, len(row))
+        ids[i, span] = torch.tensor(list(row), dtype=torch.long)
+        mask[i, span] = 1
+    return ids, mask  # [batch, seq] each

@@ -27,7 +27,7 @@ from torch import Tensor
 from engine.errors import InvalidInputError
 from engine.models import LoadedModel
 from engine.steering import Steer, SteeringPlan
-from engine.tokens import encode
+from engine.tokens import encode, pad_batch
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
@@ -144,13 +144,7 @@ def degeneracy_rate(texts: Sequence[str]) -> float:
 
 # ---- batched, steered forward passes ---------------------------------------------------------------------
 def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
-    longest = max(len(r) for r in rows)
-    ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), longest), dtype=torch.long)
-    for i, row in enumerate(rows):
-        if row:
-            ids[i, longest - len(row) :] = torch.tensor(list(row))
-            mask[i, longest - len(row) :] = 1
+    ids, mask = pad_batch(rows, pad_id, side="left")
     positions = (mask.cumsum(dim=1) - 1).clamp(min=0)  # GPT-2 does not derive these from the mask
     return ids, mask, positions  # [batch, seq] each
 
