@@ -86,10 +86,22 @@ def resolve_source(source: str | Path | None) -> Path:
     raise ModelLoadError(f"no such model folder: {path}")
 
 
+def _check_regular_files(folder: Path) -> None:
+    """Refuse FIFOs, sockets, devices and broken links among the folder's files.
+
+    transformers opens config.json, the tokenizer files and the weights by name; a FIFO under one of those
+    names would block the load forever, and a device such as /dev/zero would be read without end.
+    """
+    for entry in folder.iterdir():
+        if not entry.is_dir() and not entry.is_file():
+            raise ModelLoadError(f"{entry} is not a regular file (a pipe, a device or a broken link)")
+
+
 def _read_config(folder: Path) -> dict:
     config_path = folder / "config.json"
     if not config_path.exists():
         raise ModelLoadError(f"{folder} has no config.json; is this a Hugging Face model folder?")
+    _check_regular_files(folder)
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # "[[[[..." recurses
@@ -205,8 +217,13 @@ def load_model(
     if max_memory is None:
         _check_fits_memory(folder, quantize, device)
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    try:  # the tokenizer loader parses config.json too, and would take the blame for a bad value in it
+        AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code, local_files_only=True)
+    except Exception as exc:
+        detail = (str(exc) or type(exc).__name__).splitlines()[0][:200]
+        raise ModelLoadError(f"{folder / 'config.json'} has an invalid value: {detail}") from exc
     report("tokenizer", 0.1)
     try:
         tokenizer = AutoTokenizer.from_pretrained(

@@ -160,6 +160,16 @@ def test_fifos_are_refused_not_waited_on(tmp_path):
         finishes(lambda: read_pairs(tmp_path / "pairs.jsonl"))
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX FIFOs")
+@pytest.mark.parametrize("name", ["config.json", "tokenizer.json", "model.safetensors"])
+def test_a_fifo_in_a_model_folder_is_refused_not_waited_on(model_dirs, tmp_path, name):
+    folder = shutil.copytree(model_dirs["gpt2"], tmp_path / "m")
+    (folder / name).unlink()
+    os.mkfifo(folder / name)
+    with pytest.raises(ModelLoadError, match=f"{name} is not a regular file"):
+        finishes(lambda: load_model(folder, device="cpu"))
+
+
 @pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
 def test_devices_are_not_read(tmp_path):
     link = tmp_path / "zero.safetensors"

@@ -93,6 +93,16 @@ def test_missing_or_invalid_config(model_dirs, tmp_path):
         load_model(folder)
 
 
+def test_a_wrongly_typed_config_value_names_config_json(model_dirs, tmp_path):
+    folder = shutil.copytree(model_dirs["gpt2"], tmp_path / "typed")
+    config = json.loads((folder / "config.json").read_text())
+    config["n_layer"] = "three"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match=r"config\.json has an invalid value") as info:
+        load_model(folder, device="cpu")
+    assert "tokenizer" not in str(info.value)
+
+
 def test_remote_code_is_refused_unless_opted_in(model_dirs, tmp_path):
     folder = shutil.copytree(model_dirs["gpt2"], tmp_path / "remote")
     config = json.loads((folder / "config.json").read_text())
