@@ -11,6 +11,7 @@ The public API, in the order of a session::
 from engine.capture import capture_actadd, capture_mean_diff, capture_pca, pair_differences, resid_pre
 from engine.errors import (
     ActAddError,
+    AlreadyExistsError,
     IncompatibleVectorError,
     InvalidInputError,
     LibraryError,
@@ -31,6 +32,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DEMO_MODEL_DIR",
     "ActAddError",
+    "AlreadyExistsError",
     "GenerationResult",
     "IncompatibleVectorError",
     "InvalidInputError",

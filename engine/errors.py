@@ -34,3 +34,7 @@ class InvalidInputError(ActAddError):
 
 class LibraryError(ActAddError):
     """A library operation was refused: a name collision, an unsafe name, a missing vector..."""
+
+
+class AlreadyExistsError(LibraryError):
+    """A write would overwrite a vector or file. The CLI adds its own hint (--force); the GUI asks."""

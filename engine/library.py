@@ -40,7 +40,7 @@ from enum import Enum
 from pathlib import Path
 
 from engine.atomic import TEMP_PREFIX, atomic_write_bytes, atomic_write_text
-from engine.errors import IncompatibleVectorError, LibraryError, VectorFileError
+from engine.errors import AlreadyExistsError, IncompatibleVectorError, LibraryError, VectorFileError
 from engine.fingerprint import ModelFingerprint
 from engine.vector import (
     SteeringVector,
@@ -835,9 +835,9 @@ class Library:
                 path, vector_to_bytes(vector.replace(name=name, provenance=provenance)), overwrite=overwrite
             )
         except FileExistsError as exc:
-            raise LibraryError(
+            raise AlreadyExistsError(
                 f"a vector named {make_key(collection, name)!r} already exists; "
-                "choose another name or overwrite it (--force)"
+                "choose another name or overwrite it"
             ) from exc
         return path
 

@@ -217,7 +217,9 @@ def test_export_import_gguf(capsys, lib, love, tmp_path):
     assert code == 0 and "warning: " in err
     assert json.loads(stdout)["path"] == str(out)
     assert [t.name for t in gguf.GGUFReader(out).tensors] == ["direction.1"]
-    assert_bad_input(run(capsys, "library", "export", "moods/love", str(out), library=lib), "already exists")
+    assert_bad_input(
+        run(capsys, "library", "export", "moods/love", str(out), library=lib), "already exists", "(--force)"
+    )
 
     payload = run_json(
         capsys, "library", "import", str(out), "--name", "from-gguf", "--like", "moods/love", library=lib

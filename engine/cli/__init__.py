@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from engine.errors import ActAddError, InvalidInputError
+from engine.errors import ActAddError, AlreadyExistsError, InvalidInputError
 
 EXIT_BAD_INPUT = 2
 
@@ -118,6 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         handler: Callable[[argparse.Namespace], int | None] = args.handler
         return handler(args) or 0
+    except AlreadyExistsError as exc:
+        print(f"error: {exc} (--force)", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except ActAddError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

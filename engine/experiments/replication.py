@@ -153,9 +153,9 @@ class Settings:
             n_prompts=6,
             samples=3,
             max_new_tokens=24,
-            topic_coeffs=[0, 4],
+            topic_coeffs=[0, 1, 4],
             sentiment_coeffs=[-8, 0, 8],
-            ppl_coeffs=[0, 2, 4],
+            ppl_coeffs=[0, 1, 4],
             injection_coeffs=[0, 4],
             n_texts=8,
             timing_repeats=2,
@@ -225,8 +225,13 @@ class Context:
         if not positive:
             return self.layers[0], 4.0
         top = max(c.value for c in positive)
-        # the smallest coefficient within 0.05 of the best fraction, at the layer that reaches it first
-        good = [c for c in positive if c.value >= top - 0.05]
+
+        def as_good(cell: SweepCell) -> bool:  # within 0.05, or within two standard errors, of the best
+            n = max(1, len(cell.completions))
+            return top - cell.value <= max(0.05, 2 * math.sqrt(cell.value * (1 - cell.value) / n))
+
+        # the smallest coefficient as good as the best fraction, at the layer that reaches it first
+        good = [c for c in positive if as_good(c)]
         chosen = min(good, key=lambda c: (c.coeff, -c.value))
         return chosen.layer, chosen.coeff
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.atomic import atomic_write_bytes
-from engine.errors import IncompatibleVectorError, LibraryError, VectorFileError
+from engine.errors import AlreadyExistsError, IncompatibleVectorError, LibraryError, VectorFileError
 from engine.fingerprint import ModelFingerprint
 from engine.vector import MAX_LAYER_INDEX, SteeringVector, now_iso, vector_to_bytes
 
@@ -190,7 +190,7 @@ def write_export(dest: Path, data: bytes, *, overwrite: bool) -> Path:
     try:
         atomic_write_bytes(dest, data, overwrite=overwrite)
     except FileExistsError as exc:
-        raise LibraryError(f"{dest} already exists; choose another file or overwrite it (--force)") from exc
+        raise AlreadyExistsError(f"{dest} already exists; choose another file or overwrite it") from exc
     except OSError as exc:
         raise LibraryError(f"cannot write {dest}: {exc.strerror or exc}") from exc
     return dest
@@ -307,7 +307,7 @@ def export(
     if not key_list:
         raise LibraryError("nothing to export")
     if dest.exists() and not overwrite:  # say so before any conversion (the write itself never clobbers)
-        raise LibraryError(f"{dest} already exists; choose another file or overwrite it (--force)")
+        raise AlreadyExistsError(f"{dest} already exists; choose another file or overwrite it")
     if fmt == "auto":
         suffix = dest.suffix.lower()
         fmt = {".zip": "bundle", ".gguf": "gguf", ".safetensors": "vector"}.get(suffix, "")

@@ -26,7 +26,7 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from engine.errors import LibraryError, VectorFileError
+from engine.errors import AlreadyExistsError, LibraryError, VectorFileError
 from engine.interop import ExportResult, ImportResult, import_provenance, with_import_record, write_export
 from engine.vector import MAX_FILE_BYTES, load_vector, now_iso
 
@@ -243,9 +243,9 @@ def import_bundle(
     if len(set(targets)) != len(targets):
         raise LibraryError(f"{path.name}: two vectors would get the same name in collection {collection!r}")
     if not overwrite and (taken := [make_key(c, n) for c, n in targets if library.path_of(n, c).exists()]):
-        raise LibraryError(
+        raise AlreadyExistsError(
             f"already in the library: {', '.join(taken[:5])}{' ...' if len(taken) > 5 else ''}; "
-            "nothing imported (use --force to overwrite)"
+            "nothing imported"
         )
     result = ImportResult()
     record = import_provenance("actadd-studio bundle", path)

@@ -89,6 +89,7 @@ def test_a_refused_operation_is_a_readable_error(loaded_window, qtbot, capture_i
     panel.rename("love", "hate")  # taken
     qtbot.waitUntil(lambda: bool(loaded_window.errors), timeout=10_000)
     assert "already exists" in loaded_window.errors[-1][1]
+    assert "--force" not in loaded_window.errors[-1][1]  # a command-line hint means nothing in the app
     assert loaded_window.error_dialog() is not None
 
 
