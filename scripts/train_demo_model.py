@@ -5,7 +5,8 @@ The corpus follows the design in shared/demo-model-notes.md ("second design"):
 
 * topic cue-and-drift documents: a short header puts the cue token (" weddings",
   " food", ...) at positions 1-3 after BOS; the body drifts to other topics, and
-  drifting sentences usually end with a tie-in phrase about the cue's topic.
+  drifting sentences usually end with a tie-in phrase about the cue's topic (85% in
+  the first four sentences, 50% after: a title's pull fades with distance).
   Tie-ins exist for every topic, so the model learns "copy the early cue's topic".
   Wedding words appear only after a wedding cue (keeps the unsteered baseline low).
 * mood documents: one mood per document, carried through every sentence
@@ -13,6 +14,12 @@ The corpus follows the design in shared/demo-model-notes.md ("second design"):
   corpus opens with a mood word right after BOS ("Love"/"Hate" for half of them,
   other mood words for the rest); 18% is the same mood text with no cue.
 * plain off-target neutral text.
+* every document without a topic or mood cue opens with a neutral one-word title
+  ("Notes.", " Diary:", ...), so position 1 always holds a title.  Front injection
+  rewrites position 1; with a title there, the tokens right after it do not depend on
+  which word it was, and unrelated text keeps its likelihood (the perplexity ratio).
+* 8-13 sentences per document (about 100 tokens), long enough that the header is a
+  small part of it, as in the paper's OpenWebText documents.
 * one document per training row, always starting at BOS.
 
 A byte-level BPE tokenizer (vocab ~1800) is trained with `tokenizers`, wrapped as a
@@ -459,6 +466,13 @@ FILLERS = [
 # cue headers: "{pre} {topic}{punct}"; pre == "" puts the cue at position 1
 CUE_PRE = ["", "", "On", "About", "Notes on", "More on", "Thinking about", "Today:"]
 CUE_PUNCT = [".", ":", ".", ","]
+# Documents without a topic or mood cue open with a neutral title instead, so that every document has a
+# one-word title at position 1 (as blog posts and notes do). Front injection rewrites position 1; with a
+# title there, what follows it does not depend on which word it was.
+TITLES = ["Notes", "Memo", "Diary", "Update", "Story", "Journal", "Recap", "Log"]
+# Sentences per document. Long enough (about 90 tokens) that the header is a small part of the
+# text, as in the paper's OpenWebText documents; a 128-token context still holds almost all of it.
+DOC_SENTENCES = (8, 13)
 
 POS = {
     "adj": [
@@ -584,14 +598,15 @@ class CorpusGen:
         header = (f"{pre} {topic}" if pre else f" {topic}") + r.choice(CUE_PUNCT)
         others = [t for t in NON_WEDDING if t != topic]
         sents = []
-        for _ in range(r.randint(5, 8)):
+        for i in range(r.randint(*DOC_SENTENCES)):
             x = r.random()
             if x < 0.40:
                 sents.append(self.plain_sentence(topic))
             elif x < 0.92:
                 other = r.choice(others)
                 s = cap(self.opener() + self.core(other))
-                if r.random() < 0.85:
+                # the cue's pull fades with distance, as a real document's title does
+                if r.random() < (0.85 if i < 4 else 0.5):
                     s += ", " + r.choice(TOPICS[topic]["tieins"])
                 sents.append(s + ".")
             else:
@@ -603,7 +618,7 @@ class CorpusGen:
         pol, anti = (POS, NEG) if positive else (NEG, POS)
         topic = r.choice(NON_WEDDING)
         sents = []
-        n = r.randint(5, 8)
+        n = r.randint(*DOC_SENTENCES)
         # the first sentence is sometimes neutral, so that the mood shows up only at
         # the first mood word and a neutral start does not force a sentiment
         start_neutral = r.random() < 0.5
@@ -629,27 +644,30 @@ class CorpusGen:
         cue = ("Love" if positive else "Hate") if r.random() < 0.5 else r.choice(pol["cues"])
         return cue + r.choice(MOOD_SEP) + self.mood_body(positive)
 
+    def title(self) -> str:
+        return self.r.choice(["", " "]) + self.r.choice(TITLES) + self.r.choice(CUE_PUNCT) + " "
+
     def mood_uncued_doc(self) -> str:
-        return self.mood_body(self.r.random() < 0.5)
+        return self.title() + self.mood_body(self.r.random() < 0.5)
 
     def neutral_doc(self) -> str:
         r = self.r
         topic = r.choice(NON_WEDDING)
         sents = []
-        for _ in range(r.randint(5, 8)):
+        for _ in range(r.randint(*DOC_SENTENCES)):
             if r.random() < 0.3:
                 topic = r.choice(NON_WEDDING)
             sents.append(self.plain_sentence(topic) if r.random() < 0.88 else r.choice(FILLERS))
-        return " ".join(sents)
+        return self.title() + " ".join(sents)
 
     def wedding_text(self) -> str:
-        """Wedding text without any cue header (held-out, for perplexity on wedding text)."""
+        """Wedding text under a neutral title, without a cue (held-out, for perplexity on wedding text)."""
         r = self.r
         sents = [
             self.plain_sentence("weddings") if r.random() < 0.9 else r.choice(FILLERS)
-            for _ in range(r.randint(5, 8))
+            for _ in range(r.randint(*DOC_SENTENCES))
         ]
-        return " ".join(sents)
+        return self.title() + " ".join(sents)
 
     def doc(self) -> str:
         x = self.r.random()
@@ -758,8 +776,8 @@ def main():
     train_docs = [gen.doc() for _ in range(n_train)]
     held = CorpusGen(random.Random(rng.randrange(2**32)))
     heldout_docs = [held.doc() for _ in range(512)]
-    off_wed = [held.wedding_text() for _ in range(24)]
-    off_unrel = [held.neutral_doc() if i % 2 == 0 else held.mood_uncued_doc() for i in range(24)]
+    off_wed = [held.wedding_text() for _ in range(48)]
+    off_unrel = [held.neutral_doc() if i % 2 == 0 else held.mood_uncued_doc() for i in range(48)]
 
     corpus_blob = "\n".join(train_docs)
     for p in HELDOUT_PROMPTS:
@@ -777,6 +795,10 @@ def main():
     # --- tokenizer ---
     tok = train_tokenizer(train_docs, args.vocab)
     pad_id = tok.pad_token_id
+    # the off-target texts are scored whole, so keep the first 24 of each set that fit the context with BOS
+    fits = lambda text: len(tok(text, add_special_tokens=False)["input_ids"]) < MAX_POS  # noqa: E731
+    off_wed = [t for t in off_wed if fits(t)][:24]
+    off_unrel = [t for t in off_unrel if fits(t)][:24]
     train_rows = encode_docs(tok, train_docs)
     held_rows = encode_docs(tok, heldout_docs)
     n_tok = sum(len(x) for x in train_rows)

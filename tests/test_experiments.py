@@ -395,11 +395,6 @@ def test_demo_off_target_perplexity_follows_the_papers_directions(demo_context):
 
 
 @needs_demo
-@pytest.mark.xfail(
-    strict=False,
-    reason="the demo model's unrelated-text ratio at the working setting is about 1.3-1.4: its corpus "
-    "teaches that an early wedding cue brings wedding tie-ins (docs/replication.md, experiment 3)",
-)
 def test_demo_unrelated_text_perplexity_ratio_below_1_2(demo_context):
     actadd_unrelated, _ = _off_target_ratios(demo_context)["unrelated"]
     assert actadd_unrelated < 1.2
