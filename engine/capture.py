@@ -131,25 +131,39 @@ def capture_actadd(
     )
 
 
+def length_batches(lengths: Sequence[int], max_batch_tokens: int) -> list[list[int]]:
+    """Indices of `lengths` in length order, cut into batches of at most `max_batch_tokens` padded tokens.
+
+    Neighbours in length order pad little. The token budget (rows × longest row) rather than a row count
+    keeps each batch's activations small: on a CPU, a GPT-2-small MLP activation beyond ~256 tokens
+    ([256, 3072] floats, 3 MB) spills out of cache, and its elementwise ops (GELU) then cost about 2.5×
+    as much per element as in small batches, eating the gain of the larger matmuls. A row longer than the
+    budget runs alone.
+    """
+    batches: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        if batches and lengths[i] * (len(batches[-1]) + 1) <= max_batch_tokens:
+            batches[-1].append(i)  # length order: row i is the batch's longest
+        else:
+            batches.append([i])
+    return batches
+
+
 def pair_differences(
-    loaded: LoadedModel, pairs: Sequence[PromptPair], layers: Sequence[int], batch_size: int = 16
+    loaded: LoadedModel, pairs: Sequence[PromptPair], layers: Sequence[int], max_batch_tokens: int = 256
 ) -> dict[int, Tensor]:
     """resid_pre(p+) - resid_pre(p-) at each prompt's last token: layer -> [n_pairs, hidden].
 
-    Prompts run batched, `2 * batch_size` at a time, right-padded with an attention mask; under causal
-    attention the right padding cannot reach the last real token, and position ids stay 0.. for every row.
-    The prompts are batched in order of length, so a batch holds prompts of similar lengths and computes
-    little padding (on a CPU the padding would cost as much as the prompts).
+    Prompts run batched (`length_batches`), right-padded with an attention mask; under causal attention the
+    right padding cannot reach the last real token, and position ids stay 0.. for every row.
     """
     if not pairs:
         raise InvalidInputError("no pairs to capture from")
     tokenizer = loaded.tokenizer
     # p+ of pair i is row 2i, p- row 2i + 1
     rows = [encode(tokenizer, text) for p in pairs for text in (p.positive, p.negative)]
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     at_last: dict[int, Tensor] = {}  # layer -> [2 * n_pairs, hidden], in the order of `rows`
-    for begin in range(0, len(order), 2 * batch_size):
-        chunk = order[begin : begin + 2 * batch_size]
+    for chunk in length_batches([len(r) for r in rows], max_batch_tokens):
         ids, mask = pad_batch([rows[i] for i in chunk], tokenizer.pad_token_id, side="right")
         last = mask.sum(dim=1) - 1  # [chunk]
         acts = resid_pre(loaded, ids, layers, mask)

@@ -16,7 +16,7 @@ from engine import (
     encode,
     space_token_id,
 )
-from engine.capture import pair_differences
+from engine.capture import length_batches, pair_differences
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])  # GPT-2 never adds BOS; the Llama-style one always does
@@ -61,12 +61,29 @@ def test_mean_diff_batched_with_padding_equals_pairs_one_by_one(gpt2):
         PromptPair("I love it", "I hate this cold rain"),
         PromptPair("Joy", "Sad"),
     ]
-    batched = pair_differences(gpt2, pairs, [1], batch_size=16)[1]
-    one_by_one = torch.cat([pair_differences(gpt2, [p], [1], batch_size=1)[1] for p in pairs])
+    batched = pair_differences(gpt2, pairs, [1], max_batch_tokens=4096)[1]  # one padded batch
+    one_by_one = torch.cat(
+        [pair_differences(gpt2, [p], [1], max_batch_tokens=1)[1] for p in pairs]
+    )  # unpadded
     torch.testing.assert_close(batched, one_by_one, rtol=1e-4, atol=1e-4)
     vector = capture_mean_diff(gpt2, pairs, 1)
     torch.testing.assert_close(vector.layers[1], one_by_one.mean(0), rtol=1e-4, atol=1e-4)
     assert vector.shape == [64] and vector.default_mode == "all" and len(vector.prompts["pairs"]) == 3
+
+
+def test_length_batches_respect_the_token_budget_and_keep_every_row_once():
+    lengths = [5, 30, 7, 7, 12, 300, 6, 11, 9, 9, 8]
+    batches = length_batches(lengths, max_batch_tokens=32)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for batch in batches:
+        longest = max(lengths[i] for i in batch)
+        assert len(batch) * longest <= 32 or len(batch) == 1  # a row over the budget runs alone
+        assert [lengths[i] for i in batch] == sorted(lengths[i] for i in batch)
+    assert lengths[batches[0][0]] == 5  # shortest first
+    assert [[lengths[i] for i in b] for b in batches][-1] == [300]
+    assert length_batches(lengths, max_batch_tokens=10_000) == [
+        sorted(range(len(lengths)), key=lengths.__getitem__)
+    ]
 
 
 def test_pca_is_the_first_component_sign_aligned_with_the_mean(gpt2):
