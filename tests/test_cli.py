@@ -249,6 +249,29 @@ def test_real_subprocess_help_and_json(model_dirs, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert len(json.loads(done.stdout)["token_ids"]) == 3
+    # The demo model's pad token is its BOS: steered generation must not print transformers' false
+    # "pass an attention_mask" alarm.
+    from engine import capture_actadd, load_model, save_vector
+
+    save_vector(capture_actadd(load_model("demo"), "Love", "Hate", 0), tmp_path / "love.safetensors")
+    demo = subprocess.run(
+        [
+            sys.executable,
+            "main.py",
+            "generate",
+            "--prompt",
+            PROMPT,
+            "--steer",
+            f"{tmp_path / 'love.safetensors'}:4",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in env.items() if k != "TRANSFORMERS_VERBOSITY"},  # as a user runs it
+        timeout=300,
+    )
+    assert demo.returncode == 0 and demo.stdout.startswith(PROMPT), demo.stderr
+    assert "attention_mask" not in demo.stderr, demo.stderr
     bad = subprocess.run(
         [sys.executable, "main.py", "generate", "--model", str(tmp_path / "nope"), "--prompt", "x"],
         cwd=ROOT,
