@@ -263,6 +263,8 @@ def test_real_subprocess_help_and_json(model_dirs, tmp_path):
             PROMPT,
             "--steer",
             f"{tmp_path / 'love.safetensors'}:4",
+            "--max-new-tokens",
+            "3",
         ],
         cwd=ROOT,
         capture_output=True,
