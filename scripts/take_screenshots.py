@@ -112,9 +112,10 @@ def drive(app, window, source: str, is_demo: bool, out: Path) -> int:
     depth = ctx.model.info.n_layers
     capture = window.capture_panel
     vectors = [
-        ("weddings", " weddings", " ", 1, "topic, demo", "The paper's topic steering: a one-token cue."),
-        ("love-hate", "Love", "Hate", min(2, depth - 1), "sentiment, demo", "Positive vs negative mood."),
-        ("anger-calm", "Anger", "Calm", min(3, depth - 1), "sentiment", ""),
+        # layer 0 is where the demo model steers both topic and mood (docs/replication.md)
+        ("weddings", " weddings", " ", 0, "topic, demo", "The paper's topic steering: a one-token cue."),
+        ("love-hate", "Love", "Hate", 0, "sentiment, demo", "Positive vs negative mood."),
+        ("anger-calm", "Anger", "Calm", min(1, depth - 1), "sentiment", ""),
     ]
     for name, positive, negative, layer, tags, notes in vectors:
         capture.set_method("actadd")
@@ -142,8 +143,10 @@ def drive(app, window, source: str, is_demo: bool, out: Path) -> int:
     # ---- Generate: side by side, with the effect shown ---------------------------------------------------
     generate = window.generate_panel
     row = generate.add_vector(ctx.entry("weddings"))
-    row.set_coefficient(4.0)
-    generate.prompt.setPlainText("I went up to my friend and said")
+    row.set_coefficient(2.0)
+    # (the paper's "I went up to my friend and said" is a bad demo here: the demo model's corpus ends
+    # "said" with "his vows", so even the unsteered pane talks about weddings)
+    generate.prompt.setPlainText("Yesterday we went to the market")
     generate.apply_paper_defaults()
     generate.max_tokens.setValue(60)
     generate.seed.setValue(3)
@@ -185,6 +188,8 @@ def drive(app, window, source: str, is_demo: bool, out: Path) -> int:
     sweep.metric.setCurrentText("target-words")
     sweep.targets.setText("wedding, weddings, bride, groom, ceremony, vows, bouquet, veil, chapel, honeymoon")
     sweep.targets.setCursorPosition(0)
+    if is_demo:  # held-out prompts of the demo model, none of which leads to weddings by itself
+        sweep.prompts.setPlainText("Here is what I think about it:\nLet me tell you something.\nYesterday,")
     sweep.samples.setValue(3 if is_demo else 1)
     sweep.max_tokens.setValue(24)
     sweep.run()
