@@ -59,7 +59,8 @@ def table(results_dir: Path = common.RESULTS_DIR, names: list[str] | None = None
             )
         if error := data.get("details", {}).get("error"):
             rows.append(f"| {name} | — | {error} | | ⚠️ |")
-        for t in data.get("targets", []):
+        # by target number, so that parts merged in any order (bench_steering --merge) read 1a, 1b, 2, ...
+        for t in sorted(data.get("targets", []), key=lambda t: str(t["id"])):
             value = f"{t['value']:.3f}{t['unit']}" if t["unit"] != "" else f"{t['value']:.3g}"
             mark = "✅" if t["passed"] else "❌"
             rows.append(
