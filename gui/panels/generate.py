@@ -249,7 +249,9 @@ class GeneratePanel(QWidget):
         self._rows: list[VectorRow] = []
 
         # ---- prompt --------------------------------------------------------------------------------------
-        self.prompt = QPlainTextEdit("I went up to my friend and said")
+        # (not the paper's "I went up to my friend and said": the demo model, the default, ends "said" with
+        # "his vows", so the unsteered pane would already talk about weddings)
+        self.prompt = QPlainTextEdit("Yesterday we went to the market")
         self.prompt.setToolTip("The prompt both panes continue (Ctrl+Enter generates)")
         self.prompt.setMaximumHeight(90)
         self.chat = QCheckBox("Use the chat template")
