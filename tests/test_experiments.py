@@ -398,3 +398,27 @@ def test_demo_off_target_perplexity_follows_the_papers_directions(demo_context):
 def test_demo_unrelated_text_perplexity_ratio_below_1_2(demo_context):
     actadd_unrelated, _ = _off_target_ratios(demo_context)["unrelated"]
     assert actadd_unrelated < 1.2
+
+
+def test_working_topic_setting_is_the_smallest_c_within_sampling_error_of_the_best(gpt2, tmp_path):
+    from engine.experiments.replication import Context, Settings, load_lexicon
+
+    vector = capture_actadd(gpt2, "Love", "Hate", 0)
+    context = Context(gpt2, tmp_path, Settings.quick(), load_lexicon(gpt2), lambda _: None)
+
+    def setting(values: dict[tuple[int, float], float], n: int = 18, degenerate=()) -> tuple[int, float]:
+        result = _fake_result(vector, [0, 1], [0.0, 1.0, 4.0], degenerate=degenerate)
+        for cell in result.cells:
+            cell.value = values.get((cell.layer, cell.coeff), 0.0)
+            cell.completions = ["text"] * n
+        context._topic = result
+        return context.topic_setting()
+
+    # 0.94 vs 1.00 is one sample in 18: as good as the best, so the smaller c wins
+    assert setting({(0, 1.0): 0.94, (0, 4.0): 1.0}) == (0, 1.0)
+    # 0.75 vs 1.00 is more than two standard errors (0.20) apart: the best cell wins
+    assert setting({(0, 1.0): 0.75, (0, 4.0): 1.0}) == (0, 4.0)
+    # with 200 samples per cell the error is small, so 0.94 is no longer as good as 1.00
+    assert setting({(0, 1.0): 0.94, (0, 4.0): 1.0}, n=200) == (0, 4.0)
+    # a degenerate cell is never chosen, however high
+    assert setting({(0, 1.0): 0.2, (0, 4.0): 1.0, (1, 4.0): 0.7}, degenerate={(0, 4.0)}) == (1, 4.0)
