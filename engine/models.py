@@ -101,7 +101,6 @@ def _read_config(folder: Path) -> dict:
     config_path = folder / "config.json"
     if not config_path.exists():
         raise ModelLoadError(f"{folder} has no config.json; is this a Hugging Face model folder?")
-    _check_regular_files(folder)
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # "[[[[..." recurses
@@ -212,6 +211,7 @@ def load_model(
         )
     report("resolving", 0.0)
     folder = resolve_source(source)
+    _check_regular_files(folder)  # before anything opens a file: a FIFO would block the open forever
     config = _read_config(folder)
     _check_remote_code(folder, config, trust_remote_code)
     if max_memory is None:
