@@ -18,8 +18,9 @@ The corpus follows the design in shared/demo-model-notes.md ("second design"):
   ("Notes.", " Diary:", ...), so position 1 always holds a title.  Front injection
   rewrites position 1; with a title there, the tokens right after it do not depend on
   which word it was, and unrelated text keeps its likelihood (the perplexity ratio).
-* 8-13 sentences per document (about 100 tokens), long enough that the header is a
-  small part of it, as in the paper's OpenWebText documents.
+* 8-13 sentences per topic and neutral document, long enough that the header is a
+  small part of it, as in the paper's OpenWebText documents; mood documents keep the
+  notes' 5-8 sentences (longer ones weakened the Love-Hate shift at temperature 1.0).
 * one document per training row, always starting at BOS.
 
 A byte-level BPE tokenizer (vocab ~1800) is trained with `tokenizers`, wrapped as a
@@ -473,6 +474,7 @@ TITLES = ["Notes", "Memo", "Diary", "Update", "Story", "Journal", "Recap", "Log"
 # Sentences per document. Long enough (about 90 tokens) that the header is a small part of the
 # text, as in the paper's OpenWebText documents; a 128-token context still holds almost all of it.
 DOC_SENTENCES = (8, 13)
+MOOD_SENTENCES = (5, 8)  # mood documents (a mood carried through; longer ones steered less at temperature 1)
 
 POS = {
     "adj": [
@@ -618,7 +620,7 @@ class CorpusGen:
         pol, anti = (POS, NEG) if positive else (NEG, POS)
         topic = r.choice(NON_WEDDING)
         sents = []
-        n = r.randint(*DOC_SENTENCES)
+        n = r.randint(*MOOD_SENTENCES)
         # the first sentence is sometimes neutral, so that the mood shows up only at
         # the first mood word and a neutral start does not force a sentiment
         start_neutral = r.random() < 0.5
