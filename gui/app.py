@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, QTimer, QUrl, Slot
+from PySide6.QtCore import QObject, QSettings, Qt, QTimer, QUrl, Slot
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QIcon, QKeySequence, QShortcut
 from PySide6.QtWidgets import QApplication, QFileDialog, QLabel, QMainWindow, QMessageBox, QTabWidget
 
@@ -44,6 +45,49 @@ def app_icon() -> QIcon:
     return QIcon()
 
 
+class GuiThreadGarbageCollector(QObject):
+    """Runs Python's cyclic garbage collector on the GUI thread only, while a window is open.
+
+    Automatic collection runs in whichever thread happens to allocate when the thresholds trip. When that
+    is the worker's model-loading thread and the pending garbage holds Qt wrappers (a closed dialog, an old
+    window), their C++ objects are destroyed off the GUI thread and Qt crashes (a segfault seen in the GUI
+    tests). So automatic collection is off while a window lives, and a timer on the GUI thread collects
+    with the same generation thresholds. The last window to close collects and turns it back on.
+    """
+
+    _open = 0  # live collectors; automatic collection is off while there is one
+
+    def __init__(self, parent: QObject, interval_ms: int = 500):
+        super().__init__(parent)
+        self._thresholds = gc.get_threshold()
+        self._running = True
+        GuiThreadGarbageCollector._open += 1
+        gc.disable()
+        self._timer = QTimer(self)
+        self._timer.timeout.connect(self.collect_due)
+        self._timer.start(interval_ms)
+
+    @Slot()
+    def collect_due(self) -> None:
+        counts = gc.get_count()
+        if counts[0] <= self._thresholds[0]:
+            return
+        generation = 0  # the youngest generation whose count passed its threshold, as gc itself decides
+        while generation < 2 and counts[generation + 1] > self._thresholds[generation + 1]:
+            generation += 1
+        gc.collect(generation)
+
+    def stop(self) -> None:
+        if not self._running:
+            return
+        self._running = False
+        self._timer.stop()
+        gc.collect()
+        GuiThreadGarbageCollector._open -= 1
+        if GuiThreadGarbageCollector._open == 0:
+            gc.enable()
+
+
 class MainWindow(QMainWindow):
     def __init__(
         self,
@@ -58,6 +102,7 @@ class MainWindow(QMainWindow):
         root = library_root or self._settings.value("library/path", "") or None
         self.context = AppContext(self._settings, root, self)
         self._error_box: QMessageBox | None = None
+        self.garbage_collector = GuiThreadGarbageCollector(self)
         self.errors: list[tuple[str, str]] = []  # every error shown, newest last (tests and the log)
 
         self.model_panel = ModelPanel(self.context)
@@ -263,6 +308,7 @@ class MainWindow(QMainWindow):
         self.context.controller.shutdown(max(100, budget - 100))
         remaining = CLOSE_BUDGET_MS - int((time.monotonic() - started) * 1000)
         self.context.tasks.wait(max(0, remaining))
+        self.garbage_collector.stop()
         event.accept()
 
 

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("ACTADD_TORCH_THREADS", "1")
+
+
+@pytest.fixture(autouse=True)
+def collect_garbage_on_the_gui_thread():
+    """After each test's widgets are closed, free their reference cycles here, on the GUI thread."""
+    yield
+    gc.collect()
+    assert gc.isenabled(), "a main window was left open: automatic garbage collection is still off"
 
 
 @pytest.fixture
