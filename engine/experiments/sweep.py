@@ -33,7 +33,9 @@ from engine.vector import MODES, SteeringVector, check_fits
 METRICS = ("target-words", "target-prob", "perplexity")
 # The layer of a cell when the sweep uses a multi-layer vector's own layers together.
 OWN_LAYERS = -1
-DEFAULT_PROMPTS = ["I went up to my friend and said", "Here is what I think about it:", "Yesterday,"]
+# Neutral openings. (Not the paper's "I went up to my friend and said": the demo model, the default model,
+# continues "said" with "his vows", which would give the topic sweep a baseline far above zero.)
+DEFAULT_PROMPTS = ["Yesterday we went to the market", "Here is what I think about it:", "Yesterday,"]
 MAX_ROWS_PER_BATCH = 96  # rows of one generate call (sampled metrics)
 MAX_ROWS_PER_FORWARD = 32  # rows of one forward pass (target-prob, perplexity)
 
