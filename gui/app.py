@@ -60,7 +60,6 @@ class GuiThreadGarbageCollector(QObject):
     def __init__(self, parent: QObject, interval_ms: int = 500):
         super().__init__(parent)
         self._thresholds = gc.get_threshold()
-        self._running = True
         GuiThreadGarbageCollector._open += 1
         gc.disable()
         self._timer = QTimer(self)
@@ -72,15 +71,14 @@ class GuiThreadGarbageCollector(QObject):
         counts = gc.get_count()
         if counts[0] <= self._thresholds[0]:
             return
-        generation = 0  # the youngest generation whose count passed its threshold, as gc itself decides
+        generation = 0  # the oldest generation whose count passed its threshold, as gc itself decides
         while generation < 2 and counts[generation + 1] > self._thresholds[generation + 1]:
             generation += 1
         gc.collect(generation)
 
     def stop(self) -> None:
-        if not self._running:
+        if not self._timer.isActive():  # already stopped
             return
-        self._running = False
         self._timer.stop()
         gc.collect()
         GuiThreadGarbageCollector._open -= 1
