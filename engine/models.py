@@ -219,6 +219,8 @@ def load_model(
 
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    from engine.fused_ops import fuse_activations
+
     try:  # the tokenizer loader parses config.json too, and would take the blame for a bad value in it
         AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code, local_files_only=True)
     except Exception as exc:
@@ -273,6 +275,7 @@ def load_model(
             "which is too slow to use; try 4-bit, a smaller model, or more memory"
         )
     model.eval()
+    fuse_activations(model)  # same function, one kernel: see engine/fused_ops.py
     if quantize != "none":
         release_freed_heap()  # converting the weights freed more than the model keeps
     report("checking", 0.9)

@@ -1,0 +1,118 @@
+"""Sequence packing for captures: several prompts share one row, so no compute is spent on padding.
+
+A packed row holds prompts end to end, each with its own position ids 0..len-1, and no attention mask.
+transformers reads position ids that restart as the boundaries of packed sequences and masks attention
+across them (`masking_utils.find_packed_sequence_indices`), so each prompt sees only itself, exactly as if
+it ran alone. Rows are right-padded to the batch's widest; under causal attention that tail cannot reach a
+real token.
+
+Not every architecture honours this (some derive positions from the attention mask, or build a full mask
+when none is given), so `supports_packing` checks it on the loaded model, once, and captures fall back to
+padded batches (`capture.length_batches`) where it fails.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class PackedBatch:
+    """One forward pass worth of packed prompts."""
+
+    prompts: list[int]  # indices into the caller's prompt list, in the order of `last`
+    input_ids: Tensor  # [rows, width]
+    position_ids: Tensor  # [rows, width], restarting at 0 at each prompt
+    last_row: Tensor  # [n_prompts]: the row holding each prompt ...
+    last_col: Tensor  # [n_prompts]: ... and the column of its last token
+
+
+def pack_rows(lengths: Sequence[int], row_tokens: int) -> list[list[int]]:
+    """Bin-pack prompt indices into rows of at most `row_tokens` tokens, first fit by decreasing length.
+
+    A prompt longer than `row_tokens` gets a row of its own.
+    """
+    rows: list[list[int]] = []
+    used: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        for r, filled in enumerate(used):
+            if filled + lengths[i] <= row_tokens:
+                rows[r].append(i)
+                used[r] += lengths[i]
+                break
+        else:
+            rows.append([i])
+            used.append(lengths[i])
+    return rows
+
+
+def packed_batches(
+    prompts: Sequence[Sequence[int]],
+    pad_id: int,
+    row_tokens: int,
+    batch_tokens: int,
+) -> Iterator[PackedBatch]:
+    """Pack token-id prompts into rows, and rows into forward passes of at most `batch_tokens` tokens."""
+    rows = pack_rows([len(p) for p in prompts], row_tokens)
+    widths = [sum(len(prompts[i]) for i in row) for row in rows]
+    for start in range(0, len(rows), n := max(1, batch_tokens // row_tokens)):
+        chunk = rows[start : start + n]
+        width = max(widths[start : start + n])
+        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        positions = torch.zeros((len(chunk), width), dtype=torch.long)
+        order, last_row, last_col = [], [], []
+        for r, row in enumerate(chunk):
+            offset = 0
+            for i in row:
+                n_tokens = len(prompts[i])
+                ids[r, offset : offset + n_tokens] = torch.tensor(prompts[i])
+                positions[r, offset : offset + n_tokens] = torch.arange(n_tokens)
+                offset += n_tokens
+                order.append(i)
+                last_row.append(r)
+                last_col.append(offset - 1)
+            # the padding tail continues the row's last prompt: it comes after it, so it changes nothing
+            positions[r, offset:] = positions[r, offset - 1] + 1 + torch.arange(width - offset)
+        yield PackedBatch(order, ids, positions, torch.tensor(last_row), torch.tensor(last_col))
+
+
+_VERDICTS: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
+
+
+def supports_packing(loaded, probe: Sequence[int] | None = None) -> bool:
+    """Whether this model keeps packed prompts apart; checked once per model, by running one.
+
+    The probe is one prompt packed twice into a row. The second copy sees only itself, at positions
+    0..n-1, exactly when positions restart and attention stops at the boundary; then both copies agree
+    at every layer. A model that ignores the position ids, or lets the copy attend across, disagrees.
+    Both copies run in the same pass, so even 16-bit or quantized kernels agree to rounding.
+    """
+    from engine.capture import resid_pre  # capture uses this module for its batches
+
+    model = loaded.model
+    if model in _VERDICTS:
+        return _VERDICTS[model]
+    if probe is None:
+        probe = loaded.tokenizer("The weather is calm and I love it.", add_special_tokens=True)["input_ids"]
+    n = len(probe)
+    ids = torch.tensor([list(probe) * 2])  # [1, 2n]
+    positions = torch.arange(n).repeat(2).unsqueeze(0)  # [1, 2n]: 0..n-1 twice
+    try:
+        acts = resid_pre(loaded, ids, range(len(loaded.blocks)), position_ids=positions)
+    except (TypeError, ValueError, RuntimeError):
+        verdict = False  # the forward pass takes no position ids, or refuses them
+    else:
+        verdict = all(_agree(a[0, :n], a[0, n:]) for a in acts.values())
+    _VERDICTS[model] = verdict
+    return verdict
+
+
+def _agree(first: Tensor, second: Tensor) -> bool:
+    """[n, hidden] twice: equal up to rounding (1e-3 of the activations' scale)."""
+    scale = first.abs().max().clamp_min(1e-6)
+    return bool(((first - second).abs().max() / scale) <= 1e-3)
