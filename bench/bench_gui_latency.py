@@ -9,7 +9,8 @@ thread. Like the Generate tab, a request is one batch of two rows (unsteered, st
 
 6. Time to first token: from `controller.generate(request)` on the GUI thread to the first `token`
    signal received there, against `engine.generate` called directly with the same rows, on the same
-   loaded model, measuring to its first `on_token` callback. Interleaved; the paired median ratio.
+   loaded model and on the same OS thread (the worker's), measuring to its first `on_token` callback.
+   Interleaved; the paired median ratio. The same direct call on the GUI thread is recorded too.
 7. Responsiveness: a 5 ms `QTimer` on the GUI thread while tokens stream at full speed (no pacing,
    per-token KL on) into two of the Generate tab's `TokenPane`s, generation after generation until
    `--stream-tokens` tokens per row have streamed; the worst gap between ticks beyond the timer's
@@ -71,6 +72,33 @@ def wait_for(signal, condition=lambda *a: True, timeout_s: float = 120.0) -> tup
     return got[0]
 
 
+def on_thread(thread):
+    """Run callables on another QThread: `runner.call.emit(fn)` runs `fn` there, then `runner.done` fires
+    on the calling (GUI) thread, queued like the controller's signals, so `wait_for` cannot miss it."""
+    from PySide6.QtCore import QObject, Signal, Slot
+
+    class Relay(QObject):  # lives on the GUI thread
+        call = Signal(object)
+        done = Signal()
+
+    class Runner(QObject):  # lives on `thread`
+        done = Signal()
+
+        @Slot(object)
+        def run(self, fn) -> None:
+            try:
+                fn()
+            finally:
+                self.done.emit()
+
+    relay, runner = Relay(), Runner()
+    runner.moveToThread(thread)
+    relay.call.connect(runner.run)  # queued: the runner lives on `thread`
+    runner.done.connect(relay.done)  # queued back to the GUI thread
+    relay.runner = runner  # keep it alive as long as the relay
+    return relay
+
+
 def run(args: argparse.Namespace) -> dict:
     import torch
     from PySide6.QtCore import QEventLoop, QTimer
@@ -117,31 +145,56 @@ def run(args: argparse.Namespace) -> dict:
                 controller.token.disconnect(on_token)
             return first[0]
 
-        def direct():
-            started = time.perf_counter()
+        def direct(on_worker_thread: bool) -> float:
+            """Plain `engine.generate`, timed from its call to its first `on_token` callback."""
             first: list[float] = []
 
-            def on_token(event):
-                if not first and event.text:
-                    first.append(time.perf_counter() - started)
+            def plain() -> None:
+                started = time.perf_counter()
 
-            generate(loaded, PROMPT, [[], []], sampling, on_token=on_token)
+                def on_token(event):
+                    if not first and event.text:
+                        first.append(time.perf_counter() - started)
+
+                generate(loaded, PROMPT, [[], []], sampling, on_token=on_token)
+
+            if on_worker_thread:
+                worker_thread.call.emit(plain)
+                wait_for(worker_thread.done)
+            else:
+                plain()
             return first[0]
 
+        # The target compares the GUI path with plain generate run on the same OS thread, the worker's, so
+        # the difference is the request and token signals and the worker's own code. Plain generate on the
+        # GUI thread is recorded too: which thread runs a generation moved its time to first token by
+        # -30% to +30% from run to run on this machine, far more than the ~1 ms the signals cost.
+        worker_thread = on_thread(controller.worker.thread())
         reps = args.reps or (1 if args.tiny else 41)
-        ttft = {"gui": [], "direct": []}
-        through_gui(), direct()  # warm-up
-        for rep in range(reps):
-            for key in ("gui", "direct") if rep % 2 == 0 else ("direct", "gui"):
-                ttft[key].append(through_gui() if key == "gui" else direct())
-        ratio = common.paired_ratio(ttft, "gui", "direct")
-        result.details["time_to_first_token"] = {
-            "summary_s": common.summarize(ttft),
-            "ratio_gui_over_direct": ratio,
-            "overhead_ms_median": 1000
-            * (common.summarize(ttft)["gui"]["median_s"] - common.summarize(ttft)["direct"]["median_s"]),
+        ttft: dict[str, list[float]] = {"gui": [], "direct": [], "direct on the GUI thread": []}
+        runs = {
+            "gui": through_gui,
+            "direct": lambda: direct(on_worker_thread=True),
+            "direct on the GUI thread": lambda: direct(on_worker_thread=False),
         }
-        result.target("6", f"time to first token, GUI worker / plain generate ({name})", ratio, "<=", 1.10)
+        for fn in runs.values():
+            fn()  # warm-up
+        for rep in range(reps):
+            for key in list(runs) if rep % 2 == 0 else reversed(list(runs)):
+                ttft[key].append(runs[key]())
+        ratio = common.paired_ratio(ttft, "gui", "direct")
+        summary = common.summarize(ttft)
+        result.details["time_to_first_token"] = {
+            "summary_s": summary,
+            "ratio_gui_over_direct": ratio,
+            "ratio_gui_over_direct_on_the_gui_thread": common.paired_ratio(
+                ttft, "gui", "direct on the GUI thread"
+            ),
+            "overhead_ms_median": 1000 * (summary["gui"]["median_s"] - summary["direct"]["median_s"]),
+        }
+        result.target(
+            "6", f"time to first token, GUI worker / plain generate on its thread ({name})", ratio, "<=", 1.10
+        )
 
         # ---- 7: event-loop stalls while streaming ---------------------------------------------------------
         panes = [TokenPane(), TokenPane()]
