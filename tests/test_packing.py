@@ -70,6 +70,16 @@ def test_packing_is_used_where_the_model_keeps_prompts_apart(loaded_models):
     assert not supports_packing(loaded_models["opt"])
 
 
+@pytest.mark.parametrize("quantize", ["4bit", "8bit"])
+def test_quantized_models_pack_too_and_match_running_alone(model_dirs, quantize):
+    """bfloat16 compute rounds the two probe copies apart by ~1%: the probe allows for the precision."""
+    loaded = load_model(model_dirs["llama"], device="cpu", quantize=quantize)
+    assert supports_packing(loaded)
+    batched = pair_differences(loaded, PAIRS, [2])[2]
+    alone = pair_differences(loaded, PAIRS, [2], max_batch_tokens=1)[2]
+    torch.testing.assert_close(batched, alone, rtol=0.05, atol=0.05 * float(alone.abs().max()))
+
+
 def test_the_probe_refuses_a_model_that_lets_packed_prompts_attend_across(model_dirs):
     loaded = load_model(model_dirs["gpt2"], device="cpu")  # its own instance: verdicts are per model
 
