@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from PySide6.QtCore import QEvent, Qt, Signal, Slot
+from PySide6.QtCore import QEvent, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QColor, QFont, QTextCharFormat, QTextCursor
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -61,7 +61,13 @@ LIVE_NOTE = (
 
 
 class TokenPane(QTextEdit):
-    """A read-only pane that streams text; tokens may carry a highlight and a tooltip."""
+    """A read-only pane that streams text; tokens may carry a highlight and a tooltip.
+
+    Qt lays out a whole paragraph again after each insert, so one insert costs O(paragraph): ~8 ms for a
+    4000-token paragraph on a laptop core. Tokens are therefore queued and inserted once per pass of the
+    event loop, in one edit block (one layout). When tokens come faster than the GUI lays them out, more
+    of them share each layout instead of piling up behind it.
+    """
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -71,22 +77,44 @@ class TokenPane(QTextEdit):
         font.setStyleHint(QFont.StyleHint.Monospace)
         self.setFont(font)
         self._generated: list[str] = []
+        self._pending: list[tuple[str, QTextCharFormat]] = []
+        self._flush_timer = QTimer(self)
+        self._flush_timer.setSingleShot(True)
+        self._flush_timer.setInterval(0)  # the next pass of the event loop, after the queued tokens
+        self._flush_timer.timeout.connect(self.flush)
 
     def clear_text(self, prompt: str = "") -> None:
+        self._pending.clear()
+        self._flush_timer.stop()
         self.clear()
         self._generated = []
         if prompt:
             fmt = QTextCharFormat()
             fmt.setForeground(QColor("#808080"))
-            self._insert(prompt, fmt)
+            self._queue(prompt, fmt)
+            self.flush()
 
     def generated_text(self) -> str:
         return "".join(self._generated)
 
-    def _insert(self, text: str, fmt: QTextCharFormat) -> None:
+    def _queue(self, text: str, fmt: QTextCharFormat) -> None:
+        self._pending.append((text, fmt))
+        if not self._flush_timer.isActive():
+            self._flush_timer.start()
+
+    @Slot()
+    def flush(self) -> None:
+        """Insert every queued piece of text now, as one edit (one layout of the paragraph)."""
+        self._flush_timer.stop()
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
         cursor = self.textCursor()
         cursor.movePosition(QTextCursor.MoveOperation.End)
-        cursor.insertText(text, fmt)
+        cursor.beginEditBlock()
+        for text, fmt in pending:
+            cursor.insertText(text, fmt)
+        cursor.endEditBlock()
         self.setTextCursor(cursor)
         self.ensureCursorVisible()
 
@@ -101,14 +129,14 @@ class TokenPane(QTextEdit):
                 fmt.setBackground(QColor(255, 140, 0, alpha))
             alternatives = ", ".join(f"{tok!r} {p:.0%}" for tok, p in (top or [])[:5])
             fmt.setToolTip(f"KL {kl:.3f} nats from the unsteered row\nmost likely here: {alternatives}")
-        self._insert(text, fmt)
+        self._queue(text, fmt)
 
     def append_marker(self, text: str) -> None:
         fmt = QTextCharFormat()
         fmt.setForeground(QColor("#1f5fbf"))
         fmt.setFontWeight(QFont.Weight.Bold)
         fmt.setToolTip("a live coefficient change took effect here")
-        self._insert(text, fmt)
+        self._queue(text, fmt)
 
     def viewportEvent(self, event: QEvent) -> bool:
         if event.type() == QEvent.Type.ToolTip:
@@ -621,6 +649,8 @@ class GeneratePanel(QWidget):
     @Slot(str)
     def _on_finished(self, kind: str) -> None:
         if kind == "generate" and self._generating:
+            for pane in self._panes:
+                pane.flush()  # the last tokens, before anything reads the panes
             self._set_generating(False)
             self.save_button.setEnabled(self.transcript is not None)
             self.script_button.setEnabled(self.transcript is not None)

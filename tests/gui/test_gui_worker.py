@@ -136,11 +136,36 @@ def test_token_pane_colours_by_kl_with_a_tooltip(qtbot):
     pane.append_token(" calm", kl=0.0, top=[(" calm", 0.5)])
     pane.append_token(" wedding", kl=1.5, top=[(" wedding", 0.6), (" bride", 0.2)])
     assert pane.generated_text() == " calm wedding"
+    qtbot.waitUntil(lambda: pane.toPlainText() == "Prompt: calm wedding", timeout=2000)  # next loop pass
     cursor = pane.textCursor()
     cursor.movePosition(QTextCursor.MoveOperation.End)
     fmt = cursor.charFormat()
     assert "KL 1.500" in fmt.toolTip() and "' bride' 20%" in fmt.toolTip()
     assert fmt.background().color().alpha() > 100
+
+
+def test_token_pane_lays_out_tokens_that_arrive_together_once(qtbot):
+    """Tokens queued in one pass of the event loop are inserted as one edit: one layout, not one each."""
+    from gui.panels.generate import TokenPane
+
+    pane = TokenPane()
+    qtbot.addWidget(pane)
+    pane.clear_text("Prompt:")
+    changes: list[int] = []
+    pane.document().contentsChange.connect(lambda position, removed, added: changes.append(added))
+    for i in range(500):
+        pane.append_token(f" w{i}", kl=0.5 * (i % 3), top=[(" w", 0.5)])
+        if i == 250:
+            pane.append_marker("⟨c0=2⟩")
+    assert pane.toPlainText() == "Prompt:"  # nothing laid out while the tokens keep coming
+    qtbot.waitUntil(lambda: len(changes) > 0, timeout=2000)
+    expected = "Prompt:" + "".join(f" w{i}" + ("⟨c0=2⟩" if i == 250 else "") for i in range(500))
+    assert pane.toPlainText() == expected
+    assert len(changes) == 1 and changes[0] == len(expected) - len("Prompt:")
+    pane.append_token(" late")
+    pane.clear_text("New prompt")  # a token queued before a clear never lands in the new text
+    qtbot.wait(50)
+    assert pane.toPlainText() == "New prompt" and pane.generated_text() == ""
 
 
 def test_a_stopped_capture_saves_nothing_and_the_next_job_waits_for_it(
