@@ -68,8 +68,8 @@ def resid_pre(
 ) -> dict[int, Tensor]:
     """resid_pre at `layers` for a batch: layer -> [batch, seq, hidden], float32 on the CPU.
 
-    With `position_ids` the batch is packed (`engine.packing`): no attention mask is passed, so that
-    transformers masks attention at the points where the position ids restart.
+    With `position_ids` the batch is packed (`engine.packing`) and `attention_mask` is not used: no mask
+    is passed, so that transformers masks attention at the points where the position ids restart.
     """
     device = loaded.device
     inputs = {"input_ids": input_ids.to(device)}

@@ -20,12 +20,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from engine.models import LoadedModel
+
 
 @dataclass(frozen=True)
 class PackedBatch:
     """One forward pass worth of packed prompts."""
 
-    prompts: list[int]  # indices into the caller's prompt list, in the order of `last`
+    prompts: list[int]  # indices into the caller's prompt list, in the order of last_row / last_col
     input_ids: Tensor  # [rows, width]
     position_ids: Tensor  # [rows, width], restarting at 0 at each prompt
     last_row: Tensor  # [n_prompts]: the row holding each prompt ...
@@ -60,9 +62,10 @@ def packed_batches(
     """Pack token-id prompts into rows, and rows into forward passes of at most `batch_tokens` tokens."""
     rows = pack_rows([len(p) for p in prompts], row_tokens)
     widths = [sum(len(prompts[i]) for i in row) for row in rows]
-    for start in range(0, len(rows), n := max(1, batch_tokens // row_tokens)):
-        chunk = rows[start : start + n]
-        width = max(widths[start : start + n])
+    rows_per_pass = max(1, batch_tokens // row_tokens)
+    for start in range(0, len(rows), rows_per_pass):
+        chunk = rows[start : start + rows_per_pass]
+        width = max(widths[start : start + rows_per_pass])
         ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
         positions = torch.zeros((len(chunk), width), dtype=torch.long)
         order, last_row, last_col = [], [], []
@@ -84,7 +87,7 @@ def packed_batches(
 _VERDICTS: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
 
 
-def supports_packing(loaded) -> bool:
+def supports_packing(loaded: LoadedModel) -> bool:
     """Whether this model keeps packed prompts apart; checked once per model, by running one.
 
     The probe is one prompt packed twice into a row. The second copy sees only itself, at positions
