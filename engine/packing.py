@@ -13,6 +13,7 @@ padded batches (`capture.length_batches`) where it fails.
 
 from __future__ import annotations
 
+import logging
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -84,6 +85,7 @@ def packed_batches(
         yield PackedBatch(order, ids, positions, torch.tensor(last_row), torch.tensor(last_col))
 
 
+log = logging.getLogger(__name__)
 _VERDICTS: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
 
 
@@ -106,8 +108,9 @@ def supports_packing(loaded: LoadedModel) -> bool:
     positions = torch.arange(n).repeat(2).unsqueeze(0)  # [1, 2n]: 0..n-1 twice
     try:
         acts = resid_pre(loaded, ids, range(len(loaded.blocks)), position_ids=positions)
-    except (TypeError, ValueError, RuntimeError):
-        verdict = False  # the forward pass takes no position ids, or refuses them
+    except Exception as exc:  # padded batches are always right: any failure means "don't pack"
+        log.info("packing is off for this model: the probe failed (%s: %s)", type(exc).__name__, exc)
+        verdict = False
     else:
         # 16-bit and quantized models round each activation to their own precision: the two copies can
         # differ by a few of its units where attention sums in another order. A shared prompt bleeding

@@ -93,6 +93,20 @@ def test_the_probe_refuses_a_model_that_lets_packed_prompts_attend_across(model_
     torch.testing.assert_close(batched, alone, rtol=1e-4, atol=1e-4)
 
 
+def test_a_model_whose_forward_refuses_position_ids_is_captured_padded(model_dirs):
+    loaded = load_model(model_dirs["gpt2"], device="cpu")
+
+    def no_positions(module, args, kwargs):
+        if kwargs.get("position_ids") is not None:
+            raise TypeError("forward() got an unexpected keyword argument 'position_ids'")
+
+    loaded.model.register_forward_pre_hook(no_positions, with_kwargs=True)
+    assert not supports_packing(loaded)
+    batched = pair_differences(loaded, PAIRS, [2])[2]
+    alone = pair_differences(loaded, PAIRS, [2], max_batch_tokens=1)[2]
+    torch.testing.assert_close(batched, alone, rtol=1e-4, atol=1e-4)
+
+
 def test_many_varied_pairs_are_packed_but_one_pair_of_equal_prompts_is_padded(gpt2, monkeypatch):
     packed_calls: list[bool] = []
     real = engine.capture.resid_pre
