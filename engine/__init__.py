@@ -12,6 +12,7 @@ from engine.capture import capture_actadd, capture_mean_diff, capture_pca, pair_
 from engine.errors import (
     ActAddError,
     AlreadyExistsError,
+    CancelledError,
     IncompatibleVectorError,
     InvalidInputError,
     LibraryError,
@@ -33,6 +34,7 @@ __all__ = [
     "DEMO_MODEL_DIR",
     "ActAddError",
     "AlreadyExistsError",
+    "CancelledError",
     "GenerationResult",
     "IncompatibleVectorError",
     "InvalidInputError",

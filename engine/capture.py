@@ -6,13 +6,14 @@ pre-hook that records it and stops the forward pass after the deepest layer need
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 
 import torch
 from torch import Tensor, nn
 
-from engine.errors import InvalidInputError
+from engine.errors import CancelledError, InvalidInputError
 from engine.models import LoadedModel
 from engine.packing import packed_batches, supports_packing
 from engine.pairs import PromptPair
@@ -159,7 +160,13 @@ def length_batches(lengths: Sequence[int], max_batch_tokens: int) -> list[list[i
 
 
 def pair_differences(
-    loaded: LoadedModel, pairs: Sequence[PromptPair], layers: Sequence[int], max_batch_tokens: int = 256
+    loaded: LoadedModel,
+    pairs: Sequence[PromptPair],
+    layers: Sequence[int],
+    max_batch_tokens: int = 256,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> dict[int, Tensor]:
     """resid_pre(p+) - resid_pre(p-) at each prompt's last token: layer -> [n_pairs, hidden].
 
@@ -169,6 +176,9 @@ def pair_differences(
     is four times larger. Otherwise they run in padded batches (`length_batches`), right-padded with an
     attention mask: under causal attention the right padding cannot reach the last real token, and
     position ids stay 0.. for every row.
+
+    `progress(done, total)` counts prompts after each forward pass; setting `cancel` stops before the
+    next one with `CancelledError`.
     """
     if not pairs:
         raise InvalidInputError("no pairs to capture from")
@@ -177,12 +187,24 @@ def pair_differences(
     rows = [encode(tokenizer, text) for p in pairs for text in (p.positive, p.negative)]
     at_last: dict[int, Tensor] = {}  # layer -> [2 * n_pairs, hidden], in the order of `rows`
 
+    done = 0
+
+    def check_cancel() -> None:
+        if cancel is not None and cancel.is_set():
+            raise CancelledError(f"the capture was stopped after {done} of {len(rows)} prompts")
+
     def keep(acts: dict[int, Tensor], prompts: list[int], where: tuple[Tensor, Tensor]) -> None:
+        nonlocal done
         for layer in layers:
             if layer not in at_last:
                 at_last[layer] = torch.empty(len(rows), acts[layer].shape[-1])
             at_last[layer][prompts] = acts[layer][where]  # [len(prompts), hidden]
+        done += len(prompts)
+        if progress is not None:
+            progress(done, len(rows))
+        check_cancel()
 
+    check_cancel()
     lengths = [len(r) for r in rows]
     padded = length_batches(lengths, max_batch_tokens)
     # Packing saves the padding but costs a wider attention pattern: worth it only when padding is a real
@@ -220,18 +242,34 @@ def _direction_vector(
 
 
 def capture_mean_diff(
-    loaded: LoadedModel, pairs: Sequence[PromptPair], layers: int | Sequence[int], **kwargs
+    loaded: LoadedModel,
+    pairs: Sequence[PromptPair],
+    layers: int | Sequence[int],
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
+    **kwargs,
 ) -> SteeringVector:
-    """CAA-style direction: the mean over pairs of the last-token difference, shape [hidden]."""
+    """CAA-style direction: the mean over pairs of the last-token difference, shape [hidden].
+
+    `progress` and `cancel` are `pair_differences`'; `kwargs` are the vector's name, tags, notes and
+    default_coeff.
+    """
     layer_list = check_layers(loaded, layers)
-    diffs = pair_differences(loaded, pairs, layer_list)
+    diffs = pair_differences(loaded, pairs, layer_list, progress=progress, cancel=cancel)
     return _direction_vector(
         loaded, "mean-diff", {l: d.mean(dim=0) for l, d in diffs.items()}, pairs, **kwargs
     )
 
 
 def capture_pca(
-    loaded: LoadedModel, pairs: Sequence[PromptPair], layers: int | Sequence[int], **kwargs
+    loaded: LoadedModel,
+    pairs: Sequence[PromptPair],
+    layers: int | Sequence[int],
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
+    **kwargs,
 ) -> SteeringVector:
     """repeng's pca_diff: the first principal component of the (centred) pair differences.
 
@@ -241,7 +279,7 @@ def capture_pca(
     if len(pairs) < 2:
         raise InvalidInputError("PCA needs at least 2 pairs; use actadd or mean-diff for one pair")
     layer_list = check_layers(loaded, layers)
-    diffs = pair_differences(loaded, pairs, layer_list)
+    diffs = pair_differences(loaded, pairs, layer_list, progress=progress, cancel=cancel)
     directions = {}
     for layer, d in diffs.items():  # d: [n_pairs, hidden]
         mean = d.mean(dim=0)

@@ -38,3 +38,7 @@ class LibraryError(ActAddError):
 
 class AlreadyExistsError(LibraryError):
     """A write would overwrite a vector or file. The CLI adds its own hint (--force); the GUI asks."""
+
+
+class CancelledError(ActAddError):
+    """The caller set the cancel event before the work finished; nothing was produced."""

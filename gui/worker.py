@@ -35,7 +35,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, Signal, Slot
 
-from engine.errors import ActAddError
+from engine.errors import ActAddError, CancelledError
 from engine.generation import SamplingConfig, TokenEvent
 from engine.pairs import PromptPair
 
@@ -167,6 +167,7 @@ class ModelWorker(QObject):
     load_progress = Signal(str, float)  # stage, fraction in [0, 1]
     model_loaded = Signal(object, object)  # ModelInfo, (ModelFingerprint, a tokenizer copy for previews)
     model_unloaded = Signal()
+    capture_progress = Signal(int, int)  # prompts done, total (mean-diff and PCA)
     capture_done = Signal(object)  # CaptureOutcome
     generation_done = Signal(object)  # GenerationOutcome (also on stop, with cancelled=True)
     coefficient_applied = Signal(object)  # LiveChange
@@ -362,15 +363,25 @@ class ModelWorker(QObject):
                 work = lambda: capture_actadd(  # noqa: E731
                     loaded, request.positive, request.negative, request.layers, **extra
                 )
-            elif request.method == "mean-diff":
-                work = lambda: capture_mean_diff(loaded, request.pairs, request.layers, **extra)  # noqa: E731
-            elif request.method == "pca":
-                work = lambda: capture_pca(loaded, request.pairs, request.layers, **extra)  # noqa: E731
+            elif request.method in ("mean-diff", "pca"):
+                capture = capture_mean_diff if request.method == "mean-diff" else capture_pca
+                work = lambda: capture(  # noqa: E731
+                    loaded,
+                    request.pairs,
+                    request.layers,
+                    progress=self.capture_progress.emit,
+                    cancel=cancel,
+                    **extra,
+                )
             else:
                 raise ActAddError(f"unknown capture method {request.method!r}")
             # A capture on a big model can take seconds: wait for it interruptibly. A stopped capture
-            # saves nothing; its forward pass ends on its own and the next job waits for it.
-            vector = self._interruptible(work, cancel)
+            # saves nothing; a mean-diff or PCA capture stops after its current batch, an ActAdd one
+            # after its single forward pass, and the next job waits for that.
+            try:
+                vector = self._interruptible(work, cancel)
+            except CancelledError as exc:
+                raise Cancelled from exc
             if cancel.is_set() or self._shutdown.is_set():
                 raise Cancelled
             path = library.save(
@@ -519,6 +530,7 @@ class WorkerController(QObject):
     load_progress = Signal(str, float)
     model_loaded = Signal(object, object)
     model_unloaded = Signal()
+    capture_progress = Signal(int, int)
     capture_done = Signal(object)
     generation_done = Signal(object)
     coefficient_applied = Signal(object)
@@ -551,6 +563,7 @@ class WorkerController(QObject):
             "load_progress",
             "model_loaded",
             "model_unloaded",
+            "capture_progress",
             "capture_done",
             "generation_done",
             "coefficient_applied",

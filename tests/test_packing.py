@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 from tiny_models import ARCHITECTURES
@@ -9,7 +11,15 @@ from transformers import AutoModelForCausalLM
 from transformers.activations import GELUTanh, NewGELUActivation
 
 import engine.capture
-from engine import PromptPair, encode, load_model, pair_differences, resid_pre
+from engine import (
+    CancelledError,
+    PromptPair,
+    capture_mean_diff,
+    encode,
+    load_model,
+    pair_differences,
+    resid_pre,
+)
 from engine.fused_ops import fuse_activations
 from engine.packing import pack_rows, packed_batches, supports_packing
 
@@ -133,3 +143,37 @@ def test_gpt2_gelu_is_fused_at_load_and_the_logits_do_not_change(model_dirs, gpt
         torch.testing.assert_close(gpt2.model(ids).logits, plain(ids).logits, rtol=1e-5, atol=1e-5)
     assert fuse_activations(plain) == len(gpt2.blocks)  # one per MLP
     assert fuse_activations(llama.model) == 0  # SiLU is one kernel already
+
+
+MANY = [PromptPair(f"I love the {w} and the calm sea", f"I hate the {w}") for w in "abcdefghijklmnopqrst"]
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "opt"])  # packed and padded
+def test_capture_progress_counts_prompts_up_to_the_total(loaded_models, arch):
+    seen: list[tuple[int, int]] = []
+    capture_mean_diff(loaded_models[arch], MANY, 1, progress=lambda done, total: seen.append((done, total)))
+    assert len(seen) > 1  # 40 prompts of 5-10 tokens in passes of up to 256 tokens
+    assert all(total == 2 * len(MANY) for _, total in seen)
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and done[-1] == 2 * len(MANY) and len(set(done)) == len(done)
+
+
+def test_a_cancelled_capture_stops_after_the_current_batch(gpt2, monkeypatch):
+    cancel = threading.Event()
+    passes: list[int] = []
+    real = engine.capture.resid_pre
+
+    def counting(*args, **kwargs):
+        passes.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine.capture, "resid_pre", counting)
+    with pytest.raises(CancelledError, match="stopped after"):
+        pair_differences(
+            gpt2, MANY, [1], max_batch_tokens=32, progress=lambda d, t: cancel.set(), cancel=cancel
+        )
+    assert len(passes) == 1
+    cancel.clear()
+    cancel.set()
+    with pytest.raises(CancelledError, match="after 0 of 40"):
+        capture_mean_diff(gpt2, MANY, 1, cancel=cancel)

@@ -106,9 +106,20 @@ def run_capture(args: argparse.Namespace) -> int:
     if pairs is None:
         vector = capture_actadd(loaded, args.positive, args.negative, args.layer, **extra)
     else:
-        vector = (capture_mean_diff if args.method == "mean-diff" else capture_pca)(
-            loaded, pairs, args.layer, **extra
-        )
+        from tqdm import tqdm
+
+        capture = capture_mean_diff if args.method == "mean-diff" else capture_pca
+        with tqdm(
+            total=2 * len(pairs),
+            desc="capturing",
+            unit="prompt",
+            file=sys.stderr,
+            disable=args.json or not sys.stderr.isatty(),
+            leave=False,
+        ) as bar:
+            vector = capture(
+                loaded, pairs, args.layer, progress=lambda done, total: bar.update(done - bar.n), **extra
+            )
     saved = library.save(vector, args.name, overwrite=args.force)
     layers = vector.layer_ids
     payload = {

@@ -220,6 +220,7 @@ class CapturePanel(QWidget):
 
         context.model_changed.connect(self._on_model_changed)
         self._controller.capture_done.connect(self._on_capture_done)
+        self._controller.capture_progress.connect(self._on_capture_progress)
         self._controller.errored.connect(self._on_errored)
         self._controller.finished.connect(self._on_finished)
         self._on_model_changed(context.model)
@@ -369,6 +370,11 @@ class CapturePanel(QWidget):
             base = f"{self.method()}-{len(self.pairs_model.pairs())}-pairs"
         clean = "".join(ch if ch.isalnum() or ch in "-_ " else "-" for ch in base).strip().replace(" ", "-")
         return f"{clean.lower()}-L{self.layer_from.value()}"[:120]
+
+    @Slot(int, int)
+    def _on_capture_progress(self, done: int, total: int) -> None:
+        if self._capturing:
+            self._result.setText(f"Capturing… {done} of {total} prompts")
 
     @Slot(object)
     def _on_capture_done(self, outcome) -> None:

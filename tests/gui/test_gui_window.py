@@ -97,11 +97,16 @@ def test_capture_mean_diff_from_an_imported_jsonl(loaded_window, qtbot, tmp_path
     assert panel.method() == "mean-diff"
     panel.name.setText("md")
     panel.set_layers(0, 1)
+    shown: list[str] = []
+    controller = loaded_window.context.controller
+    controller.capture_progress.connect(lambda done, total: shown.append(panel._result.text()))
     with qtbot.waitSignal(loaded_window.library_panel.refreshed, timeout=20_000):
         panel.capture_button.click()
     qtbot.waitUntil(lambda: loaded_window.context.entry("md") is not None, timeout=5000)
     entry = loaded_window.context.entry("md")
     assert entry.method == "mean-diff" and entry.layers == [0, 1] and entry.shape == [64]
+    assert "Capturing… 4 of 4 prompts" in shown  # the panel's slot ran before this one
+    assert panel._result.text().startswith("Saved 'md'")
 
 
 def test_generate_streams_into_both_panes(loaded_window, qtbot, capture_in, run_generation):

@@ -144,6 +144,46 @@ def test_token_pane_colours_by_kl_with_a_tooltip(qtbot):
     assert fmt.background().color().alpha() > 100
 
 
+def test_a_stopped_mean_diff_capture_reports_progress_and_stops_at_its_next_pass(
+    qtbot, controller, tiny_dir, library_dir, monkeypatch
+):
+    import time
+
+    import engine.capture
+    from engine.pairs import PromptPair
+
+    _load(qtbot, controller, tiny_dir)
+    real = engine.capture.resid_pre
+    passes: list[float] = []
+
+    def slow(*args, **kwargs):
+        passes.append(time.monotonic())
+        time.sleep(0.3)  # each forward pass of a much bigger model
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine.capture, "resid_pre", slow)
+    words = ["rain", "sun", "snow", "fog", "wind", "hail", "dust", "mist", "heat", "cold"]
+    pairs = [
+        PromptPair(f"I love the {a} and the {b} by the sea", f"I hate the {a}") for a in words for b in words
+    ]
+    progress: list[tuple[int, int]] = []
+    controller.capture_progress.connect(lambda done, total: progress.append((done, total)))
+    controller.capture(
+        CaptureRequest(method="mean-diff", layers=[1], name="cut", library_root=str(library_dir), pairs=pairs)
+    )
+    qtbot.waitUntil(lambda: len(progress) >= 2, timeout=20_000)
+    assert all(total == 200 for _, total in progress) and progress[-1][0] < 200
+    with qtbot.waitSignals([controller.aborted, controller.finished], order="strict", timeout=5000):
+        controller.stop()
+    at_stop = len(passes)
+    straggler = controller.worker._straggler
+    if straggler is not None:
+        straggler.join(5)
+        assert not straggler.is_alive()
+    assert len(passes) <= at_stop + 1  # only the pass under way when Stop came finished
+    assert progress[-1][0] < 200 and not (library_dir / "cut.safetensors").exists()
+
+
 def test_token_pane_lays_out_tokens_that_arrive_together_once(qtbot):
     """Tokens queued in one pass of the event loop are inserted as one edit: one layout, not one each."""
     from gui.panels.generate import TokenPane
