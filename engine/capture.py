@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from engine.errors import CancelledError, InvalidInputError
 from engine.models import LoadedModel
-from engine.packing import packed_batches, supports_packing
+from engine.packing import length_batches, packed_batches, supports_packing
 from engine.pairs import PromptPair
 from engine.tokens import align_pair, encode, pad_batch
 from engine.vector import SteeringVector, now_iso
@@ -139,24 +139,6 @@ def capture_actadd(
         notes=notes,
         created=now_iso(),
     )
-
-
-def length_batches(lengths: Sequence[int], max_batch_tokens: int) -> list[list[int]]:
-    """Indices of `lengths` in length order, cut into batches of at most `max_batch_tokens` padded tokens.
-
-    Neighbours in length order pad little. The token budget (rows × longest row) rather than a row count
-    keeps each batch's activations small: on a CPU, a GPT-2-small MLP activation beyond ~256 tokens
-    ([256, 3072] floats, 3 MB) spills out of cache, and its elementwise ops (GELU) then cost about 2.5×
-    as much per element as in small batches, eating the gain of the larger matmuls. A row longer than the
-    budget runs alone.
-    """
-    batches: list[list[int]] = []
-    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
-        if batches and lengths[i] * (len(batches[-1]) + 1) <= max_batch_tokens:
-            batches[-1].append(i)  # length order: row i is the batch's longest
-        else:
-            batches.append([i])
-    return batches
 
 
 def pair_differences(

@@ -1,4 +1,7 @@
-"""Sequence packing for captures: several prompts share one row, so no compute is spent on padding.
+"""How captures lay prompts out into forward passes: padded batches, or packed rows.
+
+Padded: prompts in length order, cut into batches by a token budget (`length_batches`), right-padded
+with an attention mask. Packed: several prompts share one row, so no compute is spent on padding.
 
 A packed row holds prompts end to end, each with its own position ids 0..len-1, and no attention mask.
 transformers reads position ids that restart as the boundaries of packed sequences and masks attention
@@ -8,7 +11,7 @@ real token.
 
 Not every architecture honours this (some derive positions from the attention mask, or build a full mask
 when none is given), so `supports_packing` checks it on the loaded model, once, and captures fall back to
-padded batches (`capture.length_batches`) where it fails.
+padded batches where it fails.
 """
 
 from __future__ import annotations
@@ -22,6 +25,24 @@ import torch
 from torch import Tensor, nn
 
 from engine.models import LoadedModel
+
+
+def length_batches(lengths: Sequence[int], max_batch_tokens: int) -> list[list[int]]:
+    """Indices of `lengths` in length order, cut into batches of at most `max_batch_tokens` padded tokens.
+
+    Neighbours in length order pad little. The token budget (rows × longest row) rather than a row count
+    keeps each batch's activations small: on a CPU, a GPT-2-small MLP activation of ~256 tokens
+    ([256, 3072] floats, 3 MB) already fills the cache, and beyond it every element-wise op streams its
+    tensors through memory, eating the gain of the larger matmuls. A row longer than the budget runs
+    alone.
+    """
+    batches: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        if batches and lengths[i] * (len(batches[-1]) + 1) <= max_batch_tokens:
+            batches[-1].append(i)  # length order: row i is the batch's longest
+        else:
+            batches.append([i])
+    return batches
 
 
 @dataclass(frozen=True)
@@ -60,13 +81,22 @@ def packed_batches(
     row_tokens: int,
     batch_tokens: int,
 ) -> Iterator[PackedBatch]:
-    """Pack token-id prompts into rows, and rows into forward passes of at most `batch_tokens` tokens."""
-    rows = pack_rows([len(p) for p in prompts], row_tokens)
-    widths = [sum(len(prompts[i]) for i in row) for row in rows]
-    rows_per_pass = max(1, batch_tokens // row_tokens)
-    for start in range(0, len(rows), rows_per_pass):
-        chunk = rows[start : start + rows_per_pass]
-        width = max(widths[start : start + rows_per_pass])
+    """Pack token-id prompts into rows, and rows into forward passes of at most `batch_tokens` tokens
+    (rows × widest row; a row wider than that runs alone)."""
+    packed = pack_rows([len(p) for p in prompts], row_tokens)
+    widths = [sum(len(prompts[i]) for i in row) for row in packed]
+    passes: list[list[int]] = []  # row indices, widest first in each
+    for k in sorted(range(len(packed)), key=lambda k: -widths[k]):
+        widest = widths[passes[-1][0]] if passes else 0
+        # A row under half the pass's width would spend more on padding than on itself: a pass of its
+        # own is cheaper. First fit leaves at most a few such rows, at the end.
+        if passes and widest * (len(passes[-1]) + 1) <= batch_tokens and 2 * widths[k] >= widest:
+            passes[-1].append(k)
+        else:
+            passes.append([k])
+    for rows_of_pass in passes:
+        chunk = [packed[k] for k in rows_of_pass]
+        width = widths[rows_of_pass[0]]
         ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
         positions = torch.zeros((len(chunk), width), dtype=torch.long)
         order, last_row, last_col = [], [], []

@@ -16,7 +16,8 @@ from engine import (
     encode,
     space_token_id,
 )
-from engine.capture import length_batches, pair_differences
+from engine.capture import pair_differences
+from engine.packing import length_batches
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])  # GPT-2 never adds BOS; the Llama-style one always does

@@ -32,6 +32,20 @@ PAIRS = [
 ]
 
 
+def test_rows_wider_than_the_budget_run_one_per_pass():
+    prompts = [[7] * 300, [8] * 280, [9] * 5, [9] * 6]
+    batches = list(packed_batches(prompts, pad_id=0, row_tokens=128, batch_tokens=256))
+    assert [tuple(b.input_ids.shape) for b in batches] == [(1, 300), (1, 280), (1, 11)]
+
+
+def test_a_short_leftover_row_is_not_padded_up_to_full_rows():
+    prompts = [[5] * 64] * 6 + [[6] * 20]  # three full 128-token rows and one of 20
+    widths = [
+        tuple(b.input_ids.shape) for b in packed_batches(prompts, pad_id=0, row_tokens=128, batch_tokens=256)
+    ]
+    assert widths == [(2, 128), (1, 128), (1, 20)]
+
+
 def test_pack_rows_first_fit_keeps_every_prompt_once_within_the_row_budget():
     lengths = [5, 30, 7, 7, 12, 300, 6, 11, 9, 9, 8]
     rows = pack_rows(lengths, row_tokens=32)
@@ -49,7 +63,7 @@ def test_packed_batches_restart_positions_and_point_at_each_prompt_s_last_token(
     assert sorted(seen) == list(range(len(prompts)))
     for batch in batches:
         rows, width = batch.input_ids.shape
-        assert rows <= 2 and width <= 10
+        assert rows * width <= 20 and width <= 10
         for k, i in enumerate(batch.prompts):
             row, col = int(batch.last_row[k]), int(batch.last_col[k])
             n = len(prompts[i])
