@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 import engine
 import engine.library as library_module
+import engine.library.entries as entries_module
 from engine.errors import IncompatibleVectorError, LibraryError, VectorFileError
 from engine.fingerprint import ModelFingerprint
 from engine.library import (
@@ -124,7 +125,7 @@ def test_listing_never_reads_tensors(lib, love, monkeypatch):
         raise AssertionError("listing must not load tensors")
 
     monkeypatch.setattr(library_module, "load_vector", forbidden)
-    monkeypatch.setattr("engine.vector.load_safetensors_bytes", forbidden)
+    monkeypatch.setattr("engine.vector_file.load_safetensors_bytes", forbidden)
     assert lib.list().keys() == ["v0", "v1", "v2"]
 
 
@@ -136,8 +137,8 @@ def test_index_is_used_and_refreshed(lib, love, monkeypatch):
     assert set(index["files"]) == {f"v{i}.safetensors" for i in range(4)}
 
     calls = []
-    real = library_module.read_header
-    monkeypatch.setattr(library_module, "read_header", lambda p: calls.append(Path(p).name) or real(p))
+    real = entries_module.read_header
+    monkeypatch.setattr(entries_module, "read_header", lambda p: calls.append(Path(p).name) or real(p))
     assert Library(lib.root).list().keys() == ["v0", "v1", "v2", "v3"]
     assert calls == []  # warm, in another Library object (another process): headers come from the index
 

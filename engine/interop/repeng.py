@@ -15,9 +15,7 @@ Accepted layouts (numpy is always read with `allow_pickle=False`; pickled dicts 
 
 from __future__ import annotations
 
-import json
 import re
-import struct
 import zipfile
 from pathlib import Path
 
@@ -32,7 +30,8 @@ from engine.interop import (
     imported_vector,
     map_block_outputs,
 )
-from engine.vector import FORMAT_NAME, MAX_HEADER_BYTES, MAX_LAYER_INDEX, SteeringVector
+from engine.vector import SteeringVector
+from engine.vector_file import FORMAT_NAME, MAX_LAYER_INDEX, read_safetensors_header
 
 _NPZ_KEY = re.compile(r"^(?:layer[._-]?|layers\.|direction\.)?(0|[1-9][0-9]{0,3})$")
 _SV_KEY = re.compile(r"^(?:layer_activations\.)?(0|[1-9][0-9]{0,3})$")
@@ -146,21 +145,8 @@ def read_repeng(
 
 # ---- steering-vectors ---------------------------------------------------------------------------------
 def _safetensors_header(path: Path) -> dict:
-    size = check_import_size(path)
-    with path.open("rb") as handle:
-        prefix = handle.read(8)
-        if len(prefix) < 8:
-            raise VectorFileError(f"{path.name}: too short to be safetensors")
-        (length,) = struct.unpack("<Q", prefix)
-        if length > MAX_HEADER_BYTES or length > size - 8:
-            raise VectorFileError(f"{path.name}: not a safetensors file (bad header length)")
-        raw = handle.read(length)
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise VectorFileError(f"{path.name}: not a safetensors file (header is not JSON)") from exc
-    if not isinstance(header, dict):
-        raise VectorFileError(f"{path.name}: not a safetensors file (malformed header)")
+    check_import_size(path)
+    header, _, _ = read_safetensors_header(path, max_file_bytes=MAX_IMPORT_BYTES, kind="safetensors file")
     return header
 
 
