@@ -9,6 +9,7 @@ explicit override for families not listed here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -102,5 +103,10 @@ def find_blocks(model: nn.Module, override: str | None = None) -> BlockLayout:
     )
 
 
-def is_known_model_type(model_type: str) -> bool:
-    return model_type in BLOCK_PATHS
+def context_limit(config: Any) -> int | None:
+    """The longest sequence a model's positions cover (prompt + generated tokens), if its config says."""
+    config = getattr(config, "text_config", None) or config  # multimodal configs nest the text model's
+    for key in ("max_position_embeddings", "n_positions", "n_ctx"):
+        if isinstance(value := getattr(config, key, None), int) and value > 0:
+            return value
+    return None

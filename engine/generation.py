@@ -19,6 +19,7 @@ from torch import Tensor
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
+from engine.architectures import context_limit
 from engine.errors import ActAddError, InvalidInputError
 from engine.models import LoadedModel
 from engine.steering import Steer, SteeringPlan
@@ -242,15 +243,6 @@ def prompt_ids(loaded: LoadedModel, prompt: str, chat: bool = False) -> list[int
     return list(rendered["input_ids"])
 
 
-def _context_limit(loaded: LoadedModel) -> int | None:
-    config = loaded.model.config
-    config = getattr(config, "text_config", None) or config
-    for key in ("max_position_embeddings", "n_positions", "n_ctx"):
-        if isinstance(value := getattr(config, key, None), int) and value > 0:
-            return value
-    return None
-
-
 def generate(
     loaded: LoadedModel,
     prompt: str | Sequence[str],
@@ -283,7 +275,7 @@ def generate(
     tokenizer = loaded.tokenizer
     ids, mask = pad_batch(rows, tokenizer.pad_token_id, side="left")
     max_new = sampling.max_new_tokens
-    if (limit := _context_limit(loaded)) is not None:
+    if (limit := context_limit(loaded.model.config)) is not None:
         if ids.shape[1] >= limit:
             raise InvalidInputError(f"the prompt has {ids.shape[1]} tokens; this model's context is {limit}")
         max_new = min(max_new, limit - ids.shape[1])

@@ -11,7 +11,9 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QSettings, Signal, Slot
 
-from engine.library import Compatibility, Library, Listing
+from engine.fingerprint import ModelFingerprint
+from engine.library import Compatibility, Library, Listing, VectorEntry
+from engine.models import ModelInfo
 from gui.item_models import INCOMPATIBLE, OK, OTHER_MODEL, Fit
 from gui.worker import TaskRunner, WorkerController
 
@@ -26,8 +28,8 @@ _FIT_OF = {
 class ModelHandle:
     """The loaded model as the GUI thread sees it: plain data and a private tokenizer copy, no tensors."""
 
-    info: object  # engine ModelInfo
-    fingerprint: object  # engine ModelFingerprint
+    info: ModelInfo
+    fingerprint: ModelFingerprint
     tokenizer: object  # a copy for token previews; the worker keeps its own
 
 
@@ -97,10 +99,12 @@ class AppContext(QObject):
                 fits[entry.key] = Fit(_FIT_OF[status], reason)
         self.fits = fits
 
-    def fit(self, entry) -> Fit:
+    def fit(self, entry: VectorEntry) -> Fit:
+        """Whether `entry` fits the loaded model (the engine's one rule), for any entry, listed or not."""
         if self.model is None:
             return Fit(OK, "no model loaded")
-        return self.fits.get(entry.key, Fit(OK))
+        status, reason = self.library.compatibility(entry, self.model.fingerprint)
+        return Fit(_FIT_OF[status], reason)
 
     def entry(self, key: str):
         return next((e for e in self.listing.entries if e.key == key), None)

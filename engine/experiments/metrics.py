@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from engine.architectures import context_limit
 from engine.errors import InvalidInputError
 from engine.models import LoadedModel
 from engine.steering import Steer, SteeringPlan
@@ -243,14 +244,6 @@ def _with_prefix(tokenizer, text: str, prefix: str, limit: int | None) -> tuple[
     return full, first
 
 
-def _context_limit(loaded: LoadedModel) -> int | None:
-    config = getattr(loaded.model.config, "text_config", None) or loaded.model.config
-    for key in ("max_position_embeddings", "n_positions", "n_ctx"):
-        if isinstance(value := getattr(config, key, None), int) and value > 0:
-            return value
-    return None
-
-
 def token_nll(
     loaded: LoadedModel,
     texts: Sequence[str],
@@ -270,7 +263,7 @@ def token_nll(
         raise InvalidInputError("no rows to score")
     texts = _broadcast("texts", texts, len(rows))
     prefixes = _broadcast("prefixes", prefixes, len(rows))
-    limit = _context_limit(loaded)
+    limit = context_limit(loaded.model.config)
     encoded = [_with_prefix(loaded.tokenizer, t, p, limit) for t, p in zip(texts, prefixes, strict=True)]
     out: list[tuple[float, int]] = []
     for chunk in _chunks(len(rows), batch_size):
@@ -313,7 +306,7 @@ def fluency_perplexities(
     prompts = _broadcast("prompts", prompts, len(completions))
     out = [math.nan] * len(completions)
     todo = []
-    limit = _context_limit(loaded)
+    limit = context_limit(loaded.model.config)
     for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
         if not completion.strip():
             continue

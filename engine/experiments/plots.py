@@ -9,7 +9,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
@@ -38,69 +40,98 @@ def _vector_label(result: SweepResult) -> str:
     return vector.name or vector.method
 
 
-def plot_sweep(result: SweepResult, path: str | Path) -> None:
-    """A line plot (one layer) or a layer × coefficient heatmap; degenerate cells marked, best starred."""
+def draw_sweep_lines(ax: Axes, result: SweepResult, *, small: bool = False) -> None:
+    """The metric against c, one line per layer; degenerate cells crossed, the best cell starred."""
     layers, coeffs, values = result.grid()
-    metric = result.spec.metric
     best = result.best()
     degenerate = {(c.layer, float(c.coeff)) for c in result.cells if c.degenerate}
+    for i, layer in enumerate(layers):
+        ax.plot(coeffs, values[i], marker="o", ms=4 if small else 6, label=layer_label(layer))
+    bad = [
+        (c, values[layers.index(l)][coeffs.index(c)]) for l, c in degenerate if l in layers and c in coeffs
+    ]
+    if bad:
+        ax.scatter(*zip(*bad, strict=True), marker="x", s=90, color="crimson", zorder=3, label="degenerate")
+    if best is not None:
+        ax.scatter(
+            [best.coeff],
+            [best.value],
+            marker="*",
+            s=200,
+            color="gold",
+            edgecolor="black",
+            zorder=4,
+            label=f"best (c={best.coeff:g})",
+        )
+    ax.set_xlabel("coefficient c")
+    ax.set_ylabel(METRIC_LABELS.get(result.spec.metric, result.spec.metric))
+    ax.axvline(0, color="grey", lw=0.6)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7 if small else 8)
+
+
+def draw_sweep_heatmap(fig: Figure, ax: Axes, result: SweepResult) -> None:
+    """The layer × coefficient heatmap of a sweep; degenerate cells hatched, the best cell starred."""
+    layers, coeffs, values = result.grid()
+    best = result.best()
+    degenerate = {(c.layer, float(c.coeff)) for c in result.cells if c.degenerate}
+    target_words = result.spec.metric == "target-words"
+    draw_heatmap(
+        fig,
+        ax,
+        [layer_label(l) for l in layers],
+        [f"{c:g}" for c in coeffs],
+        values,
+        xlabel="coefficient c",
+        ylabel="layer",
+        colorbar=METRIC_LABELS.get(result.spec.metric, result.spec.metric),
+        hatched={(layers.index(l), coeffs.index(c)) for l, c in degenerate if l in layers and c in coeffs},
+        star=(layers.index(best.layer), coeffs.index(float(best.coeff))) if best is not None else None,
+        cmap="viridis" if result.higher_is_better else "viridis_r",
+        vmin=0.0 if target_words else None,
+        vmax=1.0 if target_words else None,
+    )
+
+
+def draw_sweep(fig: Figure, result: SweepResult) -> None:
+    """The live view of a sweep (the GUI's Sweep tab): the lines beside the heatmap, on `fig`."""
+    line_ax, heat_ax = fig.subplots(1, 2, width_ratios=[1, 1.1])
+    draw_sweep_lines(line_ax, result, small=True)
+    draw_sweep_heatmap(fig, heat_ax, result)
+    heat_ax.set_title("layer × coefficient", fontsize=9)
+
+
+def plot_sweep(result: SweepResult, path: str | Path) -> None:
+    """A line plot (one layer) or a layer × coefficient heatmap, as a PNG."""
+    layers, coeffs, _ = result.grid()
     title = f"{_vector_label(result)} ({result.model or 'model'})"
     if result.cancelled:
         title += " (cancelled)"
     if len(layers) <= 1:
         fig = Figure(figsize=(6.4, 4.0))
         ax = fig.add_subplot()
-        row = values[0] if values else []
-        ax.plot(coeffs, row, marker="o", label=layer_label(layers[0]) if layers else "")
-        bad = [(c, v) for c, v in zip(coeffs, row, strict=True) if layers and (layers[0], c) in degenerate]
-        if bad:
-            ax.scatter(
-                *zip(*bad, strict=True), marker="x", s=90, color="crimson", zorder=3, label="degenerate"
-            )
-        if best is not None:
-            ax.scatter(
-                [best.coeff],
-                [best.value],
-                marker="*",
-                s=220,
-                color="gold",
-                edgecolor="black",
-                zorder=4,
-                label=f"best (c={best.coeff:g})",
-            )
-        ax.set_xlabel("coefficient c")
-        ax.set_ylabel(METRIC_LABELS.get(metric, metric))
-        ax.axvline(0, color="grey", lw=0.6)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        ax.set_title(title, fontsize=10)
-        _save(fig, path)
-        return
-    cmap = "viridis" if result.higher_is_better else "viridis_r"
-    plot_heatmap(
-        path,
-        [layer_label(l) for l in layers],
-        [f"{c:g}" for c in coeffs],
-        values,
-        title=title,
-        xlabel="coefficient c",
-        ylabel="layer",
-        colorbar=METRIC_LABELS.get(metric, metric),
-        hatched={(layers.index(l), coeffs.index(c)) for l, c in degenerate if l in layers and c in coeffs},
-        star=(layers.index(best.layer), coeffs.index(float(best.coeff))) if best is not None else None,
-        cmap=cmap,
-        vmin=0.0 if metric == "target-words" else None,
-        vmax=1.0 if metric == "target-words" else None,
-    )
+        draw_sweep_lines(ax, result)
+    else:
+        fig = Figure(figsize=_heatmap_size(len(layers), len(coeffs)))
+        ax = fig.add_subplot()
+        draw_sweep_heatmap(fig, ax, result)
+        if any(c.degenerate for c in result.cells):
+            title += "\n(hatched: degenerate output)"
+    ax.set_title(title, fontsize=10)
+    _save(fig, path)
 
 
-def plot_heatmap(
-    path: str | Path,
+def _heatmap_size(rows: int, cols: int) -> tuple[float, float]:
+    return max(5.0, 0.75 * cols + 2.0), max(2.6, 0.55 * rows + 1.6)
+
+
+def draw_heatmap(
+    fig: Figure,
+    ax: Axes,
     row_labels: Sequence[str],
     col_labels: Sequence[str],
     values: Sequence[Sequence[float]],
     *,
-    title: str = "",
     xlabel: str = "",
     ylabel: str = "",
     colorbar: str = "",
@@ -111,9 +142,7 @@ def plot_heatmap(
     vmin: float | None = None,
     vmax: float | None = None,
 ) -> None:
-    """values[row][col] as an annotated heatmap; `hatched` cells get a hatch, `star` a star."""
-    fig = Figure(figsize=(max(5.0, 0.75 * len(col_labels) + 2.0), max(2.6, 0.55 * len(row_labels) + 1.6)))
-    ax = fig.add_subplot()
+    """values[row][col] as an annotated heatmap on `ax`; `hatched` cells get a hatch, `star` a star."""
     image = ax.imshow(values, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax)
     fig.colorbar(image, ax=ax, label=colorbar)
     long_labels = max((len(c) for c in col_labels), default=0) > 6
@@ -142,10 +171,26 @@ def plot_heatmap(
         ax.scatter(
             [star[1] + 0.33], [star[0] - 0.28], marker="*", s=150, color="gold", edgecolor="black", zorder=4
         )
-    if hatched:
-        title = f"{title}\n(hatched: degenerate output)" if title else "hatched: degenerate output"
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+
+
+def plot_heatmap(
+    path: str | Path,
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    values: Sequence[Sequence[float]],
+    *,
+    title: str = "",
+    hatched: set[tuple[int, int]] | None = None,
+    **options: Any,
+) -> None:
+    """values[row][col] as an annotated heatmap PNG (see `draw_heatmap` for the options)."""
+    fig = Figure(figsize=_heatmap_size(len(row_labels), len(col_labels)))
+    ax = fig.add_subplot()
+    draw_heatmap(fig, ax, row_labels, col_labels, values, hatched=hatched, **options)
+    if hatched:
+        title = f"{title}\n(hatched: degenerate output)" if title else "hatched: degenerate output"
     ax.set_title(title, fontsize=10)
     _save(fig, path)
 

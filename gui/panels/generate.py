@@ -38,13 +38,13 @@ from PySide6.QtWidgets import (
 )
 
 from engine.generation import SamplingConfig
+from engine.vector import MODES
 from gui.context import AppContext
 from gui.item_models import INCOMPATIBLE, OTHER_MODEL
 from gui.panels.common import bare_column, double_spin, fill_with_splitter
 from gui.transcript import Transcript, model_record
 from gui.worker import ActiveVector, GenerateRequest
 
-MODES = ("front", "all", "generated", "ablate")
 MODE_TIPS = {
     "front": "ActAdd: add c·vector at the first prompt positions only (the paper); live changes can't act on it",
     "all": "Add c·direction at every position, prompt and generated (CAA / repeng style)",
@@ -670,9 +670,7 @@ class GeneratePanel(QWidget):
         self.generate_button.setEnabled(handle is not None and not self._generating)
         depth = handle.info.n_layers if handle is not None else 0
         for row in list(self._rows):
-            if handle is not None and (
-                max(row.entry.layers) >= depth or row.entry.hidden_size != handle.info.hidden_size
-            ):
+            if handle is not None and self._ctx.fit(row.entry).status == INCOMPATIBLE:
                 self.remove_vector(row)  # no longer fits: it can't be used on this model
             elif len(row.entry.layers) == 1 and depth:
                 row.layer.setRange(0, depth - 1)

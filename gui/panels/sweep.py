@@ -12,7 +12,6 @@ from pathlib import Path
 
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
 from PySide6.QtCore import Qt, Slot
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -30,6 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.experiments.plots import METRIC_LABELS, draw_sweep
 from engine.experiments.sweep import DEFAULT_PROMPTS, layer_label
 from engine.generation import SamplingConfig
 from gui.context import AppContext
@@ -42,11 +42,6 @@ METRIC_TIPS = {
     "target-words": "Share of sampled completions that contain one of the target words (the paper's topic metric)",
     "target-prob": "Next-token probability of the targets' first tokens right after each prompt (no sampling)",
     "perplexity": "Perplexity of the reference text with the vector applied (lower: more fluent)",
-}
-METRIC_LABELS = {
-    "target-words": "share with a target word",
-    "target-prob": "p(target tokens)",
-    "perplexity": "perplexity",
 }
 
 
@@ -370,64 +365,7 @@ class SweepPanel(QWidget):
             ax.text(0.5, 0.5, "The plot fills in as the sweep runs", ha="center", va="center", color="grey")
             self.canvas.draw_idle()
             return
-        layers, coeffs, values = result.grid()
-        best = result.best()
-        degenerate = {(c.layer, float(c.coeff)) for c in result.cells if c.degenerate}
-        label = METRIC_LABELS.get(result.spec.metric, result.spec.metric)
-        line_ax, heat_ax = fig.subplots(1, 2, width_ratios=[1, 1.1])
-        for i, layer in enumerate(layers):
-            line_ax.plot(coeffs, values[i], marker="o", ms=4, label=layer_label(layer))
-        bad = [(c, values[layers.index(l)][coeffs.index(c)]) for l, c in degenerate if l in layers]
-        if bad:
-            line_ax.scatter(
-                *zip(*bad, strict=True), marker="x", s=70, color="crimson", zorder=3, label="degenerate"
-            )
-        if best is not None:
-            line_ax.scatter(
-                [best.coeff],
-                [best.value],
-                marker="*",
-                s=180,
-                color="gold",
-                edgecolor="black",
-                zorder=4,
-                label="best",
-            )
-        line_ax.axvline(0, color="grey", lw=0.6)
-        line_ax.set_xlabel("coefficient c")
-        line_ax.set_ylabel(label)
-        line_ax.grid(alpha=0.3)
-        line_ax.legend(fontsize=7, loc="best")
-        cmap = "viridis" if result.higher_is_better else "viridis_r"
-        image = heat_ax.imshow(values, aspect="auto", cmap=cmap, origin="lower")
-        fig.colorbar(image, ax=heat_ax, label=label, shrink=0.9)
-        heat_ax.set_xticks(range(len(coeffs)), [f"{c:g}" for c in coeffs], fontsize=7)
-        heat_ax.set_yticks(range(len(layers)), [layer_label(l) for l in layers], fontsize=7)
-        heat_ax.set_xlabel("coefficient c")
-        heat_ax.set_title("layer × coefficient", fontsize=9)
-        for layer, coeff in degenerate:
-            if layer in layers and coeff in coeffs:
-                heat_ax.add_patch(
-                    Rectangle(
-                        (coeffs.index(coeff) - 0.5, layers.index(layer) - 0.5),
-                        1,
-                        1,
-                        fill=False,
-                        hatch="///",
-                        edgecolor="crimson",
-                        lw=0,
-                    )
-                )
-        if best is not None:
-            heat_ax.scatter(
-                [coeffs.index(float(best.coeff))],
-                [layers.index(best.layer)],
-                marker="*",
-                s=200,
-                color="gold",
-                edgecolor="black",
-                zorder=4,
-            )
+        draw_sweep(fig, result)
         self.canvas.draw_idle()
 
     # ---- exports ------------------------------------------------------------------------------------------
