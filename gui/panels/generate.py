@@ -38,11 +38,11 @@ from PySide6.QtWidgets import (
 )
 
 from engine.generation import SamplingConfig
+from engine.transcript import Transcript, model_record
 from engine.vector import MODES
 from gui.context import AppContext
 from gui.item_models import INCOMPATIBLE, OTHER_MODEL
 from gui.panels.common import bare_column, double_spin, fill_with_splitter
-from gui.transcript import Transcript, model_record
 from gui.worker import ActiveVector, GenerateRequest
 
 MODE_TIPS = {

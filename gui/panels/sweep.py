@@ -32,10 +32,10 @@ from PySide6.QtWidgets import (
 from engine.experiments.plots import METRIC_LABELS, draw_sweep
 from engine.experiments.sweep import DEFAULT_PROMPTS, layer_label
 from engine.generation import SamplingConfig
+from engine.transcript import model_record, sweep_script
 from gui.context import AppContext
 from gui.item_models import INCOMPATIBLE, OTHER_MODEL
 from gui.panels.common import bare_column, double_spin, fill_with_splitter
-from gui.transcript import model_record, sweep_script
 from gui.worker import SweepRequest
 
 METRIC_TIPS = {

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gui.transcript import Transcript
+from engine.transcript import Transcript
 
 pytestmark = pytest.mark.gui
 ROOT = Path(__file__).resolve().parents[2]
