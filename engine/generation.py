@@ -7,7 +7,6 @@ a coefficient sweep is one row per coefficient. Text arrives through `on_token` 
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 import time
@@ -24,19 +23,6 @@ from engine.errors import ActAddError, InvalidInputError
 from engine.models import LoadedModel
 from engine.steering import Steer, SteeringPlan
 from engine.tokens import encode, pad_batch
-
-
-class _DropFalsePaddingAlarm(logging.Filter):
-    """transformers' generate drops an all-ones attention mask, then the model sees BOS == pad id at
-    position 0 and advises passing a mask. We always pass one (left padding is masked), so the advice is a
-    false alarm that would print on every CLI run of a model whose pad token is its BOS (GPT-2's, the
-    demo model's)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "strongly recommend passing in an `attention_mask`" not in record.getMessage()
-
-
-logging.getLogger("transformers.modeling_utils").addFilter(_DropFalsePaddingAlarm())
 
 MAX_NEW_TOKENS_LIMIT = 8192
 

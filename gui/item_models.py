@@ -73,11 +73,6 @@ class VectorTableModel(QAbstractTableModel):
         self._fits = dict(fits or {})
         self.endResetModel()
 
-    def set_fits(self, fits: dict[str, Fit]) -> None:
-        self._fits = dict(fits)
-        if self._entries:
-            self.dataChanged.emit(self.index(0, 0), self.index(len(self._entries) - 1, len(self.COLUMNS) - 1))
-
     def entries(self) -> list:
         return list(self._entries)
 

@@ -595,11 +595,6 @@ class WorkerController(QObject):
     def busy(self) -> bool:
         return self._pending > 0
 
-    @property
-    def running(self) -> str | None:
-        """The kind of the job running now, if any."""
-        return self._running
-
     @Slot(object, object)
     def _remember_model(self, info, payload) -> None:
         self.model_info = info

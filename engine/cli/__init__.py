@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from engine.errors import ActAddError, AlreadyExistsError, InvalidInputError
+from engine.log_filters import install_log_filters
 
 EXIT_BAD_INPUT = 2
 
@@ -111,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
+        install_log_filters()
         argv = list(sys.argv[1:] if argv is None else argv)
         for arg in argv:  # bytes that aren't UTF-8 arrive as lone surrogates, which nothing can write out
             if not arg.isascii() and any("\ud800" <= c <= "\udfff" for c in arg):

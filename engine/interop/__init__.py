@@ -26,7 +26,7 @@ import numpy as np
 from engine.atomic import atomic_write_bytes
 from engine.errors import AlreadyExistsError, IncompatibleVectorError, LibraryError, VectorFileError
 from engine.fingerprint import ModelFingerprint
-from engine.vector import MAX_LAYER_INDEX, SteeringVector, now_iso, vector_to_bytes
+from engine.vector import SteeringVector, now_iso, vector_to_bytes
 
 MAX_IMPORT_BYTES = 512 * 1024**2  # one imported file; steering vectors are KB to a few MB
 MAX_HIDDEN_SIZE = 65536
@@ -75,12 +75,6 @@ def as_direction(array, what: str, source: Path) -> np.ndarray:
     if not np.isfinite(out).all():
         raise VectorFileError(f"{source.name}: {what} contains NaN or infinite values")
     return out
-
-
-def check_layer_index(index: int, what: str, source: Path) -> int:
-    if not 0 <= index < MAX_LAYER_INDEX:
-        raise VectorFileError(f"{source.name}: {what}: layer index {index} is out of range")
-    return index
 
 
 def map_block_outputs(

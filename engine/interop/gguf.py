@@ -39,7 +39,6 @@ from engine.interop import (
     import_provenance,
     map_block_outputs,
     with_import_record,
-    write_export,
 )
 from engine.vector import MAX_LAYER_INDEX, MAX_METADATA_VALUE_BYTES, METHODS, MODES, SteeringVector, now_iso
 
@@ -158,14 +157,6 @@ def gguf_bytes(
         writer.close()
         data = out.read_bytes()
     return data, warnings
-
-
-def export_gguf(
-    vector: SteeringVector, dest: Path | str, *, overwrite: bool = False, **options
-) -> tuple[Path, list[str]]:
-    """Write a llama.cpp control vector atomically; see `gguf_bytes` for the options."""
-    data, warnings = gguf_bytes(vector, **options)
-    return write_export(Path(dest), data, overwrite=overwrite), warnings
 
 
 # ---- import ---------------------------------------------------------------------------------------------

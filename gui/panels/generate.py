@@ -63,8 +63,8 @@ LIVE_NOTE = (
 class TokenPane(QTextEdit):
     """A read-only pane that streams text; tokens may carry a highlight and a tooltip.
 
-    Qt lays out a whole paragraph again after each insert, so one insert costs O(paragraph): ~8 ms for a
-    4000-token paragraph on the benchmarks' Xeon core. Tokens are therefore queued and inserted once per
+    Qt lays out a whole paragraph again after each insert, so one insert costs O(paragraph) (measured in
+    bench/README.md). Tokens are therefore queued and inserted once per
     pass of the event loop, in one edit block (one layout). When tokens come faster than the GUI lays
     them out, more of them share each layout instead of piling up behind it.
     """
