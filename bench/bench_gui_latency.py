@@ -3,7 +3,7 @@
     QT_QPA_PLATFORM=offscreen python -m bench.bench_gui_latency
     QT_QPA_PLATFORM=offscreen python -m bench.bench_gui_latency --tiny
 
-The GUI path is the app's own: `gui.worker.WorkerController` (which owns the `QThread` and the
+The GUI path is the app's own: `gui.controller.WorkerController` (which owns the `QThread` and the
 `ModelWorker`) loads the model and runs `GenerateRequest`s; tokens come back as queued signals to the GUI
 thread. Like the Generate tab, a request is one batch of two rows (unsteered, steered).
 
@@ -105,8 +105,10 @@ def run(args: argparse.Namespace) -> dict:
     from PySide6.QtWidgets import QApplication
 
     from engine import SamplingConfig, generate
-    from gui.panels.generate import TokenPane
-    from gui.worker import GenerateRequest, LoadRequest, WorkerController, default_torch_threads
+    from gui.widgets.token_pane import TokenPane
+    from gui.controller import WorkerController
+    from gui.jobs import GenerateRequest, LoadRequest
+    from gui.worker import default_torch_threads
 
     app = QApplication.instance() or QApplication([])
     result = common.Result("gui_latency", params=vars(args).copy())

@@ -15,8 +15,12 @@ import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine import __version__ as ENGINE_VERSION
+
+if TYPE_CHECKING:
+    from engine.experiments.sweep import SweepSpec
 
 
 def model_record(info, fingerprint=None) -> dict:
@@ -216,10 +220,10 @@ else:
 '''
 
 
-def sweep_script(request, model: dict, created: str | None = None) -> str:
-    """A script that reruns a sweep (a `gui.worker.SweepRequest`) layer by layer, as the app does."""
+def sweep_script(spec: SweepSpec, vector_path: str, model: dict, created: str | None = None) -> str:
+    """A script that reruns a sweep layer by layer, as the app does (`spec.vector` is `vector_path`'s)."""
     created = created or datetime.now(timezone.utc).isoformat(timespec="seconds")
-    sampling = asdict(request.sampling)
+    sampling = asdict(spec.sampling)
     return f'''#!/usr/bin/env python3
 """Reproduce a coefficient × layer sweep made in ActAdd Studio on {created}.
 
@@ -231,23 +235,23 @@ from engine import SamplingConfig, load_model, load_vector
 from engine.experiments import SweepResult, SweepSpec, plot_sweep, run_sweep
 
 loaded = load_model({_load_args(model)})
-vector = load_vector({request.vector_path!r})
-LAYERS = {request.layers!r}  # None: the vector's own layers
+vector = load_vector({vector_path!r})
+LAYERS = {spec.layers!r}  # None: the vector's own layers
 
 
 def spec(layers):
     return SweepSpec(
         vector=vector,
-        coeffs={list(request.coeffs)!r},
+        coeffs={list(spec.coeffs)!r},
         layers=layers,
-        prompts={list(request.prompts)!r},
-        metric={request.metric!r},
-        targets={list(request.targets)!r},
-        reference_text={request.reference_text!r},
-        samples_per_prompt={request.samples_per_prompt!r},
+        prompts={list(spec.prompts)!r},
+        metric={spec.metric!r},
+        targets={list(spec.targets)!r},
+        reference_text={spec.reference_text!r},
+        samples_per_prompt={spec.samples_per_prompt!r},
         sampling={_sampling_expr(sampling)},
-        mode={request.mode!r},
-        allow_other_model={request.allow_other_model!r},
+        mode={spec.mode!r},
+        allow_other_model={spec.allow_other_model!r},
     )
 
 
@@ -262,7 +266,7 @@ plot_sweep(result, "sweep.png")
 best = result.best()
 for cell in result.cells:
     flag = "  (degenerate)" if cell.degenerate else ""
-    print(f"layer {{cell.layer:>3}}  c = {{cell.coeff:>7g}}  {request.metric} = {{cell.value:.4g}}{{flag}}")
+    print(f"layer {{cell.layer:>3}}  c = {{cell.coeff:>7g}}  {spec.metric} = {{cell.value:.4g}}{{flag}}")
 if best is not None:
-    print(f"best: layer {{best.layer}}, c = {{best.coeff:g}} ({request.metric} = {{best.value:.4g}})")
+    print(f"best: layer {{best.layer}}, c = {{best.coeff:g}} ({spec.metric} = {{best.value:.4g}})")
 '''

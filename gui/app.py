@@ -17,12 +17,12 @@ from engine import __version__
 from engine.log_filters import install_log_filters
 from engine.models import DEMO_MODEL_DIR
 from gui.context import AppContext
+from gui.controller import wait_for_orphans
 from gui.panels.capture import CapturePanel
 from gui.panels.generate import GeneratePanel
 from gui.panels.library import LibraryPanel
 from gui.panels.model import ModelPanel
 from gui.panels.sweep import SweepPanel
-from gui.worker import wait_for_orphans
 
 APP_NAME = "ActAdd Studio"
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"

@@ -14,8 +14,9 @@ from PySide6.QtCore import QObject, QSettings, Signal, Slot
 from engine.fingerprint import ModelFingerprint
 from engine.library import Compatibility, Library, Listing, VectorEntry
 from engine.models import ModelInfo
+from gui.controller import WorkerController
 from gui.item_models import INCOMPATIBLE, OK, OTHER_MODEL, Fit
-from gui.worker import TaskRunner, WorkerController
+from gui.tasks import TaskRunner
 
 _FIT_OF = {
     Compatibility.OK: OK,

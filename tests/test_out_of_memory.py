@@ -104,7 +104,7 @@ def _errors(controller) -> list[tuple[str, str]]:
 
 
 def _load(qtbot, controller, folder):
-    from gui.worker import LoadRequest
+    from gui.jobs import LoadRequest
 
     with qtbot.waitSignal(controller.finished, timeout=60_000):
         controller.load(LoadRequest(str(folder), device="cpu"))
@@ -112,7 +112,7 @@ def _load(qtbot, controller, folder):
 
 
 def _generate(qtbot, controller):
-    from gui.worker import GenerateRequest
+    from gui.jobs import GenerateRequest
 
     outcomes = []
     controller.generation_done.connect(outcomes.append)
@@ -126,7 +126,7 @@ def _generate(qtbot, controller):
 @pytest.fixture
 def controller(qtbot, monkeypatch):
     monkeypatch.setenv("ACTADD_TORCH_THREADS", "1")
-    from gui.worker import WorkerController
+    from gui.controller import WorkerController
 
     ctl = WorkerController()
     yield ctl
@@ -164,7 +164,7 @@ def test_worker_a_model_that_does_not_fit_unloads_the_old_one_cleanly(
     "error", [torch.OutOfMemoryError("CUDA out of memory"), MemoryError()], ids=["torch-oom", "MemoryError"]
 )
 def test_worker_out_of_memory_mid_work_keeps_the_model(qtbot, controller, model_dirs, tmp_path, job, error):
-    from gui.worker import CaptureRequest
+    from gui.jobs import CaptureRequest
 
     errors = _errors(controller)
     _load(qtbot, controller, model_dirs["gpt2"])

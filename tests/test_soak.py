@@ -4,7 +4,7 @@ no hooks left on the model after any of them, no thread leak, bounded memory gro
 - through the engine: the performance engineer's benchmark script `bench/soak.py` (300 generations by
   default) at a short length, with all three of its targets asserted (tests/test_bench_smoke.py only runs
   it for 14 generations and checks the hooks);
-- through the GUI's model worker (`gui.worker.WorkerController`), the way the app runs them: queued
+- through the GUI's model worker (`gui.controller.WorkerController`), the way the app runs them: queued
   requests, streamed tokens, vectors enabled and disabled, live coefficient changes and stops.
 
 The 300-generation run is `python -m bench.soak` (or `--tiny`).
@@ -135,7 +135,8 @@ def worker_soak(qtbot, model_dirs, tmp_path, monkeypatch, *, n: int, warmup: int
     monkeypatch.setenv("ACTADD_TORCH_THREADS", "1")
     from engine.generation import SamplingConfig
     from engine.steering import hook_count
-    from gui.worker import ActiveVector, CaptureRequest, GenerateRequest, LoadRequest, WorkerController
+    from gui.controller import WorkerController
+    from gui.jobs import ActiveVector, CaptureRequest, GenerateRequest, LoadRequest
 
     controller = WorkerController()
     try:

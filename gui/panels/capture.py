@@ -33,8 +33,8 @@ from engine.pairs import read_pairs
 from engine.tokens import alignment_preview
 from gui.context import AppContext
 from gui.item_models import PairTableModel
+from gui.jobs import CaptureOutcome, CaptureRequest
 from gui.panels.common import bare_column, double_spin, fill_with_splitter
-from gui.worker import CaptureRequest
 
 METHOD_TIPS = {
     "actadd": "ActAdd (Turner et al.): resid_pre(p+) − resid_pre(p−) at every position of one prompt pair",
@@ -219,10 +219,6 @@ class CapturePanel(QWidget):
         self.negative.textChanged.connect(self._preview_timer.start)
 
         context.model_changed.connect(self._on_model_changed)
-        self._controller.capture_done.connect(self._on_capture_done)
-        self._controller.capture_progress.connect(self._on_capture_progress)
-        self._controller.errored.connect(self._on_errored)
-        self._controller.finished.connect(self._on_finished)
         self._on_model_changed(context.model)
         self.read_settings()
 
@@ -361,7 +357,11 @@ class CapturePanel(QWidget):
         self._capturing = True
         self.capture_button.setEnabled(False)
         self._result.setText("Capturing…")
-        self._controller.capture(request)
+        job = self._controller.submit(request)
+        job.progress.connect(self._on_capture_progress)
+        job.done.connect(self._on_capture_done)
+        job.failed.connect(self._on_failed)
+        job.finished.connect(self._on_finished)
 
     def _suggest_name(self) -> str:
         if self.method() == "actadd":
@@ -371,30 +371,28 @@ class CapturePanel(QWidget):
         clean = "".join(ch if ch.isalnum() or ch in "-_ " else "-" for ch in base).strip().replace(" ", "-")
         return f"{clean.lower()}-L{self.layer_from.value()}"[:120]
 
-    @Slot(int, int)
-    def _on_capture_progress(self, done: int, total: int) -> None:
-        if self._capturing:
-            self._result.setText(f"Capturing… {done} of {total} prompts")
+    @Slot(object)
+    def _on_capture_progress(self, progress: tuple[int, int]) -> None:
+        done, total = progress
+        self._result.setText(f"Capturing… {done} of {total} prompts")
 
     @Slot(object)
-    def _on_capture_done(self, outcome) -> None:
+    def _on_capture_done(self, outcome: CaptureOutcome) -> None:
         self._result.setText(
             f"Saved {outcome.name!r}: {outcome.method}, layers {outcome.layers}, shape {outcome.shape}\n{outcome.path}"
         )
         self._ctx.show_status(f"Captured {outcome.name} into the library")
         self._ctx.refresh_library()
 
-    @Slot(str, str)
-    def _on_errored(self, kind: str, message: str) -> None:
-        if kind == "capture":
-            self._result.setText("Capture failed: " + message)
-            self._ctx.report_error("Capture failed", message)
-
     @Slot(str)
-    def _on_finished(self, kind: str) -> None:
-        if kind == "capture":
-            self._capturing = False
-            self.capture_button.setEnabled(self._ctx.model is not None)
+    def _on_failed(self, message: str) -> None:
+        self._result.setText("Capture failed: " + message)
+        self._ctx.report_error("Capture failed", message)
+
+    @Slot()
+    def _on_finished(self) -> None:
+        self._capturing = False
+        self.capture_button.setEnabled(self._ctx.model is not None)
 
     # ---- settings -----------------------------------------------------------------------------------------
     def read_settings(self) -> None:

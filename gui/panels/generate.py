@@ -13,253 +13,37 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from PySide6.QtCore import QEvent, Qt, QTimer, Signal, Slot
-from PySide6.QtGui import QColor, QFont, QTextCharFormat, QTextCursor
+from PySide6.QtCore import Qt, Slot
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
-    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QPlainTextEdit,
     QPushButton,
     QScrollArea,
-    QSlider,
     QSpinBox,
     QSplitter,
-    QTextEdit,
-    QToolButton,
-    QToolTip,
     QVBoxLayout,
     QWidget,
 )
 
-from engine.generation import SamplingConfig
+from engine.generation import SamplingConfig, TokenEvent
 from engine.transcript import Transcript, model_record
-from engine.vector import MODES
 from gui.context import AppContext
 from gui.item_models import INCOMPATIBLE, OTHER_MODEL
+from gui.jobs import GenerateRequest, GenerationOutcome, Job, LiveChange
 from gui.panels.common import bare_column, double_spin, fill_with_splitter
-from gui.worker import ActiveVector, GenerateRequest
+from gui.widgets.token_pane import KL_FULL, TokenPane
+from gui.widgets.vector_row import VectorRow
 
-MODE_TIPS = {
-    "front": "ActAdd: add c·vector at the first prompt positions only (the paper); live changes can't act on it",
-    "all": "Add c·direction at every position, prompt and generated (CAA / repeng style)",
-    "generated": "Add c·direction only at generated positions",
-    "ablate": "Remove the component along the direction (c = 1: fully)",
-}
-KL_FULL = 2.0  # nats of KL that get the full highlight colour
-MAX_ALPHA = 150  # the strongest highlight, still easy to read on
-SLIDER_STEPS = 10  # slider ticks per unit of coefficient
 LIVE_NOTE = (
     "Live steering: move a slider or toggle a vector while text streams and the steered pane changes "
     "from the next token. Front mode acts on the prompt only, so live changes don't affect front vectors."
 )
-
-
-class TokenPane(QTextEdit):
-    """A read-only pane that streams text; tokens may carry a highlight and a tooltip.
-
-    Qt lays out a whole paragraph again after each insert, so one insert costs O(paragraph) (measured in
-    bench/README.md). Tokens are therefore queued and inserted once per
-    pass of the event loop, in one edit block (one layout). When tokens come faster than the GUI lays
-    them out, more of them share each layout instead of piling up behind it.
-    """
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self.setReadOnly(True)
-        self.setAcceptRichText(False)
-        font = QFont("DejaVu Sans Mono")
-        font.setStyleHint(QFont.StyleHint.Monospace)
-        self.setFont(font)
-        self._generated: list[str] = []
-        self._pending: list[tuple[str, QTextCharFormat]] = []
-        self._flush_timer = QTimer(self)
-        self._flush_timer.setSingleShot(True)
-        self._flush_timer.setInterval(0)  # the next pass of the event loop, after the queued tokens
-        self._flush_timer.timeout.connect(self.flush)
-
-    def clear_text(self, prompt: str = "") -> None:
-        self._pending.clear()
-        self._flush_timer.stop()
-        self.clear()
-        self._generated = []
-        if prompt:
-            fmt = QTextCharFormat()
-            fmt.setForeground(QColor("#808080"))
-            self._queue(prompt, fmt)
-            self.flush()
-
-    def generated_text(self) -> str:
-        return "".join(self._generated)
-
-    def _queue(self, text: str, fmt: QTextCharFormat) -> None:
-        self._pending.append((text, fmt))
-        if not self._flush_timer.isActive():
-            self._flush_timer.start()
-
-    @Slot()
-    def flush(self) -> None:
-        """Insert every queued piece of text now, as one edit (one layout of the paragraph)."""
-        self._flush_timer.stop()
-        if not self._pending:
-            return
-        pending, self._pending = self._pending, []
-        cursor = self.textCursor()
-        cursor.movePosition(QTextCursor.MoveOperation.End)
-        cursor.beginEditBlock()
-        for text, fmt in pending:
-            cursor.insertText(text, fmt)
-        cursor.endEditBlock()
-        self.setTextCursor(cursor)
-        self.ensureCursorVisible()
-
-    def append_token(self, text: str, kl: float | None = None, top: list | None = None) -> None:
-        if not text:
-            return
-        self._generated.append(text)
-        fmt = QTextCharFormat()
-        if kl is not None:
-            alpha = int(MAX_ALPHA * min(1.0, max(0.0, kl) / KL_FULL))
-            if alpha:
-                fmt.setBackground(QColor(255, 140, 0, alpha))
-            alternatives = ", ".join(f"{tok!r} {p:.0%}" for tok, p in (top or [])[:5])
-            fmt.setToolTip(f"KL {kl:.3f} nats from the unsteered row\nmost likely here: {alternatives}")
-        self._queue(text, fmt)
-
-    def append_marker(self, text: str) -> None:
-        fmt = QTextCharFormat()
-        fmt.setForeground(QColor("#1f5fbf"))
-        fmt.setFontWeight(QFont.Weight.Bold)
-        fmt.setToolTip("a live coefficient change took effect here")
-        self._queue(text, fmt)
-
-    def viewportEvent(self, event: QEvent) -> bool:
-        if event.type() == QEvent.Type.ToolTip:
-            cursor = self.cursorForPosition(event.pos())
-            if not cursor.atEnd():
-                cursor.movePosition(QTextCursor.MoveOperation.NextCharacter)
-            tip = cursor.charFormat().toolTip()
-            if tip:
-                QToolTip.showText(event.globalPos(), tip, self)
-            else:
-                QToolTip.hideText()
-            return True
-        return super().viewportEvent(event)
-
-
-class VectorRow(QFrame):
-    """One active vector: enable box, coefficient slider + field, layer and mode."""
-
-    coefficient_changed = Signal()  # the effective coefficient (value, or 0 when disabled) changed
-    remove_requested = Signal()
-
-    def __init__(self, entry, depth: int, other_model: str = "", parent=None):
-        super().__init__(parent)
-        self.entry = entry
-        self.setFrameShape(QFrame.Shape.StyledPanel)
-        self.enabled = QCheckBox(entry.key)
-        self.enabled.setChecked(True)
-        self.enabled.setToolTip("Include this vector in the steered pane (toggling works live)")
-        if other_model:
-            self.enabled.setText(f"{entry.key} ⚠")
-            self.enabled.setToolTip(other_model)
-        self.slider = QSlider(Qt.Orientation.Horizontal)
-        self.slider.setToolTip("Coefficient c: how strongly the vector is added (negative: the opposite way)")
-        self.spin = double_spin(-1000.0, 1000.0, "Coefficient c, typed exactly", decimals=1, step=0.5)
-        limit = max(10.0, 3.0 * abs(entry.default_coeff))
-        self.slider.setRange(int(-limit * SLIDER_STEPS), int(limit * SLIDER_STEPS))
-        self.layer = QSpinBox()
-        self.layer.setToolTip("The layer the vector is added at (a single-layer vector can be moved)")
-        if len(entry.layers) == 1:
-            self.layer.setRange(0, max(0, depth - 1))
-            self.layer.setValue(entry.layers[0])
-        else:
-            self.layer.setEnabled(False)
-            self.layer.setSpecialValueText(f"{entry.layers[0]}–{entry.layers[-1]}")
-            self.layer.setToolTip("A multi-layer vector acts at all of its layers")
-        self.mode = QComboBox()
-        for mode in MODES:
-            self.mode.addItem(mode)
-            self.mode.setItemData(self.mode.count() - 1, MODE_TIPS[mode], Qt.ItemDataRole.ToolTipRole)
-        if not entry.is_positional:  # a [hidden] direction has no positions to put at the front
-            self.mode.model().item(0).setEnabled(False)
-        self.mode.setCurrentText(entry.default_mode)
-        self.mode.setToolTip(MODE_TIPS[entry.default_mode])
-        self.mode.currentTextChanged.connect(lambda m: self.mode.setToolTip(MODE_TIPS[m]))
-        remove = QToolButton()
-        remove.setText("✕")
-        remove.setToolTip("Remove from the active vectors")
-        remove.clicked.connect(self.remove_requested)
-
-        self.slider.valueChanged.connect(self._slider_moved)
-        self.spin.valueChanged.connect(self._spin_changed)
-        self.enabled.toggled.connect(lambda _: self.coefficient_changed.emit())
-        self.set_coefficient(entry.default_coeff)
-
-        top = QHBoxLayout()
-        top.addWidget(self.enabled, 1)
-        top.addWidget(QLabel("layer"))
-        top.addWidget(self.layer)
-        top.addWidget(self.mode)
-        top.addWidget(remove)
-        bottom = QHBoxLayout()
-        bottom.addWidget(QLabel("c"))
-        bottom.addWidget(self.slider, 1)
-        bottom.addWidget(self.spin)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(6, 4, 6, 4)
-        layout.setSpacing(2)
-        layout.addLayout(top)
-        layout.addLayout(bottom)
-
-    def coefficient(self) -> float:
-        return self.spin.value()
-
-    def effective_coefficient(self) -> float:
-        return self.spin.value() if self.enabled.isChecked() else 0.0
-
-    def set_coefficient(self, value: float) -> None:
-        self.spin.setValue(value)
-
-    @Slot(int)
-    def _slider_moved(self, position: int) -> None:
-        value = position / SLIDER_STEPS
-        if abs(value - self.spin.value()) > 1e-9:
-            self.spin.setValue(value)
-
-    @Slot(float)
-    def _spin_changed(self, value: float) -> None:
-        position = round(value * SLIDER_STEPS)
-        if position > self.slider.maximum() or position < self.slider.minimum():
-            limit = abs(position)
-            self.slider.setRange(-limit, limit)
-        self.slider.blockSignals(True)
-        self.slider.setValue(position)
-        self.slider.blockSignals(False)
-        self.coefficient_changed.emit()
-
-    def set_streaming(self, streaming: bool) -> None:
-        """Mode and layer shape the steering plan: they can't change while it runs."""
-        self.mode.setEnabled(not streaming)
-        self.layer.setEnabled(not streaming and len(self.entry.layers) == 1)
-
-    def active_vector(self) -> ActiveVector:
-        at_layer = None
-        if len(self.entry.layers) == 1 and self.layer.value() != self.entry.layers[0]:
-            at_layer = self.layer.value()
-        return ActiveVector(
-            path=str(self.entry.path),
-            name=self.entry.key,
-            coeff=self.coefficient(),
-            mode=self.mode.currentText(),
-            at_layer=at_layer,
-            enabled=self.enabled.isChecked(),
-        )
 
 
 class GeneratePanel(QWidget):
@@ -269,11 +53,11 @@ class GeneratePanel(QWidget):
         self._controller = context.controller
         self._generating = False
         self._request: GenerateRequest | None = None
-        self._vector_meta: list[dict] = []
+        self._job: Job | None = None
         self._last_seed: int | None = None
         self.transcript: Transcript | None = None
         self._started_at = 0.0
-        self._steps = 0
+        self._tokens = 0  # tokens shown so far, all panes together
         self._rows: list[VectorRow] = []
 
         # ---- prompt --------------------------------------------------------------------------------------
@@ -434,11 +218,6 @@ class GeneratePanel(QWidget):
 
         fill_with_splitter(self, left, right, stretch=(2, 5), sizes=[380, 900])
 
-        self._controller.token.connect(self._on_token)
-        self._controller.generation_done.connect(self._on_done)
-        self._controller.coefficient_applied.connect(self._on_coefficient_applied)
-        self._controller.errored.connect(self._on_errored)
-        self._controller.finished.connect(self._on_finished)
         context.model_changed.connect(self._on_model_changed)
         context.library_changed.connect(self._refresh_choices)
         context.use_vector.connect(self.add_vector)
@@ -520,13 +299,10 @@ class GeneratePanel(QWidget):
     def vector_rows(self) -> list[VectorRow]:
         return list(self._rows)
 
-    @Slot()
-    def _on_row_coefficient(self) -> None:
-        if not self._generating:
-            return
-        row = self.sender()
-        if isinstance(row, VectorRow) and row in self._rows:
-            self._controller.set_live_coefficient(self._rows.index(row), row.effective_coefficient())
+    @Slot(int, float)
+    def _on_row_coefficient(self, vector_id: int, value: float) -> None:
+        if self._job is not None:  # from the next token of the running generation
+            self._job.set_coefficient(vector_id, value)
 
     # ---- generation ---------------------------------------------------------------------------------------
     def request(self) -> GenerateRequest:
@@ -560,25 +336,26 @@ class GeneratePanel(QWidget):
 
     def _start(self, request: GenerateRequest) -> None:
         self._request = request
-        self._vector_meta = [
-            {"method": row.entry.method, "layers": list(row.entry.layers), "key": row.entry.key}
-            for row in self._rows
-        ]
         self._last_seed = request.sampling.seed
         self.transcript = None
         self._set_generating(True)
         self.unsteered.clear_text(request.prompt)
         self.steered.clear_text(request.prompt)
-        self._steps = 0
+        self._tokens = 0
         self._started_at = time.perf_counter()
         self.speed.setText("starting…")
         self._ctx.show_status("Generating…")
-        self._controller.generate(request)
+        job = self._job = self._controller.submit(request)
+        job.token.connect(self._on_token)
+        job.coefficient_applied.connect(self._on_coefficient_applied)
+        job.done.connect(self._on_done)
+        job.failed.connect(self._on_failed)
+        job.finished.connect(self._on_finished)
 
     @Slot()
     def stop(self) -> None:
-        if self._generating:
-            self._controller.stop()
+        if self._job is not None:
+            self._job.stop()
 
     def is_generating(self) -> bool:
         return self._generating
@@ -594,34 +371,34 @@ class GeneratePanel(QWidget):
             row.set_streaming(on)
 
     @Slot(object)
-    def _on_token(self, delta) -> None:
-        if not self._generating or delta.row > 1:
+    def _on_token(self, event: TokenEvent) -> None:
+        if event.row >= len(self._panes):
             return
-        show_effect = self._request is not None and self._request.effect and delta.row == 1
-        self._panes[delta.row].append_token(delta.text, delta.kl if show_effect else None, delta.top)
-        if delta.step + 1 > self._steps:
-            self._steps = delta.step + 1
+        show_effect = self._request is not None and self._request.effect and event.row == 1
+        self._panes[event.row].append_token(event.text, event.kl if show_effect else None, event.top)
+        if event.text:
+            self._tokens += 1  # every row's tokens count, however many rows there are
             elapsed = time.perf_counter() - self._started_at
-            if elapsed > 0 and self._steps % 4 == 0:
-                self.speed.setText(f"{2 * self._steps / elapsed:.1f} tokens/s")
+            if elapsed > 0 and self._tokens % 8 == 0:
+                self.speed.setText(f"{self._tokens / elapsed:.1f} tokens/s")
 
     @Slot(object)
-    def _on_coefficient_applied(self, change) -> None:
-        if self._generating:
-            self.steered.append_marker(f"⟨c{change.index}={change.value:g}⟩")
+    def _on_coefficient_applied(self, change: LiveChange) -> None:
+        self.steered.append_marker(f"⟨c{change.index}={change.value:g}⟩")
 
     @Slot(object)
-    def _on_done(self, outcome) -> None:
+    def _on_done(self, outcome: GenerationOutcome) -> None:
         request = self._request
         if request is None or self._ctx.model is None:
             return
+        result = outcome.result
         self.speed.setText(
-            f"{outcome.tokens_per_second:.1f} tokens/s · {sum(outcome.n_tokens)} tokens in {outcome.seconds:.2f} s"
-            + (" · stopped" if outcome.cancelled else "")
+            f"{result.tokens_per_second:.1f} tokens/s · {result.n_new_tokens} tokens in {result.seconds:.2f} s"
+            + (" · stopped" if result.cancelled else "")
         )
-        vectors = []
-        for active, meta in zip(request.vectors, self._vector_meta, strict=False):
-            vectors.append({**asdict(active), **meta})
+        vectors = [{**asdict(v), "key": v.name} for v in request.vectors]
+        for vector in vectors:
+            del vector["id"]  # the panel's handle, meaningless in a transcript
         self.transcript = Transcript(
             prompt=request.prompt,
             chat=request.chat,
@@ -631,24 +408,24 @@ class GeneratePanel(QWidget):
             outputs={
                 "unsteered": outcome.texts[0],
                 "steered": outcome.texts[1],
-                "finish_reasons": outcome.finish_reasons,
+                "finish_reasons": [r.finish_reason for r in result.rows],
                 "n_tokens": outcome.n_tokens,
             },
             live_changes=[asdict(c) for c in outcome.live_changes],
             effect=request.effect,
-            seconds=outcome.seconds,
-            tokens_per_second=outcome.tokens_per_second,
-            cancelled=outcome.cancelled,
+            seconds=result.seconds,
+            tokens_per_second=result.tokens_per_second,
+            cancelled=result.cancelled,
         )
 
-    @Slot(str, str)
-    def _on_errored(self, kind: str, message: str) -> None:
-        if kind == "generate":
-            self._ctx.report_error("Generation failed", message)
-
     @Slot(str)
-    def _on_finished(self, kind: str) -> None:
-        if kind == "generate" and self._generating:
+    def _on_failed(self, message: str) -> None:
+        self._ctx.report_error("Generation failed", message)
+
+    @Slot()
+    def _on_finished(self) -> None:
+        self._job = None
+        if self._generating:
             for pane in self._panes:
                 pane.flush()  # the last tokens, before anything reads the panes
             self._set_generating(False)
@@ -740,4 +517,4 @@ class GeneratePanel(QWidget):
         settings.setValue("generate/chat", self.chat.isChecked())
 
 
-__all__ = ["GeneratePanel", "TokenPane", "VectorRow"]
+__all__ = ["GeneratePanel"]

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
 )
 
 from gui.context import AppContext
-from gui.worker import LoadRequest
+from gui.jobs import Job, LoadRequest, UnloadRequest
 
 MAX_RECENT = 10
 GETTING_STARTED = """<ol>
@@ -51,6 +51,7 @@ class ModelPanel(QWidget):
         self._ctx = context
         self._controller = context.controller
         self._loading = False
+        self._job: Job | None = None
 
         self._source = QComboBox()
         self._source.setEditable(True)
@@ -86,7 +87,7 @@ class ModelPanel(QWidget):
         self.unload_button.setEnabled(False)
         self._cancel = QPushButton("Cancel")
         self._cancel.setToolTip("Stop loading (the partial load is dropped)")
-        self._cancel.clicked.connect(self._controller.stop)
+        self._cancel.clicked.connect(self.cancel)
         self._cancel.setEnabled(False)
 
         self.progress = QProgressBar()
@@ -164,11 +165,6 @@ class ModelPanel(QWidget):
         self._memory_timer.timeout.connect(self._controller.request_memory)
         self._memory_timer.start()
 
-        self._controller.load_progress.connect(self._on_progress)
-        self._controller.started.connect(self._on_started)
-        self._controller.finished.connect(self._on_finished)
-        self._controller.errored.connect(self._on_errored)
-        self._controller.aborted.connect(self._on_aborted)
         self._controller.memory.connect(self._on_memory)
         context.model_changed.connect(self._on_model_changed)
         self.read_settings()
@@ -205,7 +201,7 @@ class ModelPanel(QWidget):
         self.progress.setValue(0)
         self.progress.setFormat(f"Loading {Path(source).name or source}…")
         self._ctx.show_status(f"Loading {source}…")
-        self._controller.load(
+        job = self._job = self._controller.submit(
             LoadRequest(
                 source=source,
                 quantize=self._quantize.currentText(),
@@ -213,10 +209,20 @@ class ModelPanel(QWidget):
                 dtype=self._dtype.currentText(),
             )
         )
+        job.started.connect(self._on_started)
+        job.progress.connect(self._on_progress)
+        job.failed.connect(self._on_failed)
+        job.aborted.connect(self._on_aborted)
+        job.finished.connect(self._on_finished)
+
+    @Slot()
+    def cancel(self) -> None:
+        if self._job is not None:
+            self._job.stop()
 
     @Slot()
     def unload(self) -> None:
-        self._controller.unload()
+        self._controller.submit(UnloadRequest()).finished.connect(self._on_finished)
 
     def _remember(self, source: str) -> None:
         items = [source, *[s for s in self.recent() if s != source]][:MAX_RECENT]
@@ -232,35 +238,33 @@ class ModelPanel(QWidget):
         self.unload_button.setEnabled(not busy and self._ctx.model is not None)
 
     # ---- worker feedback ---------------------------------------------------------------------------------
-    @Slot(str, float)
-    def _on_progress(self, stage: str, fraction: float) -> None:
+    @Slot(object)
+    def _on_progress(self, progress: tuple[str, float]) -> None:
+        stage, fraction = progress
         self.progress.setValue(round(fraction * 100))
         self.progress.setFormat(f"{STAGE_TEXT.get(stage, stage)} %p%")
 
-    @Slot(str)
-    def _on_started(self, kind: str) -> None:
-        if kind == "load":
-            self._loading = True
-            self._set_busy(True)
+    @Slot()
+    def _on_started(self) -> None:
+        self._loading = True
+        self._set_busy(True)
+
+    @Slot()
+    def _on_finished(self) -> None:
+        self._job = None
+        self._loading = False
+        self._set_busy(False)
 
     @Slot(str)
-    def _on_finished(self, kind: str) -> None:
-        if kind in ("load", "unload"):
-            self._loading = False
-            self._set_busy(False)
+    def _on_failed(self, message: str) -> None:
+        self.progress.setValue(0)
+        self.progress.setFormat("Load failed")
+        self._ctx.report_error("Could not load the model", message)
 
-    @Slot(str, str)
-    def _on_errored(self, kind: str, message: str) -> None:
-        if kind == "load":
-            self.progress.setValue(0)
-            self.progress.setFormat("Load failed")
-            self._ctx.report_error("Could not load the model", message)
-
-    @Slot(str)
-    def _on_aborted(self, kind: str) -> None:
-        if kind == "load":
-            self.progress.setValue(0)
-            self.progress.setFormat("Load cancelled")
+    @Slot()
+    def _on_aborted(self) -> None:
+        self.progress.setValue(0)
+        self.progress.setFormat("Load cancelled")
 
     @Slot(object)
     def _on_model_changed(self, handle) -> None:

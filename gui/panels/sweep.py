@@ -29,14 +29,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.errors import ActAddError
 from engine.experiments.plots import METRIC_LABELS, draw_sweep
-from engine.experiments.sweep import DEFAULT_PROMPTS, layer_label
+from engine.experiments.sweep import DEFAULT_PROMPTS, SweepResult, SweepSpec, layer_label
 from engine.generation import SamplingConfig
 from engine.transcript import model_record, sweep_script
 from gui.context import AppContext
 from gui.item_models import INCOMPATIBLE, OTHER_MODEL
+from gui.jobs import Job, SweepRequest
 from gui.panels.common import bare_column, double_spin, fill_with_splitter
-from gui.worker import SweepRequest
 
 METRIC_TIPS = {
     "target-words": "Share of sampled completions that contain one of the target words (the paper's topic metric)",
@@ -91,6 +92,7 @@ class SweepPanel(QWidget):
         self._running = False
         self.result = None
         self._request: SweepRequest | None = None
+        self._job: Job | None = None
 
         self._vector = QComboBox()
         self._vector.setToolTip("The library vector to sweep")
@@ -146,7 +148,7 @@ class SweepPanel(QWidget):
         self.run_button.clicked.connect(self.run)
         self.stop_button = QPushButton("Stop")
         self.stop_button.setToolTip("Stop after the current token; finished cells are kept")
-        self.stop_button.clicked.connect(self._controller.stop)
+        self.stop_button.clicked.connect(self.stop)
         self.stop_button.setEnabled(False)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
@@ -217,11 +219,6 @@ class SweepPanel(QWidget):
         left_layout.addStretch(1)
         fill_with_splitter(self, left, right, stretch=(2, 5), sizes=[380, 900])
 
-        self._controller.sweep_progress.connect(self._on_progress)
-        self._controller.sweep_partial.connect(self._on_partial)
-        self._controller.sweep_done.connect(self._on_done)
-        self._controller.errored.connect(self._on_errored)
-        self._controller.finished.connect(self._on_finished)
         context.library_changed.connect(self._refresh_vectors)
         context.model_changed.connect(self._on_model_changed)
         self._on_metric_changed(self.metric.currentText())
@@ -280,8 +277,8 @@ class SweepPanel(QWidget):
             first, last = sorted((self.layer_from.value(), self.layer_to.value()))
             layers = list(range(first, last + 1))
         mode = self._mode.currentText()
-        return SweepRequest(
-            vector_path=str(entry.path),
+        spec = SweepSpec(
+            vector=self._ctx.library.load(str(entry.path)),
             coeffs=linspace(self.coeff_from.value(), self.coeff_to.value(), self.coeff_count.value()),
             layers=layers,
             prompts=[p for p in self.prompts.toPlainText().splitlines() if p.strip()],
@@ -293,6 +290,7 @@ class SweepPanel(QWidget):
             mode=None if mode == "vector default" else mode,
             allow_other_model=self._ctx.fit(entry).status == OTHER_MODEL,
         )
+        return SweepRequest(spec=spec, vector_path=str(entry.path))
 
     # ---- running -----------------------------------------------------------------------------------------
     @Slot()
@@ -301,7 +299,7 @@ class SweepPanel(QWidget):
             return
         try:
             request = self.request()
-        except ValueError as exc:
+        except (ValueError, ActAddError) as exc:  # no vector chosen, or its file is unreadable
             self._ctx.report_error("Sweep", str(exc))
             return
         self._request = request
@@ -313,24 +311,34 @@ class SweepPanel(QWidget):
         self.suggestion.setText("Sweeping…")
         self._draw(None)
         self._ctx.show_status("Sweeping…")
-        self._controller.sweep(request)
+        job = self._job = self._controller.submit(request)
+        job.progress.connect(self._on_progress)
+        job.partial.connect(self._on_partial)
+        job.done.connect(self._on_done)
+        job.failed.connect(self._on_failed)
+        job.finished.connect(self._on_finished)
+
+    @Slot()
+    def stop(self) -> None:
+        if self._job is not None:
+            self._job.stop()
 
     def is_running(self) -> bool:
         return self._running
 
-    @Slot(int, int)
-    def _on_progress(self, done: int, total: int) -> None:
-        if self._running:
-            self.progress.setValue(round(1000 * done / max(1, total)))
+    @Slot(object)
+    def _on_progress(self, progress: tuple[int, int]) -> None:
+        done, total = progress
+        self.progress.setValue(round(1000 * done / max(1, total)))
 
     @Slot(object)
-    def _on_partial(self, result) -> None:
+    def _on_partial(self, result: SweepResult) -> None:
         if self._running:
             self._draw(result)
             self.suggestion.setText(suggest_region(result))
 
     @Slot(object)
-    def _on_done(self, result) -> None:
+    def _on_done(self, result: SweepResult) -> None:
         self.result = result
         self._draw(result)
         self.suggestion.setText(suggest_region(result) or "No cells finished.")
@@ -339,15 +347,15 @@ class SweepPanel(QWidget):
         for button in (self._csv, self._png, self._script):
             button.setEnabled(bool(result.cells))
 
-    @Slot(str, str)
-    def _on_errored(self, kind: str, message: str) -> None:
-        if kind == "sweep":
-            self.suggestion.setText("The sweep failed: " + message)
-            self._ctx.report_error("Sweep failed", message)
-
     @Slot(str)
-    def _on_finished(self, kind: str) -> None:
-        if kind == "sweep" and self._running:
+    def _on_failed(self, message: str) -> None:
+        self.suggestion.setText("The sweep failed: " + message)
+        self._ctx.report_error("Sweep failed", message)
+
+    @Slot()
+    def _on_finished(self) -> None:
+        self._job = None
+        if self._running:
             self._running = False
             self.stop_button.setEnabled(False)
             self._update_run_enabled()
@@ -391,7 +399,9 @@ class SweepPanel(QWidget):
 
             work = lambda: plot_sweep(result, path)  # noqa: E731
         elif suffix == ".py":
-            text = sweep_script(self._request, model_record(self._ctx.model.info))
+            text = sweep_script(
+                self._request.spec, self._request.vector_path, model_record(self._ctx.model.info)
+            )
             work = lambda: path.write_text(text, encoding="utf-8")  # noqa: E731
         else:
             self._ctx.report_error("Export", f"{path.name}: use .csv, .png or .py")

@@ -42,7 +42,7 @@ def tiny_dir(model_dirs):
 
 @pytest.fixture
 def controller(qtbot):
-    from gui.worker import WorkerController
+    from gui.controller import WorkerController
 
     ctl = WorkerController()
     yield ctl

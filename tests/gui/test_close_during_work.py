@@ -150,7 +150,7 @@ SCRIPT = textwrap.dedent(
     from PySide6.QtWidgets import QApplication
     import engine.capture
     from gui.app import MainWindow
-    from gui.worker import wait_for_orphans
+    from gui.controller import wait_for_orphans
 
     kind, model, library, settings_file = sys.argv[1:5]
     real = engine.capture.resid_pre

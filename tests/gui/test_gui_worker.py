@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from engine.generation import SamplingConfig
-from gui.worker import ActiveVector, CaptureRequest, GenerateRequest, LoadRequest
+from gui.jobs import ActiveVector, CaptureRequest, GenerateRequest, LoadRequest
 
 pytestmark = pytest.mark.gui
 
@@ -128,7 +128,7 @@ def test_a_bad_folder_keeps_the_loaded_model(qtbot, controller, tiny_dir, tmp_pa
 def test_token_pane_colours_by_kl_with_a_tooltip(qtbot):
     from PySide6.QtGui import QTextCursor
 
-    from gui.panels.generate import TokenPane
+    from gui.widgets.token_pane import TokenPane
 
     pane = TokenPane()
     qtbot.addWidget(pane)
@@ -186,7 +186,7 @@ def test_a_stopped_mean_diff_capture_reports_progress_and_stops_at_its_next_pass
 
 def test_token_pane_lays_out_tokens_that_arrive_together_once(qtbot):
     """Tokens queued in one pass of the event loop are inserted as one edit: one layout, not one each."""
-    from gui.panels.generate import TokenPane
+    from gui.widgets.token_pane import TokenPane
 
     pane = TokenPane()
     qtbot.addWidget(pane)
