@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 from engine.models import ModelInfo
 from gui.jobs import (
@@ -59,6 +59,7 @@ class WorkerController(QObject):
     generation_done = Signal(object)  # GenerationOutcome
     sweep_done = Signal(object)  # SweepResult
 
+    _dispatch = Signal(object)  # Job -> this object, on the next pass of the event loop
     _run = Signal(object)  # Job -> the worker thread
     _report_memory = Signal()
 
@@ -73,6 +74,8 @@ class WorkerController(QObject):
         self.worker.model_unloaded.connect(self.model_unloaded)
         self.worker.memory.connect(self.memory)
         self._run.connect(self.worker.run)
+        # Queued even though both ends live here: the caller of `submit` connects to the job first.
+        self._dispatch.connect(self._start, Qt.ConnectionType.QueuedConnection)
         self._report_memory.connect(self.worker.report_memory)
         self._jobs: list[Job] = []  # submitted and not finished, oldest first
         self._closed = False
@@ -102,18 +105,24 @@ class WorkerController(QObject):
     def submit(self, request: Request) -> Job:
         """Queue a request for the worker; connect to the returned job's signals for its results.
 
-        After `shutdown` the job is stopped at once (it reports nothing)."""
+        The job goes to the worker on the next pass of the event loop, so the caller's connections are
+        in place before its first signal. After `shutdown` the job is stopped at once (it reports nothing).
+        """
         job = Job(request, self)
         if self._closed:
             job.stop()
             return job
         self._jobs.append(job)
-        _Feed(self, job)
         if len(self._jobs) == 1:
             self.busy_changed.emit(True)
         self.job_submitted.emit(job)
-        self._run.emit(job)
+        self._dispatch.emit(job)
         return job
+
+    @Slot(object)
+    def _start(self, job: Job) -> None:
+        _Feed(self, job)  # after the submitter's own connections: its slots see each signal first
+        self._run.emit(job)
 
     def load(self, request: LoadRequest) -> Job:
         return self.submit(request)

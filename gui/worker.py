@@ -271,7 +271,11 @@ class ModelWorker(QObject):
         path = library.save(vector, request.name, collection=request.collection, overwrite=request.overwrite)
         job.done.emit(
             CaptureOutcome(
-                path=str(path), name=request.name, method=vector.method, layers=vector.layer_ids, shape=vector.shape
+                path=str(path),
+                name=request.name,
+                method=vector.method,
+                layers=vector.layer_ids,
+                shape=vector.shape,
             )
         )
 
