@@ -211,7 +211,8 @@ class _EffectRecorder:
         kl = float((lp.exp() * (lp - ref)).sum()) if row != self.reference_row else 0.0
         probs, ids = lp.exp().topk(self.top_k)
         return kl, [
-            (self.tokenizer.decode([i]), float(p)) for p, i in zip(probs.tolist(), ids.tolist(), strict=True)
+            (str(self.tokenizer.decode([i])), float(p))
+            for p, i in zip(probs.tolist(), ids.tolist(), strict=True)
         ]
 
 
@@ -226,7 +227,7 @@ def prompt_ids(loaded: LoadedModel, prompt: str, chat: bool = False) -> list[int
     rendered = loaded.tokenizer.apply_chat_template(
         [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True, return_dict=True
     )
-    return list(rendered["input_ids"])
+    return list(rendered["input_ids"])  # type: ignore[call-overload,index,arg-type]
 
 
 def generate(
@@ -252,10 +253,10 @@ def generate(
     if len(prompts) != plan.n_rows:
         raise InvalidInputError(f"{len(prompts)} prompts for {plan.n_rows} steering rows")
     rows = [prompt_ids(loaded, p, chat) for p in prompts]
-    for row, ids in enumerate(rows):
-        if (needed := plan.max_front_tokens(row)) > len(ids):
+    for row, row_ids in enumerate(rows):
+        if (needed := plan.max_front_tokens(row)) > len(row_ids):
             raise InvalidInputError(
-                f"the ActAdd vector has {needed} tokens but the prompt has only {len(ids)}; front injection "
+                f"the ActAdd vector has {needed} tokens but the prompt has only {len(row_ids)}; front injection "
                 "needs a prompt at least as long as the vector (lengthen the prompt or use mode all)"
             )
     tokenizer = loaded.tokenizer
@@ -287,7 +288,7 @@ def generate(
     try:
         with plan.apply(loaded.blocks), torch.inference_mode():
             plan.bind(mask)  # each row's left padding, so front positions count from its first real token
-            loaded.model.generate(
+            loaded.model.generate(  # type: ignore[operator]
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
                 max_new_tokens=max_new,

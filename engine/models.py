@@ -18,6 +18,7 @@ from pathlib import Path
 import psutil
 import torch
 from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from engine.architectures import BlockLayout, find_blocks
 from engine.errors import ActAddError, ModelLoadError, UnsupportedArchitectureError
@@ -49,8 +50,8 @@ class ModelInfo:
 
 @dataclass
 class LoadedModel:
-    model: nn.Module
-    tokenizer: object
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
     info: ModelInfo
     fingerprint: ModelFingerprint
     layout: BlockLayout
@@ -61,7 +62,8 @@ class LoadedModel:
 
     @property
     def device(self) -> torch.device:
-        return self.model.get_input_embeddings().weight.device
+        weight: torch.Tensor = self.model.get_input_embeddings().weight  # type: ignore[assignment]
+        return weight.device
 
 
 def resolve_source(source: str | Path | None) -> Path:
@@ -281,7 +283,7 @@ def load_model(
     report("checking", 0.9)
 
     layout = find_blocks(model, block_path)
-    embed_rows = model.get_input_embeddings().weight.shape[0]
+    embed_rows = model.get_input_embeddings().weight.shape[0]  # type: ignore[index]
     if len(tokenizer) > embed_rows:
         raise ModelLoadError(
             f"the tokenizer in {folder} has {len(tokenizer)} tokens but the model's embedding has {embed_rows} "

@@ -145,7 +145,7 @@ def supports_packing(loaded: LoadedModel) -> bool:
         # 16-bit and quantized models round each activation to their own precision: the two copies can
         # differ by a few of its units where attention sums in another order. A shared prompt bleeding
         # across, or wrong positions, moves them by ~30-100% of their scale.
-        dtype = model.get_input_embeddings().weight.dtype
+        dtype: torch.dtype = model.get_input_embeddings().weight.dtype  # type: ignore[assignment]
         tolerance = max(1e-3, 8 * torch.finfo(dtype).eps) if dtype.is_floating_point else 1e-3
         verdict = all(_agree(a[0, :n], a[0, n:], tolerance) for a in acts.values())
     _VERDICTS[model] = verdict

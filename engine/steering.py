@@ -192,6 +192,7 @@ class SteeringPlan:
             if term.mode == "front":
                 h = self._add_front(h, vec, c, start)
             elif term.mode == "all":
+                assert delta is not None  # _scaled computes it for mode all whenever c is set
                 h = h + delta  # [batch, seq, hidden] + [rows, 1, hidden]
             elif term.mode == "generated":
                 first = max(self._prompt_len if self._prompt_len is not None else seq, start) - start

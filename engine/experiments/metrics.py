@@ -160,10 +160,10 @@ def steered_logprobs(
     plan = SteeringPlan(steering)
     if plan.n_rows != len(rows):
         raise InvalidInputError(f"{len(rows)} token rows for {plan.n_rows} steering rows")
-    for row, ids in enumerate(rows):
-        if (needed := plan.max_front_tokens(row)) > len(ids):
+    for row, row_ids in enumerate(rows):
+        if (needed := plan.max_front_tokens(row)) > len(row_ids):
             raise InvalidInputError(
-                f"the ActAdd vector has {needed} tokens but a text has only {len(ids)}; front injection "
+                f"the ActAdd vector has {needed} tokens but a text has only {len(row_ids)}; front injection "
                 "needs a text at least as long as the vector"
             )
     ids, mask, positions = _left_pad(rows, loaded.tokenizer.pad_token_id)

@@ -51,7 +51,8 @@ def draw_sweep_lines(ax: Axes, result: SweepResult, *, small: bool = False) -> N
         (c, values[layers.index(l)][coeffs.index(c)]) for l, c in degenerate if l in layers and c in coeffs
     ]
     if bad:
-        ax.scatter(*zip(*bad, strict=True), marker="x", s=90, color="crimson", zorder=3, label="degenerate")
+        xs, ys = zip(*bad, strict=True)
+        ax.scatter(xs, ys, marker="x", s=90, color="crimson", zorder=3, label="degenerate")
     if best is not None:
         ax.scatter(
             [best.coeff],

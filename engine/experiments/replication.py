@@ -301,14 +301,21 @@ def _cells(result: SweepResult, layer: int) -> dict[float, SweepCell]:
 
 
 def _generate_rows(
-    ctx: Context, prompts: Sequence[str], steers: Sequence[Sequence[Steer]], sampling: SamplingConfig
+    ctx: Context,
+    prompts: Sequence[str] | Sequence[Sequence[str]],
+    steers: Sequence[Sequence[Steer]],
+    sampling: SamplingConfig,
 ) -> list[list[str]]:
     """For each setting (a steer list, or a prompt list of the same length as `steers`), its completions:
     prompts × samples rows per setting, all settings in as few generate calls as fit in a batch."""
-    per_setting = prompts if prompts and isinstance(prompts[0], list) else [prompts] * len(steers)
+    per_setting: Sequence[Sequence[str]] = (
+        prompts if prompts and isinstance(prompts[0], list) else [prompts] * len(steers)  # type: ignore[assignment,list-item]
+    )
     if len(per_setting) != len(steers):
         raise InvalidInputError(f"{len(per_setting)} prompt lists for {len(steers)} settings")
-    rows_prompts, rows_steers, bounds = [], [], [0]
+    rows_prompts: list[str] = []
+    rows_steers: list[list[Steer]] = []
+    bounds = [0]
     for steer, setting_prompts in zip(steers, per_setting, strict=True):
         for p in setting_prompts:
             for _ in range(ctx.settings.samples):
@@ -350,6 +357,7 @@ def run_topic(ctx: Context) -> ExperimentReport:
         for i, l in enumerate(layers)
     ]
     best = result.best()
+    assert best is not None  # the grid has finished cells (the working setting came from them)
     table = _table(["layer \\ c", *[f"{c:g}" for c in coeffs]], rows)
     degenerate_note = (
         "† degenerate (most samples are loops, word salad, empty or implausible to the unsteered model). "
@@ -500,7 +508,7 @@ def _ppl_ratios(
     ctx: Context, settings: Sequence[Sequence[Steer]], prefixes: Sequence[str] | None = None
 ) -> dict:
     """{text set: [perplexity ratio per setting]} against the plain unsteered model."""
-    out = {}
+    out: dict[str, list[float] | float] = {}
     for name, texts in _text_sets(ctx).items():
         base = metrics.corpus_perplexities(ctx.loaded, texts, [[]])[0]
         values = metrics.corpus_perplexities(ctx.loaded, texts, settings, prefixes=prefixes)
@@ -815,7 +823,7 @@ def run_overhead(ctx: Context) -> ExperimentReport:
     prompts = [p for p in ctx.prompts for _ in range(4)]  # a realistic batch: 4 rows per prompt
     n = len(prompts)
     sampling = ctx.settings.sampling(max_new_tokens=max(32, ctx.settings.max_new_tokens))
-    settings = {
+    settings: dict[str, list[list[Steer]]] = {
         "unsteered": [[] for _ in prompts],
         "ActAdd front, one c": [[Steer(vector, coeff)] for _ in prompts],
         "ActAdd front, a c per row": [[Steer(vector, coeff * (k + 1) / n)] for k in range(n)],
@@ -828,9 +836,9 @@ def run_overhead(ctx: Context) -> ExperimentReport:
     wall: dict[str, list[float]] = {k: [] for k in settings}
     generate(ctx.loaded, prompts, settings["unsteered"], sampling)  # warm-up
     for _ in range(ctx.settings.timing_repeats):
-        for name, rows in settings.items():  # interleaved, so load from other processes hits all alike
+        for name, row_steers in settings.items():  # interleaved, so load from other processes hits all alike
             cpu_started = time.process_time()
-            result = generate(ctx.loaded, prompts, rows, sampling)
+            result = generate(ctx.loaded, prompts, row_steers, sampling)
             cpu = time.process_time() - cpu_started
             steps = max(1, max(len(r.token_ids) for r in result.rows))
             per_step[name].append(cpu / steps)
@@ -852,7 +860,8 @@ def run_overhead(ctx: Context) -> ExperimentReport:
     med = {k: statistics.median(v) for k, v in per_step.items()}
     med_wall = {k: statistics.median(v) for k, v in wall.items()}
     base = med["unsteered"]
-    rows, csv_rows = [], []
+    rows: list[list[str]] = []
+    csv_rows: list[list[str | float]] = []
     for name in settings:
         rows.append([name, f"{med[name] * 1000:.2f}", f"{med[name] / base:.3f}", f"{med_wall[name]:.3f}"])
         csv_rows.append(
@@ -966,7 +975,7 @@ def _quantization(ctx: Context) -> ExperimentReport:
     grid = {}
     for model_q, model in loads.items():
         # the captured vectors hold every layer: steer with the working layer only
-        settings = [[]] + [
+        settings: list[list[Steer]] = [[]] + [
             [
                 Steer(
                     vectors[(vq, "topic")].replace(layers={layer: vectors[(vq, "topic")].layers[layer]}),

@@ -166,7 +166,7 @@ def vector_for_layer(
     a single-layer vector without prompts is moved there (`at_layer`), which the paper never does.
     """
     prompts = vector.prompts or {}
-    extra = {"name": vector.name, "default_coeff": vector.default_coeff}
+    extra: dict = {"name": vector.name, "default_coeff": vector.default_coeff}
     if (
         vector.method == "actadd"
         and isinstance(prompts.get("positive"), str)

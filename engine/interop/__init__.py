@@ -267,7 +267,7 @@ def import_file(
     vector, warnings = read_single(path, fmt, model=model)
     if model is not None and vector.fingerprint is None:
         vector = vector.replace(fingerprint=model)
-    elif model is not None and not vector.fingerprint.same_model(model):
+    elif model is not None and vector.fingerprint is not None and not vector.fingerprint.same_model(model):
         warnings.append(
             f"{path.name} records another model ({vector.fingerprint.model_hint or vector.fingerprint.id}) "
             "than the one given; kept the recorded one"

@@ -184,7 +184,7 @@ def read_bundle(
             if not isinstance(record, dict):
                 raise VectorFileError(f"{path.name}: malformed manifest entry")
             member, name, collection = record.get("file"), record.get("name"), record.get("collection", "")
-            if not all(isinstance(x, str) for x in (member, name, collection)):
+            if not (isinstance(member, str) and isinstance(name, str) and isinstance(collection, str)):
                 raise VectorFileError(f"{path.name}: malformed manifest entry {str(record)[:80]}")
             try:
                 check_name(name)
