@@ -23,8 +23,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from engine.architectures import BlockLayout, find_blocks
 from engine.errors import ActAddError, ModelLoadError, UnsupportedArchitectureError
 from engine.fingerprint import ModelFingerprint, vocab_hash
+from engine.resources import resources_dir
 
-DEMO_MODEL_DIR = Path(__file__).resolve().parent.parent / "resources" / "demo-model"
+DEMO_MODEL_DIR = resources_dir() / "demo-model"
 QUANTIZATIONS = ("none", "8bit", "4bit")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = {"auto": None, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

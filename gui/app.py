@@ -16,6 +16,7 @@ from PySide6.QtWidgets import QApplication, QFileDialog, QLabel, QMainWindow, QM
 from engine import __version__
 from engine.log_filters import install_log_filters
 from engine.models import DEMO_MODEL_DIR
+from engine.resources import resources_dir
 from gui.context import AppContext
 from gui.controller import wait_for_orphans
 from gui.panels.capture import CapturePanel
@@ -25,7 +26,7 @@ from gui.panels.model import ModelPanel
 from gui.panels.sweep import SweepPanel
 
 APP_NAME = "ActAdd Studio"
-RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+RESOURCES = resources_dir()
 ICON_PATH = RESOURCES / "icons" / "actadd-studio.svg"
 CLOSE_BUDGET_MS = 1000  # closing must never take longer than this, whatever the worker is doing
 BUSY_TEXT = {
