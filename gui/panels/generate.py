@@ -3,6 +3,9 @@
 Both panes come from ONE batched generation on the worker (row 0 unsteered, row 1 steered), so they
 share the prompt pass, the seed and every sampling setting. Moving a slider while text streams sends the
 value to the running `SteeringPlan` (from the next token on).
+
+Over 400 lines because it owns a generation's whole life cycle (request, job, panes, transcript, exports);
+its widgets are in gui/widgets (token_pane.py, vector_row.py, sampling_form.py).
 """
 
 from __future__ import annotations
@@ -18,14 +21,12 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFileDialog,
-    QFormLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QPlainTextEdit,
     QPushButton,
     QScrollArea,
-    QSpinBox,
     QSplitter,
     QVBoxLayout,
     QWidget,
@@ -36,7 +37,8 @@ from engine.transcript import Transcript, model_record
 from gui.context import AppContext
 from gui.item_models import INCOMPATIBLE, OTHER_MODEL
 from gui.jobs import GenerateRequest, GenerationOutcome, Job, LiveChange
-from gui.panels.common import bare_column, double_spin, fill_with_splitter
+from gui.panels.common import bare_column, fill_with_splitter
+from gui.widgets.sampling_form import SamplingForm
 from gui.widgets.token_pane import KL_FULL, TokenPane
 from gui.widgets.vector_row import VectorRow
 
@@ -110,47 +112,11 @@ class GeneratePanel(QWidget):
         vectors_layout.addWidget(live_note)
 
         # ---- sampling ------------------------------------------------------------------------------------
-        self.temperature = double_spin(
-            0.0, 5.0, "Softmax temperature; 0 picks the most likely token", step=0.05
-        )
-        self.top_p = double_spin(
-            0.01, 1.0, "Nucleus sampling: keep the smallest set with this mass", step=0.05
-        )
-        self.top_k = QSpinBox()
-        self.top_k.setRange(0, 100000)
-        self.top_k.setToolTip("Keep only the k most likely tokens (0: off)")
-        self.repetition_penalty = double_spin(
-            0.01, 5.0, "Multiplicative penalty on repeated tokens (1: off)", step=0.05
-        )
-        self.frequency_penalty = double_spin(
-            0.0, 5.0, "Subtract this × the count of each generated token", step=0.1
-        )
-        self.max_tokens = QSpinBox()
-        self.max_tokens.setRange(1, 8192)
-        self.max_tokens.setToolTip("How many tokens to generate per pane")
-        self.seed = QSpinBox()
-        self.seed.setRange(0, 2**31 - 1)
-        self.seed.setToolTip("Random seed: the same seed and settings give the same text")
-        self.random_seed = QCheckBox("new seed each run")
-        self.random_seed.setToolTip("Pick a fresh seed for every Generate (Regenerate reuses the last one)")
-        paper = QPushButton("Paper defaults")
-        paper.setToolTip("The ActAdd paper's sampling: temperature 1.0, top-p 0.3, frequency penalty 1.0")
-        paper.clicked.connect(self.apply_paper_defaults)
-        sampling_box = QGroupBox("Sampling")
-        sampling_form = QFormLayout(sampling_box)
-        sampling_form.addRow("Temperature:", self.temperature)
-        sampling_form.addRow("Top-p:", self.top_p)
-        sampling_form.addRow("Top-k:", self.top_k)
-        sampling_form.addRow("Repetition penalty:", self.repetition_penalty)
-        sampling_form.addRow("Frequency penalty:", self.frequency_penalty)
-        sampling_form.addRow("Max tokens:", self.max_tokens)
-        seed_row = QHBoxLayout()
-        seed_row.addWidget(self.seed, 1)
-        seed_row.addWidget(self.random_seed)
-        sampling_form.addRow("Seed:", seed_row)
-        sampling_form.addRow(paper)
-        self.apply_paper_defaults()
-        self.max_tokens.setValue(48)
+        self.sampling_form = SamplingForm()
+        form = sampling_box = self.sampling_form
+        self.temperature, self.top_p, self.top_k = form.temperature, form.top_p, form.top_k
+        self.repetition_penalty, self.frequency_penalty = form.repetition_penalty, form.frequency_penalty
+        self.max_tokens, self.seed, self.random_seed = form.max_tokens, form.seed, form.random_seed
 
         left, left_layout = bare_column()
         left_layout.addWidget(prompt_box)
@@ -227,30 +193,13 @@ class GeneratePanel(QWidget):
     # ---- sampling -------------------------------------------------------------------------------------
     @Slot()
     def apply_paper_defaults(self) -> None:
-        paper = SamplingConfig.paper()
-        self.set_sampling(paper, keep_length=True)
+        self.sampling_form.apply_paper_defaults()
 
     def set_sampling(self, sampling: SamplingConfig, keep_length: bool = False) -> None:
-        self.temperature.setValue(sampling.temperature)
-        self.top_p.setValue(sampling.top_p)
-        self.top_k.setValue(sampling.top_k)
-        self.repetition_penalty.setValue(sampling.repetition_penalty)
-        self.frequency_penalty.setValue(sampling.frequency_penalty)
-        if not keep_length:
-            self.max_tokens.setValue(sampling.max_new_tokens)
-        if sampling.seed is not None:
-            self.seed.setValue(sampling.seed)
+        self.sampling_form.set_sampling(sampling, keep_length)
 
     def sampling(self) -> SamplingConfig:
-        return SamplingConfig(
-            temperature=self.temperature.value(),
-            top_p=self.top_p.value(),
-            top_k=self.top_k.value(),
-            repetition_penalty=self.repetition_penalty.value(),
-            frequency_penalty=self.frequency_penalty.value(),
-            max_new_tokens=self.max_tokens.value(),
-            seed=self.seed.value(),
-        )
+        return self.sampling_form.sampling()
 
     # ---- vectors ----------------------------------------------------------------------------------------
     @Slot()

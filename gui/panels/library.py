@@ -3,11 +3,13 @@
 Every file operation goes through `engine.library.Library` / `engine.interop` on the thread pool
 (`AppContext.run_library_task`); the table refreshes when it is done. Deleting moves to the library's trash
 and can be undone. Vectors that don't fit the loaded model are greyed, with the reason as tooltip.
+
+Over 400 lines because it wires about twenty library actions, each a thread-pool task with its callbacks;
+the widgets themselves are in gui/widgets (vector_details.py, library_dialogs.py).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from PySide6.QtCore import QItemSelectionModel, Qt, QUrl, Signal, Slot
@@ -17,21 +19,14 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDialog,
-    QDialogButtonBox,
-    QDoubleSpinBox,
     QFileDialog,
-    QFormLayout,
     QGridLayout,
-    QGroupBox,
     QHBoxLayout,
     QHeaderView,
     QInputDialog,
     QLabel,
     QLineEdit,
-    QListWidget,
-    QListWidgetItem,
     QMenu,
-    QPlainTextEdit,
     QPushButton,
     QSplitter,
     QTableView,
@@ -39,39 +34,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.library import VectorEntry
 from engine.vector import METHODS
 from gui.context import AppContext
-from gui.item_models import ENTRY_ROLE, INCOMPATIBLE, OTHER_MODEL, VectorFilterProxy, VectorTableModel
-
-
-class CombineDialog(QDialog):
-    """Coefficients for `a·v1 + b·v2 + ...` and the new vector's name."""
-
-    def __init__(self, keys: list[str], parent=None):
-        super().__init__(parent)
-        self.setWindowTitle("Combine vectors")
-        form = QFormLayout(self)
-        self._spins: list[tuple[str, QDoubleSpinBox]] = []
-        for key in keys:
-            spin = QDoubleSpinBox()
-            spin.setRange(-1000, 1000)
-            spin.setDecimals(2)
-            spin.setValue(1.0)
-            spin.setToolTip("This vector's weight in the sum")
-            self._spins.append((key, spin))
-            form.addRow(f"{key} ×", spin)
-        self.name = QLineEdit("combined")
-        self.name.setToolTip("The new vector's name")
-        form.addRow("New name:", self.name)
-        buttons = QDialogButtonBox(
-            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
-        )
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
-        form.addRow(buttons)
-
-    def terms(self) -> list[tuple[float, str]]:
-        return [(spin.value(), key) for key, spin in self._spins]
+from gui.item_models import ENTRY_ROLE, INCOMPATIBLE, VectorFilterProxy, VectorTableModel
+from gui.widgets.library_dialogs import CombineDialog, TrashDialog
+from gui.widgets.vector_details import VectorDetails
 
 
 class LibraryPanel(QWidget):
@@ -147,41 +115,11 @@ class LibraryPanel(QWidget):
         left_layout.addWidget(self._root_label)
 
         # ---- details ------------------------------------------------------------------------------------------
-        self._title = QLabel("Select a vector")
-        self._title.setStyleSheet("font-size: 15px; font-weight: bold;")
-        self._title.setWordWrap(True)
-        self._fields: dict[str, QLabel] = {}
-        details_box = QGroupBox("Details")
-        details_form = QFormLayout(details_box)
-        details_form.addRow(self._title)
-        for key in (
-            "Fit",
-            "Method",
-            "Shape",
-            "Layers",
-            "Norms",
-            "Model",
-            "Default",
-            "Created",
-            "Prompts",
-            "File",
-        ):
-            label = QLabel("")
-            label.setWordWrap(True)
-            label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-            self._fields[key] = label
-            details_form.addRow(key + ":", label)
-        self.tags = QLineEdit()
-        self.tags.setToolTip("Comma-separated tags")
-        self.notes = QPlainTextEdit()
-        self.notes.setFixedHeight(70)
-        self.notes.setToolTip("Free-form notes, saved in the vector file")
-        self._save_meta = QPushButton("Save tags and notes")
-        self._save_meta.setToolTip("Rewrite the vector's tags and notes (atomic)")
+        self.details = VectorDetails()
+        self.tags, self.notes = self.details.tags, self.details.notes
+        self._fields = self.details.fields
+        self._save_meta = self.details.save_button
         self._save_meta.clicked.connect(self.save_tags_and_notes)
-        details_form.addRow("Tags:", self.tags)
-        details_form.addRow("Notes:", self.notes)
-        details_form.addRow(self._save_meta)
 
         self._use = QPushButton("Use in Generate")
         self._use.setToolTip("Add the selected vectors to the Generate tab's steered pane")
@@ -248,7 +186,7 @@ class LibraryPanel(QWidget):
         right = QWidget()
         right_layout = QVBoxLayout(right)
         right_layout.setContentsMargins(0, 0, 0, 0)
-        right_layout.addWidget(details_box)
+        right_layout.addWidget(self.details)
         right_layout.addStretch(1)
         right_layout.addLayout(actions)
         right_layout.addLayout(transfer)
@@ -339,56 +277,16 @@ class LibraryPanel(QWidget):
         self._delete.setEnabled(bool(entries))
         self._export_bundle.setEnabled(bool(entries))
 
-    def _show_details(self, entry) -> None:
+    def _show_details(self, entry: VectorEntry | None) -> None:
         if entry is None:
-            self._title.setText("Select a vector")
-            for label in self._fields.values():
-                label.setText("")
-            self.tags.setText("")
-            self.notes.setPlainText("")
+            self.details.show_entry(None)
             return
-        fit = self._ctx.fit(entry)
-        colour = {INCOMPATIBLE: "#a33", OTHER_MODEL: "#b26a00"}.get(fit.status, "#2a7a2a")
-        self._title.setText(entry.key)
-        prompts = entry.prompts or {}
-        if "positive" in prompts:
-            prompt_text = f"p+ {prompts['positive']!r}, p− {prompts.get('negative', '')!r}"
-        elif "pairs" in prompts:
-            pairs = prompts["pairs"]
-            prompt_text = (
-                f"{len(pairs)} pairs, e.g. {pairs[0]['positive']!r} / {pairs[0]['negative']!r}"
-                if pairs
-                else ""
-            )
-        else:
-            prompt_text = json.dumps(prompts, ensure_ascii=False)[:200]
-        fp = entry.fingerprint
-        values = {
-            "Fit": f"<span style='color:{colour}'>{fit.status}</span>: {fit.reason}",
-            "Method": entry.method,
-            "Shape": " × ".join(map(str, entry.shape))
-            + (" (per position)" if entry.is_positional else " (direction)"),
-            "Layers": ", ".join(map(str, entry.layers)),
-            "Norms": "…",
-            "Model": f"{fp.model_hint or '?'} ({fp.architecture}, {fp.n_layers} layers, d={fp.hidden_size})"
-            if fp
-            else "not recorded",
-            "Default": f"c = {entry.default_coeff:g}, mode {entry.default_mode}",
-            "Created": entry.created,
-            "Prompts": prompt_text,
-            "File": str(entry.path),
-        }
-        for key, value in values.items():
-            self._fields[key].setText(value)
-        self._fields["Fit"].setTextFormat(Qt.TextFormat.RichText)
-        self.tags.setText(", ".join(entry.tags))
-        self.notes.setPlainText(entry.notes)
+        self.details.show_entry(entry, self._ctx.fit(entry))
         library, key = self._ctx.library, entry.key
 
-        def show_norms(info) -> None:
+        def show_norms(info: dict) -> None:
             if self.selected_keys()[:1] == [key]:
-                norms = info.get("norms", {})
-                self._fields["Norms"].setText(", ".join(f"L{l}: {n:.3g}" for l, n in norms.items()))
+                self.details.show_norms(info.get("norms", {}))
 
         # Norms need the tensors: read them off the GUI thread.
         self._ctx.tasks.submit(lambda: library.show(key), show_norms, lambda message: None)
@@ -576,29 +474,10 @@ class LibraryPanel(QWidget):
     def _show_trash(self) -> None:
         library = self._ctx.library
 
-        def show(entries) -> None:
-            dialog = QDialog(self)
-            dialog.setWindowTitle("Trash")
-            layout = QVBoxLayout(dialog)
-            items = QListWidget()
-            for entry in entries:
-                item = QListWidgetItem(trash_label(entry))
-                item.setData(Qt.ItemDataRole.UserRole, entry.trash_id)
-                items.addItem(item)
-            if not entries:
-                items.addItem("The trash is empty")
-            layout.addWidget(items)
-            buttons = QDialogButtonBox()
-            restore = buttons.addButton("Restore", QDialogButtonBox.ButtonRole.AcceptRole)
-            restore.setEnabled(bool(entries))
-            buttons.addButton(QDialogButtonBox.StandardButton.Close)
-            buttons.accepted.connect(dialog.accept)
-            buttons.rejected.connect(dialog.reject)
-            layout.addWidget(buttons)
-            if dialog.exec() == QDialog.DialogCode.Accepted and items.currentItem() is not None:
-                trash_id = items.currentItem().data(Qt.ItemDataRole.UserRole)
-                if trash_id:
-                    self.restore(trash_id)
+        def show(entries: list[VectorEntry]) -> None:
+            trash_id = TrashDialog.choose(entries, self)
+            if trash_id:
+                self.restore(trash_id)
 
         self._ctx.tasks.submit(library.trash, show, lambda message: self._ctx.report_error("Trash", message))
 
@@ -636,8 +515,3 @@ class LibraryPanel(QWidget):
         ):
             menu.addAction(text, slot)
         menu.exec(self.table.viewport().mapToGlobal(position))
-
-
-def trash_label(entry) -> str:
-    name = f"{entry.collection}/{entry.name}" if entry.collection else entry.name
-    return f"{name}  (deleted {entry.deleted.replace('T', ' ')})"
