@@ -22,6 +22,7 @@ from torch import nn
 from engine.architectures import BlockLayout, find_blocks
 from engine.errors import ActAddError, ModelLoadError, UnsupportedArchitectureError
 from engine.fingerprint import ModelFingerprint, vocab_hash
+from engine.vocab_check import check_vocab_fits
 
 DEMO_MODEL_DIR = Path(__file__).resolve().parent.parent / "resources" / "demo-model"
 QUANTIZATIONS = ("none", "8bit", "4bit")
@@ -282,11 +283,7 @@ def load_model(
 
     layout = find_blocks(model, block_path)
     embed_rows = model.get_input_embeddings().weight.shape[0]
-    if len(tokenizer) > embed_rows:
-        raise ModelLoadError(
-            f"the tokenizer in {folder} has {len(tokenizer)} tokens but the model's embedding has {embed_rows} "
-            "rows; tokenizer.json does not belong to these weights"
-        )
+    check_vocab_fits(tokenizer, embed_rows, folder)  # refuses only ids that ordinary text can reach
     model_type = config.get("model_type", "unknown")
     fingerprint = ModelFingerprint(
         architecture=model_type,

@@ -197,3 +197,36 @@ def build_tiny_model(model_type: str, folder: Path, seed: int = 0) -> Path:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def build_qwen2_without_endoftext(folder: Path, vocab_rows: int | None = None) -> Path:
+    """A tiny qwen2 folder whose tokenizer lacks `<|endoftext|>` (bos `<|im_start|>`, eos `<|im_end|>`).
+
+    Loading it, transformers' `Qwen2Tokenizer` adds `<|endoftext|>` as unk, one past the embedding rows
+    (real-models.md's quirk). `vocab_rows` smaller than the base vocabulary makes a genuinely broken folder.
+    """
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(CORPUS, trainer)
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|im_end|>"
+    )
+    config = AutoConfig.for_model(
+        "qwen2",
+        vocab_size=vocab_rows or len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **ARCHITECTURES["qwen2"],
+    )
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
