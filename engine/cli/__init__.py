@@ -25,12 +25,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
+    from engine.devices import available_devices
+
     group = parser.add_argument_group("model")
     group.add_argument("--model", default="demo", help="model folder, a cached hub id, or 'demo' (default)")
     group.add_argument(
         "--quantize", choices=("none", "8bit", "4bit"), default="none", help="bitsandbytes quantization"
     )
-    group.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    group.add_argument("--device", choices=available_devices(), default="auto", help="mps/xpu where torch has them")
     group.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"), default="auto")
     group.add_argument(
         "--trust-remote-code", action="store_true", help="run Python code shipped with the model (unsafe)"
