@@ -167,8 +167,8 @@ def folder_row(folder: Path, name: str, source: str, size: int | None = None) ->
         if not isinstance(config, dict):
             raise ValueError("not an object")
     except (OSError, ValueError, RecursionError) as exc:
-        reason = f"{config_path} is missing or not valid JSON ({type(exc).__name__})"
-        return ModelEntry(name, source, str(folder), "folder", None, None, None, size, False, reason)
+        why = f"{config_path} is missing or not valid JSON ({type(exc).__name__})"
+        return ModelEntry(name, source, str(folder), "folder", None, None, None, size, False, why)
     model_type = config.get("model_type") if isinstance(config.get("model_type"), str) else None
     quant = config.get("quantization_config")
     dtype = config.get("dtype") or config.get("torch_dtype")
@@ -176,7 +176,8 @@ def folder_row(folder: Path, name: str, source: str, size: int | None = None) ->
         quant.get("quant_method") if isinstance(quant, dict) else dtype if isinstance(dtype, str) else None
     )
     known, causal = _transformers_types()
-    names = config.get("architectures") if isinstance(config.get("architectures"), list) else []
+    names: list = config.get("architectures") or []
+    names = names if isinstance(names, list) else []
     reason = None
     if model_type is None:
         reason = "config.json names no model_type"

@@ -208,7 +208,10 @@ def _hf_cache(root: Path, cache: HeaderCache) -> Iterator[ModelEntry]:
             continue
         revision = max(repo.revisions, key=lambda r: r.last_modified)  # the newest snapshot
         folder = Path(revision.snapshot_path)
-        ggufs = sorted(f for f in revision.files if f.file_name.lower().endswith(".gguf"))
+        ggufs = sorted(
+            (f for f in revision.files if f.file_name.lower().endswith(".gguf")),
+            key=lambda f: str(f.file_path),
+        )
         if (folder / "config.json").is_file() or not ggufs:
             yield folder_row(folder, repo.repo_id, "hf-cache", revision.size_on_disk)
         for file in ggufs:
