@@ -112,8 +112,8 @@ def capture_actadd(
     """The paper's vector: resid_pre(p+) - resid_pre(p-) at each layer, shape [n_tokens, hidden].
 
     p+ and p- begin as plain text does (`tokens.bos_rule`) and the shorter is right-padded with the space
-    token (`tokens.align_pair`), so with a BOS, position 0 is exactly zero. Both run as the two rows of one forward pass, without padding masks:
-    they already have equal length.
+    token (`tokens.align_pair`), so with a BOS, position 0 is exactly zero. Both run as the two rows of one
+    forward pass, without padding masks: they already have equal length.
     """
     layer_list = check_layers(loaded, layers)
     pair = align_pair(loaded.tokenizer, positive, negative)
