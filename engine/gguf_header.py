@@ -1,4 +1,4 @@
-"""Read a GGUF file's header (metadata and tensor table) without its weights, and say whether it can be opened.
+"""Read a GGUF file's header (metadata, tensor table) without its weights; say whether it can be opened.
 
 `gguf.GGUFReader` parses every metadata array into numpy objects (a 262,144-entry vocabulary takes a
 noticeable while), which is too slow for listing hundreds of files; this walks the same layout
@@ -70,7 +70,7 @@ class GGUFHeader:
 
     @property
     def quant_type(self) -> str | None:
-        """`general.file_type` as llama.cpp names it (Q4_K_M, Q8_0, F16...), else the weights' commonest type."""
+        """`general.file_type` as llama.cpp names it (Q4_K_M, Q8_0...), else the blocks' commonest type."""
         import gguf
 
         file_type = self.metadata.get("general.file_type")

@@ -118,8 +118,11 @@ def _recent(file: Path, cache: HeaderCache) -> Iterator[ModelEntry]:
         elif path.is_file():
             yield cache.gguf_row(path, path.name.removesuffix(".gguf"), "recent", path.stat().st_size)
         elif path.is_absolute():
-            yield ModelEntry(path.name.removesuffix(".gguf"), "recent", text, "gguf" if text.endswith(".gguf") else "folder",
-                             None, None, None, 0, False, f"{text} no longer exists")  # fmt: skip
+            kind = "gguf" if text.endswith(".gguf") else "folder"
+            reason = f"{text} no longer exists"
+            yield ModelEntry(
+                path.name.removesuffix(".gguf"), "recent", text, kind, None, None, None, 0, False, reason
+            )
 
 
 # ---- stores -------------------------------------------------------------------------------------------
@@ -143,8 +146,8 @@ def _gguf_tree(roots: Sequence[Path], source: str, cache: HeaderCache) -> Iterat
             try:
                 size = file.stat().st_size
             except OSError as exc:  # a broken link
-                yield ModelEntry(name, source, str(file), "gguf", None, None, None, 0, False,
-                                 f"{file.name} can't be read: {exc.strerror or exc}")  # fmt: skip
+                reason = f"{file.name} can't be read: {exc.strerror or exc}"
+                yield ModelEntry(name, source, str(file), "gguf", None, None, None, 0, False, reason)
                 continue
             yield cache.gguf_row(file, name, source, size)
 
@@ -222,7 +225,7 @@ def _hf_cache(root: Path, cache: HeaderCache) -> Iterator[ModelEntry]:
 
 
 def _python_packages(paths: Sequence[str] | None, cache: HeaderCache) -> Iterator[ModelEntry]:
-    """`.gguf` files listed in installed distributions' RECORD (read as text: parsing every file list is slow)."""
+    """`.gguf` files listed in installed distributions' RECORD (read as text: `dist.files` is slow)."""
     import importlib.metadata as md
 
     dists = md.distributions(path=list(paths)) if paths is not None else md.distributions()
