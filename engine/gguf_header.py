@@ -166,6 +166,20 @@ class _Cursor:
         raise GGUFHeaderError(f"unknown GGUF value type {kind}")
 
 
+def is_gguf_file(path: str | Path) -> bool:
+    """Whether `path` is a regular file that starts with the GGUF magic, whatever its name.
+
+    Ollama's blobs are named `sha256-<hex>`, without the .gguf suffix; a loader can't go by the name.
+    """
+    try:
+        if not Path(path).is_file():  # not a FIFO, which would block the read
+            return False
+        with open(path, "rb") as f:
+            return f.read(4) == GGUF_MAGIC
+    except (OSError, ValueError):
+        return False
+
+
 def read_gguf_header(path: str | Path) -> GGUFHeader:
     """Parse the header of `path`; raises `GGUFHeaderError` (or OSError) when it can't."""
     path = Path(path)

@@ -18,7 +18,7 @@ from pathlib import Path
 from stat import S_ISREG
 
 from engine.atomic import atomic_write_text
-from engine.gguf_header import GGUF_MAGIC, gguf_openability
+from engine.gguf_header import gguf_openability
 
 MAX_CACHE_ENTRIES = 4000
 
@@ -113,15 +113,6 @@ class HeaderCache:
 
 def _unreadable(name: str, source: str, path: Path, reason: str, fmt: str = "gguf") -> ModelEntry:
     return ModelEntry(name, source, str(path), fmt, None, None, None, 0, False, reason)
-
-
-def looks_like_gguf(path: Path) -> bool:
-    """Whether the file starts with the GGUF magic (Ollama's blobs have no .gguf suffix)."""
-    try:
-        with open(path, "rb") as f:
-            return f.read(4) == GGUF_MAGIC
-    except OSError:
-        return False
 
 
 @functools.cache

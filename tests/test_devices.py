@@ -57,9 +57,11 @@ def test_explicit_device_maps_to_it(request, kind):
     assert on_accelerator({"": kind})
 
 
-def test_auto_prefers_an_accelerator_when_there_is_no_cuda(mps):
+def test_auto_prefers_an_accelerator_when_there_is_no_cuda(mps, monkeypatch):
+    monkeypatch.setattr(bitsandbytes, "supported_torch_devices", {"cpu", "cuda", "mps"})  # as 0.50 does
     assert device_map_for("auto") == {"": "mps"}
-    assert device_map_for("auto", "4bit") == {"": "mps"}  # this bitsandbytes lists mps
+    assert device_map_for("auto", "4bit") == {"": "mps"}
+    assert device_map_for("mps", "4bit") == {"": "mps"}
 
 
 def test_quantizing_where_bitsandbytes_cannot_is_refused_explicitly_and_skipped_by_auto(

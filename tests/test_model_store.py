@@ -14,7 +14,7 @@ from gguf_files import N_PARAMS, write_gguf
 
 from engine import InvalidInputError
 from engine.cli import main
-from engine.gguf_header import gguf_openability, read_gguf_header, supported_gguf_architectures
+from engine.gguf_header import gguf_openability, is_gguf_file, read_gguf_header, supported_gguf_architectures
 from engine.model_store import ModelEntry, list_models, remember_recent
 
 ROW_KEYS = {
@@ -190,6 +190,10 @@ def test_ollama_manifests_lead_to_gguf_blobs_with_ollama_names(tmp_path):
     assert rows["llama3.2:1b"].openable and rows["llama3.2:1b"].architecture == "llama"
     assert rows["llama3.2:1b"].path == str(root / "blobs" / f"sha256-{'a' * 64}")
     assert rows["someone/tiny:latest"].openable
+    assert is_gguf_file(rows["llama3.2:1b"].path) and not is_gguf_file(
+        root / "manifests" / "hf.co" / "org" / "repo" / "Q8_0"
+    )
+    assert not is_gguf_file(root / "blobs") and not is_gguf_file(root / "nothing-here")
     assert not rows["hf.co/org/repo:Q8_0"].openable and "truncated" in rows["hf.co/org/repo:Q8_0"].reason
     assert "not valid JSON" in rows["broken:latest"].reason and "not valid JSON" in rows["list:latest"].reason
     assert "no model layer" in rows["nolayer:latest"].reason
