@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from engine.errors import InvalidInputError
+from engine.vocab_check import check_ids_in_range
 
 BOS_RULES = ("tokenizer-adds", "bos-is-eos", "none")
 _PROBE = "The weather is calm today."
@@ -58,6 +59,7 @@ def bos_rule(tokenizer) -> BosRule:
 def encode(tokenizer, text: str) -> list[int]:
     """Token ids of plain `text`, beginning as `bos_rule` says: one BOS or none."""
     ids: list[int] = list(tokenizer(text, add_special_tokens=True)["input_ids"])
+    check_ids_in_range(tokenizer, ids)  # a literal special token the embedding lacks (engine/vocab_check.py)
     rule = bos_rule(tokenizer)
     if rule.bos_id is None:
         return ids

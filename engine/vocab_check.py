@@ -9,14 +9,19 @@ embedding row. Extra added tokens past the end get one logged warning per folder
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.errors import ModelLoadError
+from engine.errors import InvalidInputError, ModelLoadError
 
 log = logging.getLogger(__name__)
 _WARNED: set[str] = set()
+# tokenizer -> embedding rows, for tokenizers that can produce ids past them (from literal special tokens)
+_ROWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,24 @@ def check_vocab_fits(tokenizer, embed_rows: int, folder: Path | str) -> list[str
         f"added token(s) {names} have no embedding and are not produced by ordinary text, so the model is used "
         "as is (don't type them literally)"
     )
+    with contextlib.suppress(TypeError):  # a tokenizer that can't be weakly referenced: no check later
+        _ROWS[tokenizer] = embed_rows
     if str(folder) not in _WARNED:
         _WARNED.add(str(folder))
         log.warning(warning)
     return [warning]
+
+
+def check_ids_in_range(tokenizer, ids: Sequence[int]) -> None:
+    """Refuse text that spells an added token without an embedding row (e.g. a literal `<|endoftext|>`).
+
+    Only tokenizers that `check_vocab_fits` let through with such tokens are checked; the model would
+    otherwise fail with an index error deep inside its embedding.
+    """
+    rows = _ROWS.get(tokenizer)
+    if rows is None or not ids or max(ids) < rows:
+        return
+    bad = next(i for i in ids if i >= rows)
+    raise InvalidInputError(
+        f"the text contains {tokenizer.convert_ids_to_tokens(bad)!r}, a token this model has no embedding for"
+    )

@@ -7,7 +7,7 @@ import logging
 import pytest
 from tiny_models import build_qwen2_without_endoftext
 
-from engine import ModelLoadError, SamplingConfig, generate, load_model
+from engine import InvalidInputError, ModelLoadError, SamplingConfig, capture_actadd, generate, load_model
 from engine.vocab_check import vocab_fit
 
 
@@ -24,6 +24,13 @@ def test_qwen2_tokenizer_without_endoftext_loads_warns_once_and_generates(tmp_pa
     out = generate(loaded, "I love weddings", None, SamplingConfig(temperature=0, max_new_tokens=4))
     assert len(out.rows[0].token_ids) == 4
     assert max(out.rows[0].prompt_token_ids) < rows
+    # Typing the missing token literally is refused with a message, not an index error in the embedding.
+    with pytest.raises(
+        InvalidInputError, match=r"contains '<\|endoftext\|>', a token this model has no embedding"
+    ):
+        generate(loaded, "I love <|endoftext|> weddings", None, SamplingConfig(max_new_tokens=1))
+    with pytest.raises(InvalidInputError, match="no embedding"):
+        capture_actadd(loaded, "Love<|endoftext|>", "Hate", 1)
 
 
 def test_vocab_fit_names_the_largest_id_ordinary_text_reaches(tmp_path):
