@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "gui_latency": ("bench.bench_gui_latency", []),
     "memory": ("bench.bench_memory", []),
     "soak": ("bench.soak", []),
+    "model_listing": ("bench.bench_model_listing", []),
 }
 TINY_ARGS = {"soak": ["--tiny", "--n", "14", "--sample-every", "7"]}
 

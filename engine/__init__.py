@@ -9,6 +9,7 @@ The public API, in the order of a session::
 """
 
 from engine.capture import capture_actadd, capture_mean_diff, capture_pca, pair_differences, resid_pre
+from engine.devices import available_devices
 from engine.errors import (
     ActAddError,
     AlreadyExistsError,
@@ -22,10 +23,11 @@ from engine.errors import (
 )
 from engine.fingerprint import ModelFingerprint
 from engine.generation import GenerationResult, RowResult, SamplingConfig, TokenEvent, generate
+from engine.model_store import ModelEntry, list_models, remember_recent
 from engine.models import DEMO_MODEL_DIR, LoadedModel, ModelInfo, load_model, memory_report, unload
 from engine.pairs import PromptPair, read_pairs
 from engine.steering import Steer, SteeringPlan, hook_count
-from engine.tokens import align_pair, alignment_preview, encode, space_token_id
+from engine.tokens import align_pair, alignment_preview, bos_rule, encode, space_token_id
 from engine.vector import SteeringVector, check_fits, combine, load_vector, read_header, save_vector
 
 __version__ = "0.1.0"
@@ -40,6 +42,7 @@ __all__ = [
     "InvalidInputError",
     "LibraryError",
     "LoadedModel",
+    "ModelEntry",
     "ModelFingerprint",
     "ModelInfo",
     "ModelLoadError",
@@ -55,6 +58,8 @@ __all__ = [
     "__version__",
     "align_pair",
     "alignment_preview",
+    "available_devices",
+    "bos_rule",
     "capture_actadd",
     "capture_mean_diff",
     "capture_pca",
@@ -63,12 +68,14 @@ __all__ = [
     "encode",
     "generate",
     "hook_count",
+    "list_models",
     "load_model",
     "load_vector",
     "memory_report",
     "pair_differences",
     "read_header",
     "read_pairs",
+    "remember_recent",
     "resid_pre",
     "save_vector",
     "space_token_id",

@@ -17,7 +17,7 @@ from engine.errors import CancelledError, InvalidInputError
 from engine.models import LoadedModel
 from engine.packing import length_batches, packed_batches, supports_packing
 from engine.pairs import PromptPair
-from engine.tokens import align_pair, encode, pad_batch
+from engine.tokens import align_pair, bos_rule, encode, pad_batch
 from engine.vector import SteeringVector, now_iso
 
 
@@ -93,6 +93,7 @@ def _provenance(loaded: LoadedModel, **extra) -> dict:
         "dtype": loaded.info.dtype,
         "model_source": loaded.info.source,
         "library_version": __version__,
+        **bos_rule(loaded.tokenizer).provenance(),  # which BOS rule the prompts were encoded under
         **extra,
     }
 
@@ -110,9 +111,9 @@ def capture_actadd(
 ) -> SteeringVector:
     """The paper's vector: resid_pre(p+) - resid_pre(p-) at each layer, shape [n_tokens, hidden].
 
-    p+ and p- get one BOS each and the shorter is right-padded with the space token (`tokens.align_pair`),
-    so position 0 is exactly zero. Both run as the two rows of one forward pass, without padding masks:
-    they already have equal length.
+    p+ and p- begin as plain text does (`tokens.bos_rule`) and the shorter is right-padded with the space
+    token (`tokens.align_pair`), so with a BOS, position 0 is exactly zero. Both run as the two rows of one
+    forward pass, without padding masks: they already have equal length.
     """
     layer_list = check_layers(loaded, layers)
     pair = align_pair(loaded.tokenizer, positive, negative)

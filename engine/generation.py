@@ -217,7 +217,7 @@ class _EffectRecorder:
 
 
 def prompt_ids(loaded: LoadedModel, prompt: str, chat: bool = False) -> list[int]:
-    """The token ids of a user prompt: one BOS and the text, or the chat template's rendering."""
+    """The token ids of a user prompt: plain text as `tokens.encode` begins it, or the chat template's."""
     if not prompt or not prompt.strip():
         raise InvalidInputError("the prompt is empty")
     if not chat:

@@ -21,13 +21,15 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from engine.architectures import BlockLayout, find_blocks
+from engine.devices import KNOWN_DEVICES, device_map_for, on_accelerator
 from engine.errors import ActAddError, ModelLoadError, UnsupportedArchitectureError
 from engine.fingerprint import ModelFingerprint, vocab_hash
 from engine.resources import resources_dir
+from engine.vocab_check import check_vocab_fits
 
 DEMO_MODEL_DIR = resources_dir() / "demo-model"
 QUANTIZATIONS = ("none", "8bit", "4bit")
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = KNOWN_DEVICES  # which of them this machine has: engine.devices.available_devices()
 DTYPES = {"auto": None, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 # (stage, fraction done in [0, 1]) -> None; called from the loading thread.
@@ -163,14 +165,6 @@ def _quantization_config(quantize: str, compute_dtype: torch.dtype):
     )
 
 
-def _device_map(device: str, max_memory: dict | None) -> str | dict:
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError("device 'cuda' was asked for, but no CUDA GPU is available")
-    if device == "auto":
-        return "auto" if (torch.cuda.is_available() or max_memory) else "cpu"
-    return {"": 0} if device == "cuda" else "cpu"
-
-
 def _explain_load_failure(folder: Path, exc: BaseException) -> ModelLoadError:
     text = str(exc)
     lowered = text.lower()
@@ -212,6 +206,7 @@ def load_model(
         raise ModelLoadError(
             f"quantize must be one of {QUANTIZATIONS}, device one of {DEVICES}, dtype one of {tuple(DTYPES)}"
         )
+    device_map = device_map_for(device, quantize, max_memory)  # engine/devices.py: mps, xpu, bitsandbytes
     report("resolving", 0.0)
     folder = resolve_source(source)
     _check_regular_files(folder)  # before anything opens a file: a FIFO would block the open forever
@@ -250,7 +245,7 @@ def load_model(
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
 
-    on_gpu = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    on_gpu = on_accelerator(device_map)
     # A quantized model keeps its embeddings, norms and LM head unquantized; in float32 those alone outweigh
     # the 4-bit blocks of a small model, so quantized loads use bfloat16 on the CPU too.
     torch_dtype = DTYPES[dtype] or (torch.bfloat16 if on_gpu or quantize != "none" else torch.float32)
@@ -259,7 +254,7 @@ def load_model(
         model = AutoModelForCausalLM.from_pretrained(
             folder,
             dtype=torch_dtype,
-            device_map=_device_map(device, max_memory),
+            device_map=device_map,
             max_memory=max_memory,
             quantization_config=_quantization_config(quantize, torch_dtype),
             trust_remote_code=trust_remote_code,
@@ -285,11 +280,7 @@ def load_model(
 
     layout = find_blocks(model, block_path)
     embed_rows = model.get_input_embeddings().weight.shape[0]  # type: ignore[index]
-    if len(tokenizer) > embed_rows:
-        raise ModelLoadError(
-            f"the tokenizer in {folder} has {len(tokenizer)} tokens but the model's embedding has {embed_rows} "
-            "rows; tokenizer.json does not belong to these weights"
-        )
+    check_vocab_fits(tokenizer, embed_rows, folder)  # refuses only ids that ordinary text can reach
     model_type = config.get("model_type", "unknown")
     fingerprint = ModelFingerprint(
         architecture=model_type,

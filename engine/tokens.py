@@ -1,9 +1,14 @@
 """ActAdd tokenization: the one-BOS rule, space padding and the alignment preview.
 
 Conventions (Turner et al., and montemac/activation_additions):
-- p+, p- and the user's prompt are tokenized the same way, and every sequence starts with exactly one BOS
-  when the tokenizer defines one. GPT-2's tokenizer does not add it, so it is prepended here; TransformerLens
-  did the same, which makes the vector's position 0 exactly zero.
+- p+, p- and the user's prompt are tokenized the same way, and begin the way the model begins plain text
+  (`bos_rule`, the one place this is decided):
+  * "tokenizer-adds": the tokenizer puts BOS before plain text itself (Llama, Gemma, Mistral, OPT); exactly
+    one BOS, never doubled;
+  * "bos-is-eos": BOS is the EOS and the tokenizer never adds it (the GPT-2 family's `<|endoftext|>`
+    document separator, and the demo model): prepended, as the paper and TransformerLens did;
+  * "none": anything else, e.g. SmolLM2 and Qwen2, whose BOS is a chat marker never seen before plain text.
+  With a BOS, the vector's position 0 is exactly zero.
 - When p+ and p- differ in length, the shorter is right-padded with the token for a single space `" "`
   (`pad_method="tokens_right"`, `custom_pad_id` = space). End-of-text padding steers worse.
 """
@@ -16,19 +21,75 @@ from dataclasses import dataclass
 import torch
 
 from engine.errors import InvalidInputError
+from engine.vocab_check import check_ids_in_range
+
+BOS_RULES = ("tokenizer-adds", "bos-is-eos", "none")
+_PROBE = "The weather is calm today."
+
+
+@dataclass(frozen=True)
+class BosRule:
+    """How plain text begins for a tokenizer: `rule` is one of BOS_RULES."""
+
+    rule: str
+    bos_id: int | None  # the id prepended, None when nothing is
+
+    @property
+    def prepends(self) -> bool:
+        return self.bos_id is not None
+
+    def provenance(self) -> dict:
+        """What a captured vector records about its BOS (see `legacy_bos_warning`)."""
+        return {"bos_rule": self.rule, "bos_prepended": self.prepends}
+
+
+def bos_rule(tokenizer) -> BosRule:
+    """Whether plain text starts with BOS for this tokenizer; see the module docstring."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return BosRule("none", None)
+    probe = list(tokenizer(_PROBE, add_special_tokens=True)["input_ids"])
+    if probe and probe[0] == bos:
+        return BosRule("tokenizer-adds", bos)
+    if bos == tokenizer.eos_token_id:
+        return BosRule("bos-is-eos", bos)
+    return BosRule("none", None)
 
 
 def encode(tokenizer, text: str) -> list[int]:
-    """Token ids of `text` with exactly one leading BOS (when the tokenizer has a BOS token)."""
+    """Token ids of plain `text`, beginning as `bos_rule` says: one BOS or none."""
     ids: list[int] = list(tokenizer(text, add_special_tokens=True)["input_ids"])
-    bos = tokenizer.bos_token_id
-    if bos is None:
+    check_ids_in_range(tokenizer, ids)  # a literal special token the embedding lacks (engine/vocab_check.py)
+    rule = bos_rule(tokenizer)
+    if rule.bos_id is None:
         return ids
-    # Some tokenizers add BOS themselves (Llama, Gemma), others never do (GPT-2); the text may also begin
-    # with a literal BOS string. Strip them all, then put back exactly one.
-    while ids and ids[0] == bos:
+    # The tokenizer may have added BOS itself, and the text may also begin with a literal BOS string.
+    # Strip them all, then put back exactly one.
+    while ids and ids[0] == rule.bos_id:
         ids.pop(0)
-    return [bos, *ids]
+    return [rule.bos_id, *ids]
+
+
+def legacy_bos_warning(vector, tokenizer) -> str | None:
+    """A warning when `vector` was captured with a BOS that plain text on this tokenizer no longer gets.
+
+    Before the rule above, every tokenizer with a BOS got it prepended; a vector captured then on, say,
+    SmolLM2 has `<|im_start|>` at position 0, so its position 0 is no longer shared with prompts.
+    """
+    provenance = getattr(vector, "provenance", None) or {}
+    if "bos_rule" in provenance:
+        prepended = bool(provenance.get("bos_prepended"))
+    elif isinstance(ids := provenance.get("positive_ids"), list) and ids:  # captured under the old rule
+        prepended = ids[0] == tokenizer.bos_token_id
+    else:  # the old rule prepended BOS whenever the tokenizer had one
+        prepended = tokenizer.bos_token_id is not None
+    if not prepended or bos_rule(tokenizer).prepends or not getattr(vector, "is_positional", False):
+        return None
+    return (
+        f"vector {getattr(vector, 'name', '') or '(unnamed)'!r} was captured with {tokenizer.bos_token!r} "
+        "prepended, which this model's plain text does not begin with; its position 0 is no longer a "
+        "shared BOS and is added to the prompt's first token"
+    )
 
 
 def space_token_id(tokenizer) -> int:
@@ -56,7 +117,7 @@ class AlignedPair:
 
 
 def align_pair(tokenizer, positive: str, negative: str) -> AlignedPair:
-    """Tokenize p+ and p- with one BOS each and right-pad the shorter with the space token."""
+    """Tokenize p+ and p- as plain text (`encode`) and right-pad the shorter with the space token."""
     pos, neg = encode(tokenizer, positive), encode(tokenizer, negative)
     if len(pos) == 0 or len(neg) == 0:
         raise InvalidInputError("a prompt of the pair encodes to no tokens")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tiny_models import build_tiny_model
+
+# The recent-models list and the GGUF header cache: never the user's own folders during tests.
+_SCRATCH = tempfile.mkdtemp(prefix="actadd-test-")
+os.environ.setdefault("ACTADD_CONFIG_DIR", os.path.join(_SCRATCH, "config"))
+os.environ.setdefault("ACTADD_CACHE_DIR", os.path.join(_SCRATCH, "cache"))
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,18 @@ import torch
 
 
 def reference_ids(tokenizer, text: str) -> list[int]:
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    return ([tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []) + list(ids)
+    """Plain text begins as the model begins it: with BOS when the tokenizer puts one before this text
+    itself (Llama, Gemma), or when BOS is the EOS document separator that it never adds (GPT-2, as in the
+    paper); otherwise with the text alone (SmolLM2, Qwen2)."""
+    plain = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return plain
+    own = list(tokenizer(text)["input_ids"])
+    tokenizer_adds = len(own) > len(plain) and own[0] == bos
+    if tokenizer_adds or bos == tokenizer.eos_token_id:
+        return [bos, *plain]
+    return plain
 
 
 def reference_vector(model, tokenizer, positive: str, negative: str, layer: int) -> torch.Tensor:

@@ -104,6 +104,13 @@ def test_memory_smoke(tmp_path):
     assert "Linear4bit" in loads["4bit"]["linear_types"]
 
 
+def test_model_listing_smoke(tmp_path):
+    data = run_bench("bench.bench_model_listing", "--tiny", out=tmp_path / "model_listing.json")
+    check_result(data, "model_listing")
+    assert [t["id"] for t in data["targets"]] == ["14a"]
+    assert len(data["details"]["cold_s"]) == len(data["details"]["warm_s"]) == 1
+
+
 def test_soak_smoke(tmp_path):
     args = ("--tiny", "--n", "14", "--sample-every", "7", "--new-tokens", "4")
     data = run_bench("bench.soak", *args, out=tmp_path / "soak.json")

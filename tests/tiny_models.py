@@ -197,3 +197,91 @@ def build_tiny_model(model_type: str, folder: Path, seed: int = 0) -> Path:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def build_qwen2_without_endoftext(folder: Path, vocab_rows: int | None = None) -> Path:
+    """A tiny qwen2 folder whose tokenizer lacks `<|endoftext|>` (bos `<|im_start|>`, eos `<|im_end|>`).
+
+    Loading it, transformers' `Qwen2Tokenizer` adds `<|endoftext|>` as unk, one past the embedding rows
+    (real-models.md's quirk). `vocab_rows` smaller than the base vocabulary makes a genuinely broken folder.
+    """
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(CORPUS, trainer)
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|im_end|>"
+    )
+    config = AutoConfig.for_model(
+        "qwen2",
+        vocab_size=vocab_rows or len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **ARCHITECTURES["qwen2"],
+    )
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+# The three ways plain text begins (engine/tokens.py::bos_rule), as tokenizers of each kind:
+# - "adds-bos": Llama-like, BOS `<s>` differs from EOS `</s>` and the post-processor adds it;
+# - "bos-is-eos": GPT-2-like, `<|endoftext|>` is both and is never added;
+# - "chat-bos": SmolLM2-like, BOS is the chat marker `<|im_start|>`, EOS `<|im_end|>`, neither added.
+TOKENIZER_KINDS = ("adds-bos", "bos-is-eos", "chat-bos")
+
+
+def train_tokenizer_kind(kind: str) -> PreTrainedTokenizerFast:
+    bos, eos = {
+        "adds-bos": ("<s>", "</s>"),
+        "bos-is-eos": (BOS, BOS),
+        "chat-bos": ("<|im_start|>", "<|im_end|>"),
+    }[kind]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=list(dict.fromkeys([bos, eos])),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(CORPUS, trainer)
+    if kind == "adds-bos":
+        bos_id = tok.token_to_id(bos)
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)]
+        )
+    else:
+        tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=eos)
+
+
+def build_tiny_llama_with_tokenizer(kind: str, folder: Path, seed: int = 0) -> Path:
+    """A tiny llama folder whose tokenizer is of `kind` (one of TOKENIZER_KINDS)."""
+    tokenizer = train_tokenizer_kind(kind)
+    config = AutoConfig.for_model(
+        "llama",
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **ARCHITECTURES["llama"],
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.mul_(4.0)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -26,12 +26,16 @@ class _Parser(argparse.ArgumentParser):
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
+    from engine.devices import available_devices
+
     group = parser.add_argument_group("model")
     group.add_argument("--model", default="demo", help="model folder, a cached hub id, or 'demo' (default)")
     group.add_argument(
         "--quantize", choices=("none", "8bit", "4bit"), default="none", help="bitsandbytes quantization"
     )
-    group.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    group.add_argument(
+        "--device", choices=available_devices(), default="auto", help="mps/xpu where torch has them"
+    )
     group.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"), default="auto")
     group.add_argument(
         "--trust-remote-code", action="store_true", help="run Python code shipped with the model (unsafe)"
@@ -65,7 +69,7 @@ def load_model_from_args(args: argparse.Namespace):
             bar.set_postfix_str(stage)
             bar.update(round(fraction * 100) - bar.n)
 
-        return load_model(
+        loaded = load_model(
             args.model,
             quantize=args.quantize,
             device=args.device,
@@ -73,6 +77,10 @@ def load_model_from_args(args: argparse.Namespace):
             trust_remote_code=args.trust_remote_code,
             progress=progress,
         )
+    from engine.model_store import remember_recent
+
+    remember_recent(args.model)  # listed by `models` as a recent model
+    return loaded
 
 
 def emit(args: argparse.Namespace, payload: dict, human: str) -> None:
@@ -86,7 +94,7 @@ def _register_all(sub) -> None:
     from engine.cli import model_commands
 
     model_commands.register(sub)
-    for module_name in ("library_commands", "sweep_commands"):
+    for module_name in ("library_commands", "sweep_commands", "models_commands"):
         try:
             module = __import__(f"engine.cli.{module_name}", fromlist=["register"])
         except ModuleNotFoundError as exc:  # a subcommand module not written yet

@@ -158,6 +158,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
     from engine.generation import SamplingConfig, generate
     from engine.library import Library
+    from engine.tokens import legacy_bos_warning
     from engine.vector import check_fits
 
     if not args.prompt.strip():
@@ -181,6 +182,7 @@ def run_generate(args: argparse.Namespace) -> int:
         for s in steers
         for w in check_fits(s.vector, loaded.fingerprint, allow_other_model=args.allow_other_model)
     ]
+    warnings += [w for s in steers if (w := legacy_bos_warning(s.vector, loaded.tokenizer))]
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     rows = [[], steers] if args.compare else [steers]

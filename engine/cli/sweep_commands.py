@@ -16,6 +16,7 @@ from pathlib import Path
 
 from engine.cli import add_json_option, add_library_option, add_model_options, emit, load_model_from_args
 from engine.errors import InvalidInputError
+from engine.tokens import legacy_bos_warning
 
 EXPERIMENT_CHOICES = (
     "topic",
@@ -187,6 +188,8 @@ def _run_single_sweep(args: argparse.Namespace) -> int:
     loaded = load_model_from_args(args)
     spec = _spec_from_args(args, loaded)
     spec.validate()
+    if spec.vector is not None and (warning := legacy_bos_warning(spec.vector, loaded.tokenizer)):
+        print(f"warning: {warning}", file=sys.stderr)
     with _progress_bar(args, "sweeping") as bar:
 
         def progress(done: int, total: int) -> None:

@@ -28,7 +28,7 @@ from engine.architectures import context_limit
 from engine.errors import InvalidInputError
 from engine.models import LoadedModel
 from engine.steering import Steer, SteeringPlan
-from engine.tokens import encode, pad_batch
+from engine.tokens import bos_rule, encode, pad_batch
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
@@ -231,9 +231,9 @@ def target_prob(
 
 
 def _with_prefix(tokenizer, text: str, prefix: str, limit: int | None) -> tuple[list[int], int]:
-    """(BOS + prefix + text token ids, index of the first scored position)."""
+    """([BOS] + prefix + text token ids, index of the first scored position)."""
     ids = encode(tokenizer, text)
-    head = 1 if tokenizer.bos_token_id is not None and ids and ids[0] == tokenizer.bos_token_id else 0
+    head = 1 if bos_rule(tokenizer).prepends else 0  # the prefix goes after the BOS, if plain text has one
     prefix_ids = list(tokenizer(prefix, add_special_tokens=False)["input_ids"]) if prefix else []
     full = ids[:head] + prefix_ids + ids[head:]
     if limit is not None:

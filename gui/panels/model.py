@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.devices import available_devices
 from gui.context import AppContext
 from gui.jobs import Job, LoadRequest, UnloadRequest
 
@@ -71,7 +72,7 @@ class ModelPanel(QWidget):
         self._quantize.addItems(["none", "8bit", "4bit"])
         self._quantize.setToolTip("bitsandbytes quantization: 8bit or 4bit need a CUDA GPU and save memory")
         self._device = QComboBox()
-        self._device.addItems(["auto", "cpu", "cuda"])
+        self._device.addItems(list(available_devices()))  # mps/xpu where torch reports them
         self._device.setToolTip("auto: the GPU when there is one, else the CPU")
         self._dtype = QComboBox()
         self._dtype.addItems(["auto", "float32", "float16", "bfloat16"])

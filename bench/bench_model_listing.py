@@ -1,0 +1,159 @@
+"""Benchmark: listing 200 models found on the machine (issue 14: "under 2 s").
+
+    python -m bench.bench_model_listing [--models 200] [--vocab 32000] [--reps 3] [--tiny] [--out FILE]
+
+Builds fake stores in a temporary folder, in the layouts the real ones use: LM Studio
+(publisher/repo/file.gguf), Ollama (manifests -> sha256 blobs), GPT4All (flat), the Hugging Face hub cache
+(models--org--name with snapshots pointing at blobs; a config.json and a safetensors file each), and the
+recent list. The GGUFs carry a `--vocab`-entry token list and merges, as real headers do (the header walk
+is dominated by them), and tiny tensors (the listing never reads tensor data). Times `list_models`:
+
+- cold: no header cache, every GGUF header is walked;
+- warm: a header cache from an earlier listing (a new process would load the same file): one `stat` per
+  file, no header read.
+The target is on the warm listing, which is what the app and `python main.py models` do after the first
+listing; the cold time is in the details. Wall-clock (listing is I/O and Python, single-threaded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from statistics import median
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.common import Result, print_targets  # noqa: E402
+
+MODEL_LAYER = "application/vnd.ollama.image.model"
+
+
+def template_gguf(path: Path, vocab: int) -> Path:
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_name("Bench")
+    writer.add_file_type(int(gguf.LlamaFileType.MOSTLY_Q8_0))
+    writer.add_tokenizer_model("gpt2")
+    tokens = [f"tok{i}" for i in range(vocab)]
+    writer.add_token_list(tokens)
+    writer.add_token_types([1] * vocab)
+    writer.add_token_merges([f"t o{i}" for i in range(vocab)])
+    for i in range(4):
+        writer.add_tensor(f"blk.{i}.attn_q.weight", np.zeros((64, 64), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def build_stores(root: Path, n: int, vocab: int) -> dict:
+    """n models spread over the sources; returns the list_models keyword arguments that find them."""
+    from engine.model_store import MAX_RECENT, remember_recent
+
+    template = template_gguf(root / "template.gguf", vocab).read_bytes()
+    config = json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"], "dtype": "bfloat16"})
+    safetensors = (8).to_bytes(8, "little") + b"{}      "
+    share = {"lmstudio": 0.3, "ollama": 0.3, "gpt4all": 0.15, "hf": 0.15}
+    counts = {k: int(n * v) for k, v in share.items()}
+    counts["recent"] = min(MAX_RECENT, n - sum(counts.values()))
+    counts["lmstudio"] += n - sum(counts.values())  # the recent list keeps MAX_RECENT at most
+    for i in range(counts["lmstudio"]):
+        file = root / "lms" / f"pub{i % 7}" / f"Model-{i}-GGUF" / f"model-{i}.Q8_0.gguf"
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_bytes(template)
+    ollama = root / "ollama"
+    (ollama / "blobs").mkdir(parents=True)
+    for i in range(counts["ollama"]):
+        digest = f"{i:064x}"
+        (ollama / "blobs" / f"sha256-{digest}").write_bytes(template)
+        manifest = ollama / "manifests" / "registry.ollama.ai" / "library" / f"model{i}" / "latest"
+        manifest.parent.mkdir(parents=True, exist_ok=True)
+        manifest.write_text(
+            json.dumps({"layers": [{"mediaType": MODEL_LAYER, "digest": f"sha256:{digest}"}]})
+        )
+    for i in range(counts["gpt4all"]):
+        (root / "gpt4all").mkdir(exist_ok=True)
+        (root / "gpt4all" / f"model-{i}.Q4_0.gguf").write_bytes(template)
+    for i in range(counts["hf"]):
+        repo = root / "hub" / f"models--org--model-{i}"
+        snapshot = repo / "snapshots" / ("0" * 40)
+        snapshot.mkdir(parents=True)
+        (repo / "blobs").mkdir()
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text("0" * 40)
+        for name, data in (("config.json", config.encode()), ("model.safetensors", safetensors)):
+            (repo / "blobs" / name).write_bytes(data)
+            (snapshot / name).symlink_to(repo / "blobs" / name)
+    recent = root / "recent.json"
+    for i in range(counts["recent"]):
+        file = root / "recent" / f"opened-{i}.gguf"
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_bytes(template)
+        remember_recent(file, file=recent)
+    return {
+        "sources": ["hf-cache", "lmstudio", "ollama", "gpt4all", "recent"],
+        "hf_cache": root / "hub",
+        "lmstudio_roots": [root / "lms"],
+        "ollama_root": ollama,
+        "gpt4all_roots": [root / "gpt4all"],
+        "recent_file": recent,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=int, default=200)
+    parser.add_argument("--vocab", type=int, default=32000, help="tokens (and merges) in each GGUF header")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--tiny", action="store_true", help="20 models, 500 tokens, 1 rep (smoke test)")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.models, args.vocab, args.reps = 20, 500, 1
+    from engine.model_store import list_models
+
+    result = Result("model_listing", params={"models": args.models, "vocab": args.vocab, "reps": args.reps})
+    root = Path(tempfile.mkdtemp(prefix="bench-models-"))
+    try:
+        kwargs = build_stores(root, args.models, args.vocab)
+        list_models(**kwargs, header_cache=False)  # imports (transformers' tables) out of the timings
+        cold, warm = [], []
+        for rep in range(args.reps):
+            cache = root / f"headers-{rep}.json"
+            start = time.perf_counter()
+            rows = list_models(**kwargs, header_cache=cache)
+            cold.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            again = list_models(**kwargs, header_cache=cache)
+            warm.append(time.perf_counter() - start)
+            assert again == rows and len(rows) == args.models, (len(rows), args.models)
+            assert all(r.openable for r in rows), [r.reason for r in rows if not r.openable][:3]
+        result.details.update(
+            cold_s=[round(t, 4) for t in cold],
+            warm_s=[round(t, 4) for t in warm],
+            cold_median_s=round(median(cold), 4),
+            warm_median_s=round(median(warm), 4),
+            per_model_cold_ms=round(1000 * median(cold) / args.models, 3),
+            header_bytes=(root / "template.gguf").stat().st_size,
+        )
+        result.target("14a", f"list {args.models} models, header cache warm", median(warm), "<=", 2.0, "s")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    data = result.write(args.out)
+    print(f"cold {median(cold):.3f} s, warm {median(warm):.3f} s for {args.models} models")
+    print_targets(data)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
