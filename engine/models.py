@@ -22,6 +22,7 @@ from torch import nn
 from engine.architectures import BlockLayout, find_blocks
 from engine.errors import ActAddError, ModelLoadError, UnsupportedArchitectureError
 from engine.fingerprint import ModelFingerprint, vocab_hash
+from engine.model_stats import parameter_count
 
 DEMO_MODEL_DIR = Path(__file__).resolve().parent.parent / "resources" / "demo-model"
 QUANTIZATIONS = ("none", "8bit", "4bit")
@@ -302,7 +303,7 @@ def load_model(
         architecture=model_type,
         n_layers=len(layout.blocks),
         hidden_size=layout.hidden_size,
-        n_params=sum(p.numel() for p in model.parameters()),
+        n_params=parameter_count(model),  # logical count: 4-bit weights pack two per byte
         dtype=str(torch_dtype).removeprefix("torch."),
         device=str(embeddings.device),
         quantize=quantize,

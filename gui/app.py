@@ -14,6 +14,7 @@ from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QIcon, QKeySeq
 from PySide6.QtWidgets import QApplication, QFileDialog, QLabel, QMainWindow, QMessageBox, QTabWidget
 
 from engine import __version__
+from engine.model_stats import format_megabytes
 from engine.models import DEMO_MODEL_DIR
 from gui.context import AppContext
 from gui.panels.capture import CapturePanel
@@ -263,9 +264,9 @@ class MainWindow(QMainWindow):
 
     @Slot(dict)
     def _on_memory(self, report: dict) -> None:
-        text = f"RAM {report.get('rss_mb', 0):.0f} MB"
+        text = f"RAM {format_megabytes(report.get('rss_mb'))}"
         if "vram_allocated_mb" in report:
-            text += f" · VRAM {report['vram_allocated_mb']:.0f} MB"
+            text += f" · VRAM {format_megabytes(report['vram_allocated_mb'])}"
         self._memory_label.setText(text)
 
     @Slot(object)

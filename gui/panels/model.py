@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.model_stats import format_megabytes
 from gui.context import AppContext
 from gui.worker import LoadRequest
 
@@ -39,10 +40,7 @@ STAGE_TEXT = {
 }
 
 
-def _mb(value: float | None) -> str:
-    if value is None:
-        return "–"
-    return f"{value / 1024:.2f} GB" if value >= 1024 else f"{value:.0f} MB"
+_mb = format_megabytes  # the one size format, shared with the status bar
 
 
 class ModelPanel(QWidget):
