@@ -109,8 +109,8 @@ def coefficients_for_strength(steer: Steer, strength: float, norms: Sequence[flo
         size = per_position_norm(tensor)
         if size == 0:
             raise InvalidInputError(
-                f"{steer.vector.name or 'the vector'} is zero at layer {layer}; a normalised strength can't "
-                "scale it"
+                f"vector {steer.vector.name or '(unnamed)'!r} is zero at layer {layer}; a normalised strength "
+                "can't scale it"
             )
         out[layer] = strength * _typical(table, layer) / size
     return out
