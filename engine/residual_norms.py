@@ -25,6 +25,7 @@ import sys
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -99,12 +100,13 @@ def neutral_ids(loaded: LoadedModel, text: str = NEUTRAL_TEXT) -> list[int]:
     """The measured token ids: one BOS and the text, cut to the model's context and `MAX_TOKENS`."""
     from engine.generation import _context_limit  # the one reading of a config's context length
 
-    tokenizer = loaded.tokenizer
+    tokenizer: Any = loaded.tokenizer
     limit = min(MAX_TOKENS, _context_limit(loaded) or MAX_TOKENS)
     # Whole sentences that fit, so the tokenizer is never handed more than the model's context (it warns
     # about every such text); sentences counted apart, plus one token each for a changed boundary.
     sentences = [part if part.endswith(".") else part + "." for part in text.split(". ") if part]
-    chosen, budget = [], limit - 1  # one position for BOS
+    chosen: list[str] = []
+    budget = limit - 1  # one position for BOS
     for sentence in sentences:
         cost = len(tokenizer(" " + sentence, add_special_tokens=False)["input_ids"]) + 1
         if chosen and cost > budget:

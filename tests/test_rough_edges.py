@@ -161,7 +161,12 @@ def test_exported_script_sets_the_apps_thread_count(tmp_path):
     )
     env = {**os.environ, "ACTADD_TORCH_THREADS": "3", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
-        [sys.executable, "-c", runner, str(script)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", runner, str(script)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.strip().splitlines()
@@ -233,10 +238,11 @@ def test_generation_after_a_mid_pass_cancel_is_unaffected(gpt2):
     event = threading.Event()
     state, handles = _block_spy(gpt2, 2, event)
     try:
-        generate(gpt2, PROMPT, None, sampling, cancel=event)
+        stopped = generate(gpt2, PROMPT, None, sampling, cancel=event)
     finally:
         for handle in handles:
             handle.remove()
+    assert stopped.cancelled and state["after"] == 0 and len(stopped.rows[0].token_ids) == 1
     assert generate(gpt2, PROMPT, None, sampling).rows[0].token_ids == before
 
 

@@ -61,7 +61,9 @@ def _hand_norms(loaded) -> list[float]:
     ]
     try:
         with torch.no_grad():
-            loaded.model(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long))
+            loaded.model(
+                input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long)
+            )
     finally:
         for handle in handles:
             handle.remove()
@@ -322,7 +324,9 @@ def test_cli_generate_with_a_normalised_strength(cli_library, gpt2, capsys):
     )  # fmt: skip
     assert code == 0, err
     first, second = json.loads(out)["steering"]
-    assert first["layers"] == [2] and first["coeff"] * _by_hand(vector.layers[1]) / norms[2] == pytest.approx(1)
+    assert first["layers"] == [2] and first["coeff"] * _by_hand(vector.layers[1]) / norms[2] == pytest.approx(
+        1
+    )
     assert second["strength"] == -0.25 and set(second["profile"]) == {"1", "2"}
 
 
@@ -333,12 +337,17 @@ def test_cli_generate_with_a_normalised_strength(cli_library, gpt2, capsys):
         ("love-hate:n", "'n' is neither a coefficient"),
         ("love-hate:infn", "strength 'infn' is not a finite number"),
         ("love-hate:nan", "coefficient 'nan' is not a finite number"),
-        ("love-hate:0.5N", "'0.5N' is not a number; expected a coefficient (e.g. 4) or a normalised strength"),
+        (
+            "love-hate:0.5N",
+            "'0.5N' is not a number; expected a coefficient (e.g. 4) or a normalised strength",
+        ),
     ],
 )
 def test_cli_strength_syntax_errors_are_one_line_exit_2(cli_library, capsys, spec, message):
     model, lib = cli_library
-    code, out, err = run(capsys, "generate", "--model", model, "--prompt", PROMPT, "--steer", spec, "--library", lib)
+    code, out, err = run(
+        capsys, "generate", "--model", model, "--prompt", PROMPT, "--steer", spec, "--library", lib
+    )
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err
 
@@ -368,7 +377,9 @@ def test_cli_library_relative_norms(cli_library, gpt2, capsys):
     code, out, err = run(capsys, "library", "show", "love-hate", "--library", lib, "--json")
     assert code == 0, err
     assert "relative_norms" not in json.loads(out)  # nothing measured yet, no model named
-    code, out, err = run(capsys, "library", "show", "love-hate", "--library", lib, "--relative-to", model, "--json")
+    code, out, err = run(
+        capsys, "library", "show", "love-hate", "--library", lib, "--relative-to", model, "--json"
+    )
     assert code == 0, err
     from engine.library import Library
 
