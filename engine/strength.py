@@ -96,7 +96,7 @@ def check_strength(value: float) -> float:
 def coefficients_for_strength(steer: Steer, strength: float, norms: Sequence[float]) -> dict[int, float]:
     """layer -> c_l such that the added vector's per-position norm is `strength * r_l` (see module doc).
 
-    A strength profile already on `steer` multiplies on top, as it does for raw coefficients.
+    `steer.coeff` and `steer.profile` are ignored here; `resolve_strength` multiplies the profile on top.
     """
     strength = check_strength(strength)
     if steer.resolved_mode == "ablate":
@@ -133,8 +133,8 @@ def resolve_strength(steer: Steer, strength: float, norms: LoadedModel | Sequenc
 
 
 def strength_per_coefficient(steer: Steer, norms: LoadedModel | Sequence[float]) -> float:
-    """The normalised strength one unit of `steer.coeff` amounts to at its first layer (`r_l/||v_l||`'s
-    inverse): multiply a raw coefficient by it to read it as a strength, e.g. for a slider's scale."""
+    """The normalised strength one unit of `steer.coeff` amounts to at its first layer, `||v_l|| / r_l`:
+    multiply a raw coefficient by it to read it as a strength, e.g. for a slider's scale."""
     per_unit = coefficients_for_strength(steer, 1.0, _norms_of(norms))
     return 1.0 / per_unit[min(per_unit)]
 

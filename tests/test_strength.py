@@ -32,7 +32,7 @@ from engine.residual_norms import (
     residual_norm_profile,
     residual_norms,
 )
-from engine.strength import added_norm_ratio, per_position_norm, relative_norms
+from engine.strength import added_norm_ratio, per_position_norm, relative_norms, strength_per_coefficient
 
 PROMPT = "I went up to my friend and said"
 
@@ -206,6 +206,8 @@ def test_resolved_coefficient_gives_the_claimed_norm_ratio(gpt2, strength):
         assert abs(c) * _by_hand(vector.layers[layer]) / norms[layer] == pytest.approx(abs(strength))
     assert added_norm_ratio(steer, norms) == pytest.approx({1: abs(strength), 2: abs(strength)})
     assert (steer.coeff > 0) == (strength > 0)
+    # reading a raw coefficient back as a strength (a slider's scale) inverts the resolution
+    assert strength_per_coefficient(Steer(vector), norms) * steer.coeff == pytest.approx(strength)
 
 
 def test_the_hook_adds_exactly_that_norm(gpt2):
