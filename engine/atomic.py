@@ -2,13 +2,16 @@
 
 A process killed at any point leaves either the old file or the new one, never a half-written one. Temp
 files carry a `.tmp-` prefix so listings can ignore (and later sweep) leftovers of killed writers.
+
+Files are created with mode 0666 filtered by the umask (0644 under the usual 022), like any other app's
+saved files; `tempfile.mkstemp` would make every vector and export 0600 whatever the umask.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 TEMP_PREFIX = ".tmp-"
@@ -24,6 +27,22 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def create_temp_file(folder: Path, suffix: str = "") -> tuple[int, Path]:
+    """A new, empty temp file in `folder`, opened for writing: (file descriptor, path).
+
+    Like `tempfile.mkstemp` (O_EXCL, a random name), but with mode 0666 so that the kernel applies the
+    umask (and any default ACL) as it does for every ordinarily created file.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        path = Path(folder) / f"{TEMP_PREFIX}{secrets.token_hex(6)}{suffix}"
+        try:
+            return os.open(path, flags, 0o666), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary file name in {folder}")
+
+
 def atomic_write_bytes(path: Path, data: bytes, *, overwrite: bool = True) -> None:
     """Write `data` to `path` atomically.
 
@@ -32,8 +51,7 @@ def atomic_write_bytes(path: Path, data: bytes, *, overwrite: bool = True) -> No
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=path.suffix, dir=path.parent)
-    tmp = Path(tmp_name)
+    fd, tmp = create_temp_file(path.parent, path.suffix)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

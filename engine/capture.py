@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from engine.errors import CancelledError, InvalidInputError
 from engine.models import LoadedModel
 from engine.packing import length_batches, packed_batches, supports_packing
-from engine.pairs import PromptPair
+from engine.pairs import PromptPair, check_pair
 from engine.tokens import align_pair, bos_rule, encode, pad_batch
 from engine.vector import SteeringVector, now_iso
 
@@ -165,6 +165,8 @@ def pair_differences(
     """
     if not pairs:
         raise InvalidInputError("no pairs to capture from")
+    for number, pair in enumerate(pairs, start=1):
+        check_pair(pair, f"pair {number} of {len(pairs)}")
     tokenizer = loaded.tokenizer
     # p+ of pair i is row 2i, p- row 2i + 1
     rows = [encode(tokenizer, text) for p in pairs for text in (p.positive, p.negative)]

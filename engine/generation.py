@@ -2,7 +2,8 @@
 
 One call generates every row of a batch together: side-by-side steered/unsteered panes are rows 0 and 1,
 a coefficient sweep is one row per coefficient. Text arrives through `on_token` as per-row deltas from a
-`BaseStreamer`; cancellation is a `StoppingCriteria` that reads a `threading.Event` once per token.
+`BaseStreamer`; cancellation is a `StoppingCriteria` that reads a `threading.Event` once per token, and
+a check of the same event before every decoder block (`engine.cancellation`), so Stop ends a long pass.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria,
 from transformers.generation.streamers import BaseStreamer
 
 from engine.architectures import context_limit
+from engine.cancellation import StoppedBetweenBlocks, cancel_between_blocks
 from engine.errors import ActAddError, InvalidInputError
 from engine.models import LoadedModel
 from engine.steering import Steer, SteeringPlan
@@ -174,8 +176,10 @@ class RowStreamer(BaseStreamer):
     def _emit(self, row: int, token: int, final: bool) -> None:
         text = self.texts[row]
         end = len(text) if final else len(text) - _stop_holdback(text, self.stops)
-        if not final and text.endswith("\ufffd"):
-            end = min(end, len(text) - 1)  # an incomplete multi-byte character: wait for the next token
+        if not final:
+            # An incomplete multi-byte character decodes to U+FFFD, one per byte with a byte-fallback
+            # tokenizer (Llama, Gemma): hold back every trailing one until the character is complete.
+            end = min(end, len(text.rstrip("\ufffd")))
         delta = text[self.shown[row] : end]
         self.shown[row] = max(self.shown[row], end)
         if self.on_token is not None:
@@ -286,7 +290,11 @@ def generate(
     handle = effect.head.register_forward_hook(effect.hook) if effect is not None else None
     out_of_memory = False
     try:
-        with plan.apply(loaded.blocks), torch.inference_mode():
+        with (
+            plan.apply(loaded.blocks),
+            cancel_between_blocks(loaded.blocks, cancel),
+            torch.inference_mode(),
+        ):
             plan.bind(mask)  # each row's left padding, so front positions count from its first real token
             loaded.model.generate(  # type: ignore[operator]
                 input_ids=ids.to(device),
@@ -300,6 +308,8 @@ def generate(
                 streamer=streamer,
                 **kwargs,
             )
+    except StoppedBetweenBlocks:
+        pass  # Stop mid-pass: `cancel` is set and the rows keep what they had, as after a token
     except (torch.OutOfMemoryError, MemoryError):
         out_of_memory = True  # raised below, once this traceback (and the activations it holds) is gone
     finally:

@@ -24,6 +24,7 @@ from engine.architectures import BlockLayout, find_blocks
 from engine.devices import KNOWN_DEVICES, device_map_for, on_accelerator
 from engine.errors import ActAddError, ModelLoadError, UnsupportedArchitectureError
 from engine.fingerprint import ModelFingerprint, vocab_hash
+from engine.model_stats import parameter_count
 from engine.resources import resources_dir
 from engine.vocab_check import check_vocab_fits
 
@@ -296,7 +297,7 @@ def load_model(
         architecture=model_type,
         n_layers=len(layout.blocks),
         hidden_size=layout.hidden_size,
-        n_params=sum(p.numel() for p in model.parameters()),
+        n_params=parameter_count(model),  # logical count: 4-bit weights pack two per byte
         dtype=str(torch_dtype).removeprefix("torch."),
         device=str(embeddings.device),
         quantize=quantize,

@@ -32,7 +32,18 @@ def _check(positive: object, negative: object, where: str) -> PromptPair:
         raise InvalidInputError(f"{where}: a prompt longer than {MAX_PROMPT_CHARS} characters")
     if not positive and not negative:
         raise InvalidInputError(f"{where}: both prompts are empty")
+    check_pair(PromptPair(positive, negative), where)
     return PromptPair(positive, negative)
+
+
+def check_pair(pair: PromptPair, where: str) -> None:
+    """Refuse a half-filled pair: one side empty would be captured as a difference from the bare BOS, a
+    vector many times the norm of a real one, with nothing saying so. `where` names the row."""
+    for side, text in (("positive (p+)", pair.positive), ("negative (p-)", pair.negative)):
+        if not text:
+            raise InvalidInputError(
+                f"{where}: the {side} prompt is empty; fill in both sides of the pair or remove it"
+            )
 
 
 def parse_jsonl(text: str, name: str = "pairs") -> list[PromptPair]:

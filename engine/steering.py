@@ -25,12 +25,16 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from engine.errors import IncompatibleVectorError, InvalidInputError
 from engine.vector import MODES, SteeringVector
+
+if TYPE_CHECKING:
+    from engine.models import LoadedModel
 
 
 @dataclass
@@ -42,6 +46,28 @@ class Steer:
     mode: str | None = None  # None: the vector's default mode
     profile: dict[int, float] | None = None  # strength per layer (multiplies coeff); None: 1.0 everywhere
     at_layer: int | None = None  # move a single-layer vector to another layer
+    strength: float | None = None  # the normalised strength coeff was resolved from (`from_strength`)
+
+    @classmethod
+    def from_strength(
+        cls,
+        vector: SteeringVector,
+        strength: float,
+        norms: LoadedModel | Sequence[float],
+        *,
+        mode: str | None = None,
+        profile: dict[int, float] | None = None,
+        at_layer: int | None = None,
+    ) -> Steer:
+        """A steer whose added vector has `strength` times the typical residual norm at its layer(s).
+
+        `norms` is the loaded model (its norms are measured once and cached) or its `[n_layers]` profile.
+        See `engine.strength` for the exact definition; the resolved c is in `coeff`.
+        """
+        from engine.strength import resolve_strength
+
+        steer = cls(vector, 0.0, mode=mode, profile=profile, at_layer=at_layer)
+        return resolve_strength(steer, strength, norms)
 
     @property
     def resolved_mode(self) -> str:

@@ -188,7 +188,9 @@ import json
 import sys
 
 from engine import SamplingConfig, Steer, SteeringPlan, generate, load_model, load_vector
+from engine.threads import use_app_threads
 
+use_app_threads()  # torch's thread count as the app sets it (one core left free), not one per core
 PROMPT = {t.prompt!r}
 CHAT = {t.chat!r}
 
@@ -233,7 +235,9 @@ It writes sweep.csv and sweep.png next to where it runs and prints the best cell
 
 from engine import SamplingConfig, load_model, load_vector
 from engine.experiments import SweepResult, SweepSpec, plot_sweep, run_sweep
+from engine.threads import use_app_threads
 
+use_app_threads()  # torch's thread count as the app sets it (one core left free), not one per core
 loaded = load_model({_load_args(model)})
 vector = load_vector({vector_path!r})
 LAYERS = {spec.layers!r}  # None: the vector's own layers

@@ -15,6 +15,7 @@ from PySide6.QtWidgets import QApplication, QFileDialog, QLabel, QMainWindow, QM
 
 from engine import __version__
 from engine.log_filters import install_log_filters
+from engine.model_stats import format_megabytes
 from engine.models import DEMO_MODEL_DIR
 from engine.resources import resources_dir
 from gui.context import AppContext
@@ -265,9 +266,9 @@ class MainWindow(QMainWindow):
 
     @Slot(dict)
     def _on_memory(self, report: dict) -> None:
-        text = f"RAM {report.get('rss_mb', 0):.0f} MB"
+        text = f"RAM {format_megabytes(report.get('rss_mb'))}"
         if "vram_allocated_mb" in report:
-            text += f" · VRAM {report['vram_allocated_mb']:.0f} MB"
+            text += f" · VRAM {format_megabytes(report['vram_allocated_mb'])}"
         self._memory_label.setText(text)
 
     @Slot(object)

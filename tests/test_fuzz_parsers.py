@@ -844,7 +844,7 @@ SAFE_PROMPT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_
 
 
 @fast(100)
-@given(st.lists(st.tuples(SAFE_PROMPT, SAFE_PROMPT).filter(lambda p: p[0] or p[1]), min_size=1, max_size=5))
+@given(st.lists(st.tuples(SAFE_PROMPT, SAFE_PROMPT).filter(lambda p: p[0] and p[1]), min_size=1, max_size=5))
 def test_jsonl_round_trip(pairs):
     """Whatever `json.dumps` writes one object per line (raw U+2028, NEL, etc. included) reads back."""
     from engine.pairs import PromptPair, parse_jsonl
@@ -859,7 +859,10 @@ def test_jsonl_round_trip(pairs):
 @fast(100)
 @given(
     st.lists(
-        st.tuples(SAFE_PROMPT, SAFE_PROMPT).filter(lambda p: p[0].strip() or p[1].strip()),
+        # both sides filled (a half-filled pair is refused), and not all blank (a blank row is skipped)
+        st.tuples(SAFE_PROMPT, SAFE_PROMPT).filter(
+            lambda p: p[0] and p[1] and (p[0].strip() or p[1].strip())
+        ),
         min_size=1,
         max_size=5,
     )

@@ -1,7 +1,8 @@
-"""`library ...`: the vector library from the command line (no model is loaded by any of these).
+"""`library ...`: the vector library from the command line (no model is loaded, but for --relative-to).
 
     library list [--tag T] [--method M] [--search TEXT] [--collection C] [--model TEXT] [--like KEY]
-    library show KEY [--like KEY]
+                 [--relative-to MODEL]
+    library show KEY [--like KEY] [--relative-to MODEL]
     library rename KEY NEW [--force]
     library tag KEY [TAG ...] [--add T] [--remove T]
     library notes KEY [TEXT]
@@ -24,7 +25,7 @@ import math
 import sys
 
 from engine.cli import _Parser, add_json_option, add_library_option, emit
-from engine.errors import InvalidInputError, LibraryError
+from engine.errors import ActAddError, InvalidInputError, LibraryError
 
 
 def _library(args: argparse.Namespace):
@@ -68,10 +69,12 @@ def register(sub) -> None:
     p.add_argument("--collection", help="only this collection ('' for the top level)")
     p.add_argument("--model", help="only vectors captured on a model whose name or fingerprint id matches")
     p.add_argument("--like", metavar="KEY", help="only vectors usable on the model that KEY was captured on")
+    _add_relative_option(p)
 
     p = leaf("show", "metadata, prompts, provenance, norms per layer and compatible models", run_show)
     p.add_argument("key")
     p.add_argument("--like", metavar="KEY", help="also say whether it fits the model KEY was captured on")
+    _add_relative_option(p)
 
     p = leaf("rename", "rename a vector (NEW may be COLLECTION/NAME, or /NAME for the top level)", run_rename)
     p.add_argument("key")
@@ -152,6 +155,41 @@ def register(sub) -> None:
     p.add_argument("--force", action="store_true", help="overwrite vectors of the same names")
 
 
+def _add_relative_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--relative-to",
+        metavar="MODEL",
+        help="load MODEL (folder, cached hub id or 'demo') and show each vector's norm relative to its "
+        "typical residual norm at the vector's layer(s); measured once per model, then cached",
+    )
+
+
+def _relative_to(args: argparse.Namespace):
+    """(per-layer typical norms, hidden size, model name) of --relative-to MODEL, or None."""
+    if not args.relative_to:
+        return None
+    from engine.models import load_model
+    from engine.residual_norms import residual_norm_profile
+
+    loaded = load_model(args.relative_to)
+    return residual_norm_profile(loaded), loaded.info.hidden_size, loaded.fingerprint.model_hint
+
+
+def _relative_report(vector, relative) -> dict[str, float] | str:
+    from engine.strength import relative_norm_report
+
+    norms, hidden, _ = relative
+    if vector.hidden_size != hidden:
+        return f"hidden size {vector.hidden_size}, the model has {hidden}"
+    return relative_norm_report(vector, norms)
+
+
+def _relative_text(report: dict[str, float] | str) -> str:
+    if isinstance(report, str):
+        return f"- ({report})"
+    return ", ".join(f"{layer}: {ratio:.3g}" for layer, ratio in report.items())
+
+
 # ---- handlers ---------------------------------------------------------------------------------------------
 def _entry_line(entry) -> str:
     layers = ",".join(str(l) for l in entry.layers)
@@ -180,13 +218,26 @@ def run_list(args: argparse.Namespace) -> int:
         ]
     for bad in listing.bad_files:
         print(f"warning: skipped {bad.path}: {bad.reason}", file=sys.stderr)
+    vectors = [e.to_dict() for e in entries]
+    lines = [_entry_line(e) for e in entries]
+    relative = _relative_to(args)
+    if relative is not None:
+        for record, entry, index in zip(vectors, entries, range(len(lines)), strict=True):
+            try:
+                report = _relative_report(library.load(entry.key), relative)
+            except ActAddError as exc:  # removed or broken since the listing: say so, list the rest
+                report = str(exc)
+            record["relative_norms"] = report
+            lines[index] += f"  relative norm {_relative_text(report)}"
     payload = {
         "library": str(library.root),
         "count": len(entries),
-        "vectors": [e.to_dict() for e in entries],
+        "vectors": vectors,
         "bad_files": [b.to_dict() for b in listing.bad_files],
     }
-    human = "\n".join(_entry_line(e) for e in entries) or f"no vectors in {library.root}"
+    if relative is not None:
+        payload["relative_to"] = relative[2]
+    human = "\n".join(lines) or f"no vectors in {library.root}"
     emit(args, payload, human)
     return 0
 
@@ -194,11 +245,28 @@ def run_list(args: argparse.Namespace) -> int:
 def run_show(args: argparse.Namespace) -> int:
     library = _library(args)
     info = library.show(args.key, model=_like(library, args.like))
+    relative = _relative_to(args)
+    vector = library.load(args.key)
+    if relative is None and vector.fingerprint is not None:
+        from engine.residual_norms import cached_norms
+
+        if (norms := cached_norms(vector.fingerprint)) is not None:  # measured before: no model to load
+            relative = (norms, vector.fingerprint.hidden_size, vector.fingerprint.model_hint)
+    if relative is not None:
+        info["relative_norms"] = _relative_report(vector, relative)
+        info["relative_to"] = relative[2]
     lines = [
         f"{info['key']}  ({info['path']})",
         f"  method      {info['method']}",
         f"  layers      {info['layers']}  shape {info['shape']}  hidden {info['hidden_size']}",
         "  norms       " + ", ".join(f"{l}: {n:.4g}" for l, n in info["norms"].items()),
+        *(
+            [
+                f"  relative    {_relative_text(info['relative_norms'])}  (x typical residual norm on {info['relative_to']})"
+            ]
+            if "relative_norms" in info
+            else []
+        ),
         f"  default     c = {info['default_coeff']:g}, mode {info['default_mode']}",
         f"  model       {info['model'] or '(none recorded)'}"
         + (f"  [{info['fingerprint']['id']}]" if info["fingerprint"] else ""),

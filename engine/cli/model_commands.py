@@ -52,7 +52,8 @@ def register(sub) -> None:
         action="append",
         default=[],
         metavar="NAME_OR_FILE[:COEFF[@LAYER]]",
-        help="a library vector or .safetensors file, its coefficient and optionally another layer",
+        help="a library vector or .safetensors file, its coefficient (or a normalised strength such as "
+        "0.5n: half the typical residual norm at the layer) and optionally another layer",
     )
     gen.add_argument(
         "--mode", choices=("front", "all", "generated", "ablate"), help="injection mode for every --steer"
@@ -140,17 +141,66 @@ def run_capture(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_amount(text: str, spec: str) -> tuple[float | None, float | None]:
+    """The COEFF part of --steer: "2.5" -> (2.5, None), a coefficient; "0.5n" -> (None, 0.5), a
+    normalised strength (a fraction of the typical residual norm at the vector's layer)."""
+    if text.endswith("n") and text != "nan":
+        try:
+            value = float(text[:-1])
+        except ValueError:
+            value = None
+        if value is not None:
+            if not math.isfinite(value):
+                raise InvalidInputError(f"--steer {spec!r}: strength {text!r} is not a finite number")
+            return None, value
+        raise InvalidInputError(
+            f"--steer {spec!r}: {text!r} is neither a coefficient (e.g. 4) nor a normalised strength (e.g. 0.5n)"
+        )
+    try:
+        return _float(text), None
+    except InvalidInputError as exc:
+        raise InvalidInputError(
+            f"--steer {spec!r}: {exc}; expected a coefficient (e.g. 4) or a normalised strength (e.g. 0.5n)"
+        ) from exc
+
+
 def parse_steer(spec: str, library, mode: str | None):
-    """NAME_OR_FILE[:COEFF[@LAYER]] -> Steer (the coefficient defaults to the vector's own)."""
+    """NAME_OR_FILE[:COEFF[@LAYER]] -> Steer (the coefficient defaults to the vector's own).
+
+    COEFF may be a normalised strength such as `0.5n`; its Steer then has `strength` set and a
+    placeholder coeff until `resolve_steers` measures the loaded model.
+    """
     from engine.steering import Steer
 
     match = _STEER_SPEC.match(spec)
     if not match:
         raise InvalidInputError(f"cannot read --steer {spec!r}; expected NAME_OR_FILE[:COEFF[@LAYER]]")
+    coeff, strength = parse_amount(match["coeff"], spec) if match["coeff"] else (None, None)
     vector = library.load(match["name"])
-    coeff = _float(match["coeff"]) if match["coeff"] else vector.default_coeff
     layer = int(match["layer"]) if match["layer"] else None
-    return Steer(vector=vector, coeff=coeff, mode=mode, at_layer=layer)
+    if strength is not None and (mode or vector.default_mode) == "ablate":
+        raise InvalidInputError(
+            f"--steer {spec!r}: mode ablate takes a raw coefficient (1 = full ablation), not a strength"
+        )
+    coeff = vector.default_coeff if coeff is None and strength is None else coeff
+    return Steer(vector=vector, coeff=coeff or 0.0, mode=mode, at_layer=layer, strength=strength)
+
+
+def resolve_steers(steers: list, loaded) -> list:
+    """Turn every Steer parsed with a normalised strength into one with the coefficients it means."""
+    from engine.steering import Steer
+
+    if all(s.strength is None for s in steers):
+        return steers
+    from engine.residual_norms import residual_norm_profile
+
+    norms = residual_norm_profile(loaded)
+    return [
+        s
+        if s.strength is None
+        else Steer.from_strength(s.vector, s.strength, norms, mode=s.mode, at_layer=s.at_layer)
+        for s in steers
+    ]
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -183,6 +233,7 @@ def run_generate(args: argparse.Namespace) -> int:
         for w in check_fits(s.vector, loaded.fingerprint, allow_other_model=args.allow_other_model)
     ]
     warnings += [w for s in steers if (w := legacy_bos_warning(s.vector, loaded.tokenizer))]
+    steers = resolve_steers(steers, loaded)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     rows = [[], steers] if args.compare else [steers]
@@ -213,6 +264,8 @@ def run_generate(args: argparse.Namespace) -> int:
             {
                 "vector": s.vector.name,
                 "coeff": s.coeff,
+                "strength": s.strength,
+                "profile": s.profile,
                 "mode": s.resolved_mode,
                 "layers": sorted(s.layer_tensors()),
             }

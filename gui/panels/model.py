@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.devices import available_devices
+from engine.model_stats import format_megabytes
 from gui.context import AppContext
 from gui.jobs import Job, LoadRequest, UnloadRequest
 
@@ -40,10 +41,7 @@ STAGE_TEXT = {
 }
 
 
-def _mb(value: float | None) -> str:
-    if value is None:
-        return "–"
-    return f"{value / 1024:.2f} GB" if value >= 1024 else f"{value:.0f} MB"
+_mb = format_megabytes  # the one size format, shared with the status bar
 
 
 class ModelPanel(QWidget):
