@@ -105,10 +105,10 @@ def run(args: argparse.Namespace) -> dict:
     from PySide6.QtWidgets import QApplication
 
     from engine import SamplingConfig, generate
+    from engine.threads import default_torch_threads
     from gui.controller import WorkerController
     from gui.jobs import GenerateRequest, LoadRequest
     from gui.widgets.token_pane import TokenPane
-    from gui.worker import default_torch_threads
 
     app = QApplication.instance() or QApplication([])
     result = common.Result("gui_latency", params=vars(args).copy())

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from engine.architectures import context_limit
 from engine.atomic import atomic_write_text
 from engine.capture import resid_pre
 from engine.errors import InvalidInputError
@@ -98,10 +99,8 @@ class ResidualNorms:
 
 def neutral_ids(loaded: LoadedModel, text: str = NEUTRAL_TEXT) -> list[int]:
     """The measured token ids: one BOS and the text, cut to the model's context and `MAX_TOKENS`."""
-    from engine.generation import _context_limit  # the one reading of a config's context length
-
     tokenizer: Any = loaded.tokenizer
-    limit = min(MAX_TOKENS, _context_limit(loaded) or MAX_TOKENS)
+    limit = min(MAX_TOKENS, context_limit(loaded.model.config) or MAX_TOKENS)
     # Whole sentences that fit, so the tokenizer is never handed more than the model's context (it warns
     # about every such text); sentences counted apart, plus one token each for a changed boundary.
     sentences = [part if part.endswith(".") else part + "." for part in text.split(". ") if part]

@@ -24,7 +24,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import os
 import threading
 import time
 import traceback
@@ -37,6 +36,7 @@ from PySide6.QtCore import QObject, Signal, Slot
 from engine.errors import ActAddError, CancelledError
 from engine.generation import TokenEvent
 from engine.models import LoadedModel
+from engine.threads import use_app_threads
 from engine.vector import SteeringVector
 from gui.jobs import (
     CaptureOutcome,
@@ -52,13 +52,6 @@ from gui.jobs import (
 
 log = logging.getLogger(__name__)
 OUT_OF_MEMORY = "out of memory; try a smaller model, 4-bit quantization or fewer tokens"
-
-
-def default_torch_threads() -> int:
-    """Leave one core to the GUI thread: oversubscribed BLAS threads stall the event loop badly."""
-    if env := os.environ.get("ACTADD_TORCH_THREADS"):
-        return max(1, int(env))
-    return max(1, (os.cpu_count() or 2) - 1)
 
 
 class ModelWorker(QObject):
@@ -96,7 +89,7 @@ class ModelWorker(QObject):
             import torch
 
             self.original_threads = torch.get_num_threads()
-            torch.set_num_threads(default_torch_threads())
+            use_app_threads()  # one core left to the GUI thread: oversubscribed BLAS threads stall the event loop
             self._threads_set = True
 
     def _stopped(self, job: Job) -> bool:

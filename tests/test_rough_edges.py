@@ -140,7 +140,7 @@ def test_streamer_never_emits_a_replacement_character(make, text):
 
 # ---- the exported script sets torch's threads as the app does -------------------------------------------
 def _transcript():
-    from gui.transcript import Transcript
+    from engine.transcript import Transcript
 
     return Transcript(
         prompt="I think that",
@@ -175,9 +175,8 @@ def test_exported_script_sets_the_apps_thread_count(tmp_path):
 
 
 def test_sweep_script_sets_threads_before_loading():
-    from gui.transcript import sweep_script
-
     from engine.experiments import SweepSpec  # noqa: F401  (the script's imports exist)
+    from engine.transcript import sweep_script
 
     class Request:
         vector_path, layers, coeffs, prompts, metric = "v.safetensors", [1], [0.0], ["Hi"], "topic"
