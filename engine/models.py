@@ -280,7 +280,7 @@ def load_model(
     report("checking", 0.9)
 
     layout = find_blocks(model, block_path)
-    embed_rows = model.get_input_embeddings().weight.shape[0]  # type: ignore[index]
+    embed_rows = int(model.get_input_embeddings().weight.shape[0])  # type: ignore[index]
     check_vocab_fits(tokenizer, embed_rows, folder)  # refuses only ids that ordinary text can reach
     model_type = config.get("model_type", "unknown")
     fingerprint = ModelFingerprint(
