@@ -21,6 +21,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from engine.errors import ActAddError, InvalidInputError
 from engine.models import LoadedModel
+from engine.penalties import PresencePenaltyProcessor
 from engine.steering import Steer, SteeringPlan
 from engine.tokens import encode, pad_batch
 
@@ -47,6 +48,7 @@ class SamplingConfig:
     top_k: int = 0  # keep the k most likely tokens (0: off)
     repetition_penalty: float = 1.0  # transformers' multiplicative penalty (1.0: off)
     frequency_penalty: float = 0.0  # OpenAI-style: logit -= penalty * count in the generated text
+    presence_penalty: float = 0.0  # OpenAI-style: logit -= penalty once a token is in the generated text
     max_new_tokens: int = 64
     stop: tuple[str, ...] = ()  # stop strings; the text is cut before them
     seed: int | None = 0  # None: not seeded
@@ -253,7 +255,7 @@ def _context_limit(loaded: LoadedModel) -> int | None:
 
 def generate(
     loaded: LoadedModel,
-    prompt: str | Sequence[str],
+    prompt: str | Sequence[str | Sequence[int]],
     steering: SteeringPlan | Sequence[Sequence[Steer]] | None = None,
     sampling: SamplingConfig | None = None,
     *,
@@ -261,10 +263,12 @@ def generate(
     on_token: TokenCallback | None = None,
     chat: bool = False,
     effect_reference_row: int | None = None,
+    stopping: Sequence[StoppingCriteria] = (),
 ) -> GenerationResult:
     """Generate one continuation per steering row (one unsteered row when `steering` is None).
 
-    `prompt` is shared by all rows, or one per row. `effect_reference_row` asks each token event to carry
+    `prompt` is shared by all rows, or one per row (a row may be token ids already, e.g. a rendered chat).
+    `stopping` adds criteria that may stop single rows (the server's per-row cancel). `effect_reference_row` asks each token event to carry
     the KL divergence of its row's next-token distribution from that row's (e.g. the unsteered pane).
     """
     sampling = sampling or SamplingConfig()
@@ -273,7 +277,7 @@ def generate(
     prompts = [prompt] * plan.n_rows if isinstance(prompt, str) else list(prompt)
     if len(prompts) != plan.n_rows:
         raise InvalidInputError(f"{len(prompts)} prompts for {plan.n_rows} steering rows")
-    rows = [prompt_ids(loaded, p, chat) for p in prompts]
+    rows = [prompt_ids(loaded, p, chat) if isinstance(p, str) else list(p) for p in prompts]
     for row, ids in enumerate(rows):
         if (needed := plan.max_front_tokens(row)) > len(ids):
             raise InvalidInputError(
@@ -294,6 +298,8 @@ def generate(
     processors = LogitsProcessorList()
     if sampling.frequency_penalty:
         processors.append(FrequencyPenaltyProcessor(sampling.frequency_penalty, ids.shape[1]))
+    if sampling.presence_penalty:
+        processors.append(PresencePenaltyProcessor(sampling.presence_penalty, ids.shape[1]))
     kwargs: dict = {"do_sample": sampling.temperature > 0}
     if sampling.temperature > 0:
         kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k or None)
@@ -317,7 +323,7 @@ def generate(
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
                 logits_processor=processors,
-                stopping_criteria=StoppingCriteriaList([CancelCriteria(cancel)]),
+                stopping_criteria=StoppingCriteriaList([CancelCriteria(cancel), *stopping]),
                 streamer=streamer,
                 **kwargs,
             )
