@@ -17,7 +17,9 @@ def register(sub) -> None:
     serve = sub.add_parser("serve", help="serve the model over an OpenAI-compatible API, steered per request")
     add_model_options(serve)
     serve.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any)")
+    serve.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any)"
+    )
     serve.add_argument(
         "--api-key",
         default=os.environ.get("ACTADD_API_KEY"),

@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
+import anyio
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -57,6 +58,7 @@ class ServeState:
     api_key: str | None = None
     default_max_tokens: int = 256
     retry_after_s: int = 1
+    shutdown_grace_s: float = 8.0
     on_request: Callable[[RequestLog], None] | None = None
 
 
@@ -108,7 +110,9 @@ def create_app(state: ServeState, max_body_bytes: int = 1024 * 1024) -> FastAPI:
         given = request.headers.get("authorization", "")
         expected = f"Bearer {state.api_key}"
         if not hmac.compare_digest(given.encode(), expected.encode()):
-            raise APIError(401, "missing or wrong API key", "authentication_error", {"WWW-Authenticate": "Bearer"})
+            raise APIError(
+                401, "missing or wrong API key", "authentication_error", {"WWW-Authenticate": "Bearer"}
+            )
 
     app = FastAPI(title="ActAdd Studio", dependencies=[Depends(require_key)], docs_url=None, redoc_url=None)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
@@ -154,13 +158,19 @@ def create_app(state: ServeState, max_body_bytes: int = 1024 * 1024) -> FastAPI:
         sampling = req.sampling(state.default_max_tokens)
         sampling.validate()
         loaded = state.resolver.loaded
-        ids = prompts.chat_ids(loaded, req.messages) if chat else prompts.completion_ids(loaded, req.prompt_text())
+        ids = (
+            prompts.chat_ids(loaded, req.messages)
+            if chat
+            else prompts.completion_ids(loaded, req.prompt_text())
+        )
         prompts.check_fits_model(loaded, ids, steers)
         described = [
             f"{s.vector.name}:{s.coeff:g}{'' if s.at_layer is None else f'@{s.at_layer}'} ({s.resolved_mode})"
             for s in steers
         ]
-        return Job(prompt_ids=ids, steers=steers, sampling=sampling, sink=lambda kind, payload: None), described
+        return Job(
+            prompt_ids=ids, steers=steers, sampling=sampling, sink=lambda kind, payload: None
+        ), described
 
     async def run(request: Request, chat: bool):
         started = time.perf_counter()
@@ -199,7 +209,11 @@ def create_app(state: ServeState, max_body_bytes: int = 1024 * 1024) -> FastAPI:
 
         if req.stream:
             return EventSourceResponse(
-                _stream(events, job, rid, model, chat, req.include_usage, finished), ping=15
+                _stream(events, job, rid, model, chat, req.include_usage, finished),
+                ping=15,
+                # On shutdown, open streams get this long to finish before they are cut.
+                shutdown_event=anyio.Event(),
+                shutdown_grace_period=state.shutdown_grace_s,
             )
         text: list[str] = []
         try:
@@ -214,7 +228,11 @@ def create_app(state: ServeState, max_body_bytes: int = 1024 * 1024) -> FastAPI:
             finished()
         use = responses.usage(n_prompt, len(job.token_ids))
         finish = job.finish_reason or "cancelled"
-        body = (responses.chat_completion if chat else responses.completion)(rid, model, "".join(text), finish, use)
+        if finish == "cancelled":  # not by this client, which is still here: the server is shutting down
+            raise APIError(503, "the server shut down before this request finished", "server_error")
+        body = (responses.chat_completion if chat else responses.completion)(
+            rid, model, "".join(text), finish, use
+        )
         return JSONResponse(body)
 
     @app.post("/v1/chat/completions")
@@ -234,7 +252,9 @@ def create_app(state: ServeState, max_body_bytes: int = 1024 * 1024) -> FastAPI:
         created = int(time.time())
         return {
             "object": "list",
-            "data": [{"id": i, "object": "model", "created": created, "owned_by": "actadd-studio"} for i in ids],
+            "data": [
+                {"id": i, "object": "model", "created": created, "owned_by": "actadd-studio"} for i in ids
+            ],
         }
 
     @app.get("/v1/steering/vectors")
@@ -303,6 +323,9 @@ async def _stream(events: _Events, job: Job, rid: str, model: str, chat: bool, i
             delta = {"content": payload} if chat else payload
             yield {"data": json.dumps(chunk(rid, model, delta))}
         finish = job.finish_reason or "cancelled"
+        if finish == "cancelled":  # the client is still reading, so the server cut it short (shutdown)
+            yield {"data": json.dumps(responses.error_body("the server shut down", "server_error"))}
+            return
         yield {"data": json.dumps(chunk(rid, model, {} if chat else "", finish))}
         if include_usage:
             use = responses.usage(len(job.prompt_ids), len(job.token_ids))

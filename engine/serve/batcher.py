@@ -255,6 +255,8 @@ class Batcher:
         for job in jobs:
             if job.finish_reason is None:
                 # eos is caught in _RowText; a row that ran out of context or batch budget ends on length
-                job.finish_reason = "cancelled" if job.cancelled.is_set() or self._abort.is_set() else "length"
+                job.finish_reason = (
+                    "cancelled" if job.cancelled.is_set() or self._abort.is_set() else "length"
+                )
                 self._rows._send(job, len(job.text))
             job.sink("done", job)

@@ -80,22 +80,31 @@ class SteeringServer:
         if not 0 <= port <= 65535:
             raise InvalidInputError(f"port {port} is not between 0 and 65535")
         if max_batch < 1 or max_queue < 1 or batch_window_ms < 0:
-            raise InvalidInputError("max_batch and max_queue must be at least 1, batch_window_ms not negative")
+            raise InvalidInputError(
+                "max_batch and max_queue must be at least 1, batch_window_ms not negative"
+            )
         self.loaded = loaded
         self.library = library if isinstance(library, Library) else Library(library)
         self.host, self.port, self.api_key = host, port, api_key
         self.model_id = model_id or served_model_id(loaded)
         if "+" in self.model_id:
-            raise InvalidInputError("the served model name cannot contain '+' (it starts the steering shorthand)")
+            raise InvalidInputError(
+                "the served model name cannot contain '+' (it starts the steering shorthand)"
+            )
         self.lock = lock
         self.on_request = on_request
         self.shutdown_timeout_s = shutdown_timeout_s
-        self._batch_options = {"max_batch": max_batch, "window_s": batch_window_ms / 1000, "max_queue": max_queue}
+        self._batch_options = {
+            "max_batch": max_batch,
+            "window_s": batch_window_ms / 1000,
+            "max_queue": max_queue,
+        }
         self._max_body_bytes = max_body_bytes
         self._default_max_tokens = default_max_tokens
         self.batcher: Batcher | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
+        self._bound_port: int | None = None
 
     # ---- building -----------------------------------------------------------------------------------
     def _make_server(self) -> uvicorn.Server:
@@ -107,6 +116,7 @@ class SteeringServer:
             api_key=self.api_key,
             default_max_tokens=self._default_max_tokens,
             on_request=self.on_request,
+            shutdown_grace_s=max(0.0, self.shutdown_timeout_s - 1),
         )
         app = create_app(state, max_body_bytes=self._max_body_bytes)
         config = uvicorn.Config(
@@ -133,9 +143,12 @@ class SteeringServer:
 
     @property
     def bound_port(self) -> int:
-        if self._server is not None and self._server.started and self._server.servers:
-            return int(self._server.servers[0].sockets[0].getsockname()[1])
-        return self.port
+        """The port listened on (the one the system picked for port 0), also after stop()."""
+        if self._bound_port is None and self._server is not None and self._server.started:
+            for listener in self._server.servers:
+                for sock in listener.sockets:
+                    self._bound_port = int(sock.getsockname()[1])
+        return self._bound_port or self.port
 
     # ---- background (GUI, tests) ---------------------------------------------------------------------
     def start(self, timeout: float = 30.0) -> str:
@@ -163,6 +176,7 @@ class SteeringServer:
             self._thread = None
             self._close_batcher()
             raise ActAddError(f"cannot listen on {self.host}:{self.port} (is the port in use?)")
+        self.bound_port  # noqa: B018  # read it while the socket is open
         return self.url
 
     def stop(self) -> None:
@@ -197,4 +211,4 @@ class SteeringServer:
         while not server.started and not server.should_exit:
             threading.Event().wait(0.02)
         if server.started:
-            on_started(self.url)
+            on_started(self.url)  # also records bound_port while the socket is open

@@ -86,7 +86,11 @@ class VectorResolver:
 
     def usable(self) -> list[VectorEntry]:
         """The library's vectors that fit the loaded model as they are (captured on it, or imported)."""
-        return [e for e, status, _ in self.library.compatible(self.loaded.fingerprint) if status == Compatibility.OK]
+        return [
+            e
+            for e, status, _ in self.library.compatible(self.loaded.fingerprint)
+            if status == Compatibility.OK
+        ]
 
     def _load(self, name: str) -> SteeringVector:
         collection, short = check_vector_name(name)
@@ -113,7 +117,9 @@ class VectorResolver:
     def steer(self, request: SteeringRequest) -> Steer:
         """One checked Steer: the vector fits this model, its layers exist, its mode applies to it."""
         if request.coeff is not None and not math.isfinite(request.coeff):
-            raise InvalidInputError(f"coefficient {request.coeff} for {request.vector!r} is not a finite number")
+            raise InvalidInputError(
+                f"coefficient {request.coeff} for {request.vector!r} is not a finite number"
+            )
         vector = self._load(request.vector)
         check_fits(vector, self.loaded.fingerprint)  # other width, missing layer or another model: refused
         coeff = vector.default_coeff if request.coeff is None else request.coeff
