@@ -9,6 +9,7 @@ of range, vectors that are unknown, for another model or named by path (400), a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -24,7 +25,7 @@ from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine.errors import ActAddError
 from engine.serve import prompts, responses
@@ -88,7 +89,7 @@ class BodyLimit:
             return
         received = 0
 
-        async def limited() -> dict:
+        async def limited() -> Message:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
@@ -219,7 +220,7 @@ def create_app(state: ServeState, max_body_bytes: int = 1024 * 1024) -> FastAPI:
         try:
             async for kind, payload in events.until_done(request):
                 if kind == "delta":
-                    text.append(payload)
+                    text.append(str(payload))
                 elif kind == "error":
                     entry.status, entry.error = 500, str(payload)
                     raise APIError(500, str(payload), "server_error")
@@ -246,9 +247,8 @@ def create_app(state: ServeState, max_body_bytes: int = 1024 * 1024) -> FastAPI:
     @app.get("/v1/models")
     async def models():
         entries = await run_in_threadpool(state.resolver.usable)
-        ids = [state.model_id] + [
-            f"{state.model_id}+{e.key}:{e.default_coeff:g}" for e in entries if "+" not in e.key
-        ][:MAX_MODEL_PRESETS]
+        presets = [f"{state.model_id}+{e.key}:{e.default_coeff:g}" for e in entries if "+" not in e.key]
+        ids = [state.model_id, *presets[:MAX_MODEL_PRESETS]]
         created = int(time.time())
         return {
             "object": "list",
@@ -290,10 +290,8 @@ class _Events:
         self.queue: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
 
     def put(self, kind: str, payload: object) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # a closed loop: the server stopped, nobody is listening
             self.loop.call_soon_threadsafe(self.queue.put_nowait, (kind, payload))
-        except RuntimeError:  # the loop is closed: the server stopped, nobody is listening
-            pass
 
     async def until_done(self, request: Request | None = None) -> AsyncIterator[tuple[str, object]]:
         while True:

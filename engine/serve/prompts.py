@@ -35,7 +35,7 @@ def chat_ids(loaded: LoadedModel, messages: Sequence[ChatMessage]) -> list[int]:
         {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in messages
     ]
     try:
-        rendered = loaded.tokenizer.apply_chat_template(
+        rendered = loaded.tokenizer.apply_chat_template(  # type: ignore[attr-defined]
             conversation, add_generation_prompt=True, tokenize=True, return_dict=True
         )
     except Exception as exc:  # templates raise their own errors (e.g. "roles must alternate")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 # The engine's finish reasons -> OpenAI's ("stop" covers both end-of-text and a stop string).
 FINISH = {"stop": "stop", "eos": "stop", "length": "length", "cancelled": "stop"}
@@ -44,7 +45,7 @@ def chat_completion(rid: str, model: str, text: str, finish: str, use: dict) -> 
 
 
 def chat_chunk(
-    rid: str, model: str, delta: dict, finish: str | None = None, use: dict | None = None, choices=True
+    rid: str, model: str, delta: Any, finish: str | None = None, use: dict | None = None, choices=True
 ) -> dict:
     body: dict = {"id": rid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
     body["choices"] = (
@@ -69,7 +70,7 @@ def completion(rid: str, model: str, text: str, finish: str, use: dict) -> dict:
 
 
 def completion_chunk(
-    rid: str, model: str, text: str, finish: str | None = None, use: dict | None = None, choices=True
+    rid: str, model: str, text: Any, finish: str | None = None, use: dict | None = None, choices=True
 ) -> dict:
     body: dict = {"id": rid, "object": "text_completion", "created": int(time.time()), "model": model}
     body["choices"] = (

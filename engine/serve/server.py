@@ -94,11 +94,9 @@ class SteeringServer:
         self.lock = lock
         self.on_request = on_request
         self.shutdown_timeout_s = shutdown_timeout_s
-        self._batch_options = {
-            "max_batch": max_batch,
-            "window_s": batch_window_ms / 1000,
-            "max_queue": max_queue,
-        }
+        self.max_batch = max_batch
+        self.batch_window_s = batch_window_ms / 1000
+        self.max_queue = max_queue
         self._max_body_bytes = max_body_bytes
         self._default_max_tokens = default_max_tokens
         self.batcher: Batcher | None = None
@@ -108,7 +106,13 @@ class SteeringServer:
 
     # ---- building -----------------------------------------------------------------------------------
     def _make_server(self) -> uvicorn.Server:
-        self.batcher = Batcher(self.loaded, lock=self.lock, **self._batch_options)
+        self.batcher = Batcher(
+            self.loaded,
+            max_batch=self.max_batch,
+            window_s=self.batch_window_s,
+            max_queue=self.max_queue,
+            lock=self.lock,
+        )
         state = ServeState(
             resolver=VectorResolver(self.loaded, self.library),
             batcher=self.batcher,

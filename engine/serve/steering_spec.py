@@ -86,11 +86,9 @@ class VectorResolver:
 
     def usable(self) -> list[VectorEntry]:
         """The library's vectors that fit the loaded model as they are (captured on it, or imported)."""
-        return [
-            e
-            for e, status, _ in self.library.compatible(self.loaded.fingerprint)
-            if status == Compatibility.OK
-        ]
+        found = self.library.compatible(self.loaded.fingerprint)
+        # (Library.list shadows `list` in Library's own annotations, which confuses mypy about `found`.)
+        return [e for e, status, _ in found if status == Compatibility.OK]  # type: ignore[attr-defined]
 
     def _load(self, name: str) -> SteeringVector:
         collection, short = check_vector_name(name)
