@@ -205,6 +205,8 @@ def create_app(state: ServeState, max_body_bytes: int = 1024 * 1024) -> FastAPI:
         def finished() -> None:
             entry.prompt_tokens, entry.completion_tokens = n_prompt, len(job.token_ids)
             entry.finish_reason = job.finish_reason or "cancelled"
+            if entry.finish_reason == "cancelled" and entry.status == 200:
+                entry.status = 499  # nginx's "client closed request": the client left before the end
             entry.seconds = time.perf_counter() - started
             log(entry)
 
@@ -294,12 +296,19 @@ class _Events:
             self.loop.call_soon_threadsafe(self.queue.put_nowait, (kind, payload))
 
     async def until_done(self, request: Request | None = None) -> AsyncIterator[tuple[str, object]]:
+        """The events up to "done"; with `request`, also stops once its client has gone (checked 4x a second,
+        however fast tokens come: a non-streamed request sends nothing that could fail earlier)."""
+        checked = self.loop.time()
         while True:
             try:
-                kind, payload = await asyncio.wait_for(self.queue.get(), timeout=0.5)
+                kind, payload = await asyncio.wait_for(self.queue.get(), timeout=0.25)
             except asyncio.TimeoutError:
-                if request is not None and await request.is_disconnected():
+                kind, payload = "", None
+            if request is not None and self.loop.time() - checked >= 0.25:
+                checked = self.loop.time()
+                if await request.is_disconnected():
                     return
+            if not kind:
                 continue
             if kind == "done":
                 return
