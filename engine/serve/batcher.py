@@ -122,9 +122,11 @@ class _RowText:
                 end = min(end, len(job.text) - 1)  # an incomplete multi-byte character: wait for the rest
             self._send(job, end)
 
-    def _finish(self, job: Job, reason: str) -> None:
+    @staticmethod
+    def _finish(job: Job, reason: str) -> None:
         job.finish_reason = reason
-        self._send(job, len(job.text))
+        _RowText._send(job, len(job.text))
+        job.sink("done", job)  # now, not when the whole batch ends: its client can move on
 
     @staticmethod
     def _send(job: Job, end: int) -> None:
