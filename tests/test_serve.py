@@ -7,16 +7,22 @@ requests that share a batch must each get exactly what they get alone.
 from __future__ import annotations
 
 import json
+import queue
+import signal
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
+import openai
 import pytest
 import torch
 from serve_fixtures import client, make_library, running
 
-from engine import generate, load_model
+from engine import ActAddError, generate, load_model
 from engine.cli import main as cli_main
 from engine.generation import SamplingConfig
 from engine.penalties import PresencePenaltyProcessor
@@ -293,3 +299,51 @@ def test_graceful_shutdown_finishes_open_requests(demo, library):
     assert "".join(c.choices[0].text for c in chunks if c.choices) == expected.rows[0].text
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{srv.bound_port}/v1/models")
+
+
+def test_a_taken_port_is_a_clear_error(demo, library):
+    with running(demo, library) as first:
+        second = SteeringServer(demo, library, port=first.bound_port)
+        with pytest.raises(ActAddError, match="in use"):
+            second.start()
+        assert (
+            client(first)
+            .completions.create(model="demo", prompt=PROMPT, max_tokens=2)
+            .usage.completion_tokens
+            == 2
+        )
+
+
+@pytest.mark.slow
+def test_cli_serve_answers_and_stops_on_sigint(library, tmp_path):
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "main.py",
+            "serve",
+            "--model",
+            "demo",
+            "--port",
+            "0",
+            "--library",
+            str(library.root),
+        ],
+        cwd=Path(__file__).resolve().parent.parent,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stderr], daemon=True).start()
+    try:
+        line = ""
+        while "serving" not in line:
+            line = lines.get(timeout=120)  # the model loads, then the server prints its URL
+        url = line.split(" at ")[1].split()[0]
+        got = openai.OpenAI(base_url=url, api_key="x", max_retries=0).completions.create(
+            model="demo+love-hate:4", prompt=PROMPT, max_tokens=3
+        )
+        assert got.usage.completion_tokens == 3
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(60)
+    assert code == 0

@@ -13,6 +13,7 @@ server's thread; a GUI must hand it over to its own thread.
 from __future__ import annotations
 
 import ipaddress
+import signal
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -55,6 +56,14 @@ def served_model_id(loaded: LoadedModel) -> str:
     source = loaded.info.source
     name = "demo" if source in ("demo", "None") else Path(source).name or "model"
     return name.replace("+", "-")  # '+' starts the steering shorthand
+
+
+class _Stopped(Exception):
+    """SIGTERM, re-raised by uvicorn after its graceful shutdown."""
+
+
+def _stop_quietly(signum, frame) -> None:
+    raise _Stopped
 
 
 class SteeringServer:
@@ -199,14 +208,28 @@ class SteeringServer:
 
     # ---- foreground (CLI) ------------------------------------------------------------------------------
     def serve_forever(self, on_started: Callable[[str], None] | None = None) -> None:
-        """Serve on this thread until Ctrl-C / SIGTERM (uvicorn's signal handling), then shut down gracefully."""
+        """Serve on this thread until Ctrl-C or SIGTERM, then shut down gracefully and return.
+
+        uvicorn catches the signal, drains open requests, then raises the signal again for the handler
+        that was there before; on the main thread that handler ends the wait quietly here.
+        """
         server = self._make_server()
         if on_started is not None:
             watcher = threading.Thread(target=self._announce, args=(server, on_started), daemon=True)
             watcher.start()
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _stop_quietly)
         try:
             server.run()
+        except (KeyboardInterrupt, _Stopped):
+            pass  # the signal uvicorn re-raised once it had shut down
+        except SystemExit:  # uvicorn exits when it cannot bind: reported below as one line
+            if server.started:
+                raise
         finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
             self._close_batcher()
         if not server.started:
             raise ActAddError(f"cannot listen on {self.host}:{self.port} (is the port in use?)")
