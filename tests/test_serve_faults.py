@@ -282,3 +282,38 @@ def test_a_client_that_gives_up_waiting_cancels_its_request(demo, library):
             httpx.post(f"{srv.url}/completions", json=body, timeout=0.5)
         wait_for(lambda: len(logs) == 1)
         assert logs[0].finish_reason == "cancelled" and logs[0].completion_tokens < 30
+
+
+def test_closing_the_batcher_fails_waiting_requests_and_cuts_the_running_one(demo):
+    from engine.generation import SamplingConfig
+    from engine.generation import prompt_ids as ids_of
+    from engine.serve.batcher import Batcher, Job, ServerClosingError
+
+    lock = threading.Lock()
+    batcher = Batcher(demo, max_batch=1, window_s=0, lock=lock)
+    events: dict[str, list] = {"running": [], "waiting": []}
+
+    def job(name: str) -> Job:
+        sampling = SamplingConfig(temperature=0, max_new_tokens=100)
+        return Job(
+            ids_of(demo, PROMPT),
+            [],
+            sampling,
+            sink=lambda kind, payload: events[name].append((kind, payload)),
+        )
+
+    with lock:
+        running = batcher.submit(job("running"))
+        wait_for(lambda: len(batcher.batch_sizes) == 1)  # taken, and blocked on the model's lock
+        batcher.submit(job("waiting"))
+        closer = threading.Thread(target=batcher.close, kwargs={"timeout": 0.2})
+        closer.start()
+        wait_for(lambda: events["waiting"])
+        with pytest.raises(ServerClosingError):
+            batcher.submit(job("waiting"))
+    closer.join()
+    wait_for(lambda: events["running"] and events["running"][-1][0] == "done")  # cut at its first token
+    kind, error = events["waiting"][0]
+    assert kind == "error" and isinstance(error, ServerClosingError)
+    assert events["running"][-1][0] == "done" and running.finish_reason == "cancelled"
+    assert len(running.token_ids) < 100

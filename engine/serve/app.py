@@ -224,8 +224,9 @@ def create_app(state: ServeState, max_body_bytes: int = 1024 * 1024) -> FastAPI:
                 if kind == "delta":
                     text.append(str(payload))
                 elif kind == "error":
-                    entry.status, entry.error = 500, str(payload)
-                    raise APIError(500, str(payload), "server_error")
+                    status = 503 if isinstance(payload, ServerClosingError) else 500
+                    entry.status, entry.error = status, str(payload)
+                    raise APIError(status, str(payload), "server_error")
         finally:
             job.cancel()  # a client gone while waiting, or any failure: stop the row at its next token
             finished()

@@ -46,7 +46,8 @@ class ServerClosingError(ActAddError):
     """The server is shutting down and takes no new requests."""
 
 
-# (kind, payload): ("delta", str) for new text, ("done", Job) once finished, ("error", str) on failure.
+# (kind, payload): ("delta", str) for new text, ("done", Job) once finished, ("error", str) on failure
+# (ServerClosingError for a request the server never ran because it is shutting down).
 Sink = Callable[[str, object], None]
 
 
@@ -184,7 +185,7 @@ class Batcher:
             self._pending.clear()
             self._cond.notify_all()
         for job in waiting:
-            job.sink("error", "the server is shutting down")
+            job.sink("error", ServerClosingError("the server is shutting down"))
         self._thread.join(timeout)
         if self._thread.is_alive():
             self._abort.set()
