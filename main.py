@@ -2,14 +2,14 @@
 
 python main.py                      launch the desktop app with the embedded demo model
 python main.py --model PATH         launch the app and load another model
-python main.py capture|generate|library|models|norms|sweep ...   headless CLI (see --help)
+python main.py capture|generate|library|models|norms|serve|sweep ...   headless CLI (see --help)
 """
 
 from __future__ import annotations
 
 import sys
 
-SUBCOMMANDS = {"capture", "generate", "library", "models", "norms", "sweep"}
+SUBCOMMANDS = {"capture", "generate", "library", "models", "norms", "serve", "sweep"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,8 +31,12 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "memory": ("bench.bench_memory", []),
     "soak": ("bench.soak", []),
     "model_listing": ("bench.bench_model_listing", []),
+    "serve": ("bench.bench_serve", []),
 }
-TINY_ARGS = {"soak": ["--tiny", "--n", "14", "--sample-every", "7"]}
+TINY_ARGS = {
+    "soak": ["--tiny", "--n", "14", "--sample-every", "7"],
+    "serve": ["--quick", "--reps", "1", "--requests", "8", "--requests-per-rep", "4"],
+}
 
 
 def table(results_dir: Path = common.RESULTS_DIR, names: list[str] | None = None) -> str:

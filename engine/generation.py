@@ -23,6 +23,7 @@ from engine.architectures import context_limit
 from engine.cancellation import StoppedBetweenBlocks, cancel_between_blocks
 from engine.errors import ActAddError, InvalidInputError
 from engine.models import LoadedModel
+from engine.penalties import PresencePenaltyProcessor
 from engine.steering import Steer, SteeringPlan
 from engine.tokens import encode, pad_batch
 
@@ -36,6 +37,7 @@ class SamplingConfig:
     top_k: int = 0  # keep the k most likely tokens (0: off)
     repetition_penalty: float = 1.0  # transformers' multiplicative penalty (1.0: off)
     frequency_penalty: float = 0.0  # OpenAI-style: logit -= penalty * count in the generated text
+    presence_penalty: float = 0.0  # OpenAI-style: logit -= penalty once a token is in the generated text
     max_new_tokens: int = 64
     stop: tuple[str, ...] = ()  # stop strings; the text is cut before them
     seed: int | None = 0  # None: not seeded
@@ -122,7 +124,7 @@ class CancelCriteria(StoppingCriteria):
         )
 
 
-def _stop_holdback(text: str, stops: Sequence[str]) -> int:
+def stop_holdback(text: str, stops: Sequence[str]) -> int:
     """How many trailing characters might be the start of a stop string (and must not be shown yet)."""
     longest = 0
     for stop in stops:
@@ -175,7 +177,7 @@ class RowStreamer(BaseStreamer):
 
     def _emit(self, row: int, token: int, final: bool) -> None:
         text = self.texts[row]
-        end = len(text) if final else len(text) - _stop_holdback(text, self.stops)
+        end = len(text) if final else len(text) - stop_holdback(text, self.stops)
         if not final:
             # An incomplete multi-byte character decodes to U+FFFD, one per byte with a byte-fallback
             # tokenizer (Llama, Gemma): hold back every trailing one until the character is complete.
@@ -236,7 +238,7 @@ def prompt_ids(loaded: LoadedModel, prompt: str, chat: bool = False) -> list[int
 
 def generate(
     loaded: LoadedModel,
-    prompt: str | Sequence[str],
+    prompt: str | Sequence[str | Sequence[int]],
     steering: SteeringPlan | Sequence[Sequence[Steer]] | None = None,
     sampling: SamplingConfig | None = None,
     *,
@@ -244,10 +246,12 @@ def generate(
     on_token: TokenCallback | None = None,
     chat: bool = False,
     effect_reference_row: int | None = None,
+    stopping: Sequence[StoppingCriteria] = (),
 ) -> GenerationResult:
     """Generate one continuation per steering row (one unsteered row when `steering` is None).
 
-    `prompt` is shared by all rows, or one per row. `effect_reference_row` asks each token event to carry
+    `prompt` is shared by all rows, or one per row (a row may be token ids already, e.g. a rendered chat).
+    `stopping` adds criteria that may stop single rows (the server's per-row cancel). `effect_reference_row` asks each token event to carry
     the KL divergence of its row's next-token distribution from that row's (e.g. the unsteered pane).
     """
     sampling = sampling or SamplingConfig()
@@ -256,7 +260,7 @@ def generate(
     prompts = [prompt] * plan.n_rows if isinstance(prompt, str) else list(prompt)
     if len(prompts) != plan.n_rows:
         raise InvalidInputError(f"{len(prompts)} prompts for {plan.n_rows} steering rows")
-    rows = [prompt_ids(loaded, p, chat) for p in prompts]
+    rows = [prompt_ids(loaded, p, chat) if isinstance(p, str) else list(p) for p in prompts]
     for row, row_ids in enumerate(rows):
         if (needed := plan.max_front_tokens(row)) > len(row_ids):
             raise InvalidInputError(
@@ -277,6 +281,8 @@ def generate(
     processors = LogitsProcessorList()
     if sampling.frequency_penalty:
         processors.append(FrequencyPenaltyProcessor(sampling.frequency_penalty, ids.shape[1]))
+    if sampling.presence_penalty:
+        processors.append(PresencePenaltyProcessor(sampling.presence_penalty, ids.shape[1]))
     kwargs: dict = {"do_sample": sampling.temperature > 0}
     if sampling.temperature > 0:
         kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k or None)
@@ -304,7 +310,7 @@ def generate(
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
                 logits_processor=processors,
-                stopping_criteria=StoppingCriteriaList([CancelCriteria(cancel)]),
+                stopping_criteria=StoppingCriteriaList([CancelCriteria(cancel), *stopping]),
                 streamer=streamer,
                 **kwargs,
             )

@@ -120,6 +120,16 @@ def test_soak_smoke(tmp_path):
     assert details["generations_with_leftover_hooks"] == []
 
 
+def test_serve_smoke(tmp_path):
+    args = ("--quick", "--reps", "1", "--requests", "8", "--requests-per-rep", "4", "--max-tokens", "4")
+    data = run_bench("bench.bench_serve", *args, out=tmp_path / "serve.json")
+    check_result(data, "serve")
+    details = data["details"]
+    assert len(details["ratios"]) == 1 and details["ttft_ms_multi"]["n"] == 4
+    assert [s[0] for s in details["rss_mb_samples"]][-1] == 8
+    assert {t["id"] for t in data["targets"]} == {"serve-a", "serve-b", "serve-c"}
+
+
 def test_gpu_check_degrades_without_cuda_and_dry_runs(tmp_path):
     import torch
 

@@ -94,7 +94,13 @@ def _register_all(sub) -> None:
     from engine.cli import model_commands
 
     model_commands.register(sub)
-    for module_name in ("library_commands", "sweep_commands", "models_commands", "norms_commands"):
+    for module_name in (
+        "library_commands",
+        "sweep_commands",
+        "models_commands",
+        "norms_commands",
+        "serve_commands",
+    ):
         try:
             module = __import__(f"engine.cli.{module_name}", fromlist=["register"])
         except ModuleNotFoundError as exc:  # a subcommand module not written yet

@@ -64,6 +64,7 @@ def register(sub) -> None:
     gen.add_argument("--top-k", type=int, default=0)
     gen.add_argument("--repetition-penalty", type=_float, default=1.0)
     gen.add_argument("--frequency-penalty", type=_float, default=0.0)
+    gen.add_argument("--presence-penalty", type=_float, default=0.0)
     gen.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
@@ -219,6 +220,7 @@ def run_generate(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         repetition_penalty=args.repetition_penalty,
         frequency_penalty=args.frequency_penalty,
+        presence_penalty=args.presence_penalty,
         max_new_tokens=args.max_new_tokens,
         stop=tuple(args.stop),
         seed=args.seed,
