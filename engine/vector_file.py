@@ -25,14 +25,13 @@ from safetensors.torch import save as save_safetensors_bytes
 from engine.atomic import atomic_write_bytes
 from engine.errors import VectorFileError
 from engine.fingerprint import ModelFingerprint
+from engine.modes import METHODS, MODES
 
 if TYPE_CHECKING:
     from engine.vector import SteeringVector
 
 FORMAT_NAME = "actadd-studio/vector"
 FORMAT_VERSION = 1
-METHODS = ("actadd", "mean-diff", "pca", "combined", "imported")  # how a vector was made
-MODES = ("front", "all", "generated", "ablate")  # where a vector is added; see engine.steering
 
 # Bounds for untrusted files: a vector is at most a few hundred MB; a header far less.
 MAX_FILE_BYTES = 2 * 1024**3

@@ -9,6 +9,7 @@ import sys
 
 from engine.cli import add_json_option, add_library_option, add_model_options, emit, load_model_from_args
 from engine.errors import InvalidInputError
+from engine.modes import MODES
 
 _STEER_SPEC = re.compile(r"^(?P<name>.+?)(?::(?P<coeff>[^:@]+))?(?:@(?P<layer>-?\d+))?$")
 
@@ -55,9 +56,7 @@ def register(sub) -> None:
         help="a library vector or .safetensors file, its coefficient (or a normalised strength such as "
         "0.5n: half the typical residual norm at the layer) and optionally another layer",
     )
-    gen.add_argument(
-        "--mode", choices=("front", "all", "generated", "ablate"), help="injection mode for every --steer"
-    )
+    gen.add_argument("--mode", choices=MODES, help="injection mode for every --steer")
     gen.add_argument("--max-new-tokens", type=int, default=48)
     gen.add_argument("--temperature", type=_float, default=1.0, help="0 means greedy")
     gen.add_argument("--top-p", type=_float, default=1.0)

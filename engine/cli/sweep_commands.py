@@ -16,6 +16,7 @@ from pathlib import Path
 
 from engine.cli import add_json_option, add_library_option, add_model_options, emit, load_model_from_args
 from engine.errors import InvalidInputError
+from engine.modes import MODES
 from engine.tokens import legacy_bos_warning
 
 EXPERIMENT_CHOICES = (
@@ -69,7 +70,7 @@ def register(sub) -> None:
         help="comma-separated layers; the pair is re-captured at each (default: every layer for "
         "--positive/--negative, the vector's own layers for --vector)",
     )
-    grid.add_argument("--mode", choices=("front", "all", "generated", "ablate"), help="injection mode")
+    grid.add_argument("--mode", choices=MODES, help="injection mode")
     measure = sweep.add_argument_group("measurement")
     measure.add_argument(
         "--metric", choices=("target-words", "target-prob", "perplexity"), default="target-words"

@@ -33,6 +33,7 @@ from engine.errors import ActAddError
 from engine.experiments.plots import METRIC_LABELS, draw_sweep
 from engine.experiments.sweep import DEFAULT_PROMPTS, SweepResult, SweepSpec, layer_label
 from engine.generation import SamplingConfig
+from engine.modes import MODES
 from engine.transcript import model_record, sweep_script
 from gui.context import AppContext
 from gui.item_models import INCOMPATIBLE, OTHER_MODEL
@@ -115,7 +116,7 @@ class SweepPanel(QWidget):
         self.sweep_layers.toggled.connect(self.layer_from.setEnabled)
         self.sweep_layers.toggled.connect(self.layer_to.setEnabled)
         self._mode = QComboBox()
-        self._mode.addItems(["vector default", "front", "all", "generated"])
+        self._mode.addItems(["vector default", *(m for m in MODES if m != "ablate")])
         self._mode.setToolTip("Injection mode (front: ActAdd on the prompt; all: every position)")
         self.metric = QComboBox()
         for metric, tip in METRIC_TIPS.items():
