@@ -1,0 +1,330 @@
+"""Opening a `.gguf` file: one clear check, then a one-time streaming conversion to a safetensors folder.
+
+transformers can load a GGUF itself (`from_pretrained(folder, gguf_file=...)`), but it dequantizes the whole
+file into float32 tensors held in memory at once (a 7B Q4 file needs ~28 GB), and it refuses a
+`quantization_config` beside `gguf_file`, so bitsandbytes 4/8-bit can't be applied. Instead the file is
+converted once, tensor by tensor, into a cached folder (config.json, tokenizer files, model.safetensors) in
+the chosen dtype; loading then takes the ordinary folder path, with any quantization.
+
+Everything GGUF-specific comes from transformers itself: the config and tokenizer (`AutoConfig` /
+`AutoTokenizer` with `gguf_file`), the supported architectures, the GGUF->HF tensor names
+(`get_gguf_hf_weights_map`) and the per-architecture fixes (`TENSOR_PROCESSORS`: llama's q/k permutes,
+GPT-2's transposes, Gemma's norm offsets). Dequantizing is `gguf.quants.dequantize`, as in transformers,
+then a cast to the dtype, so in float32 the weights are bit for bit what transformers' own GGUF load gives.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import re
+import shutil
+import struct
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine import model_cache
+from engine.errors import CancelledError, ModelLoadError, UnsupportedArchitectureError
+
+# fraction done in [0, 1] -> None; called from the converting thread
+ConvertProgress = Callable[[float], None]
+
+_SPLIT_NAME = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
+_SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
+_MAGIC = b"GGUF"
+
+
+def is_gguf(path: Path) -> bool:
+    """A regular file named *.gguf, or one that begins with the GGUF magic bytes."""
+    if not path.is_file():
+        return False
+    if path.suffix.lower() == ".gguf":
+        return True
+    try:
+        with path.open("rb") as f:
+            return f.read(4) == _MAGIC
+    except OSError:
+        return False
+
+
+def supported_architectures() -> list[str]:
+    """GGUF architectures transformers converts, restricted to those it has a causal LM for."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    return sorted(a for a in GGUF_SUPPORTED_ARCHITECTURES if a in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+
+
+def _refuse(path: Path, what: str, architecture: str) -> ModelLoadError:
+    return UnsupportedArchitectureError(
+        f"{path.name} is {what} (architecture {architecture!r}), not a language model this app can open; "
+        f"GGUF architectures it opens: {', '.join(supported_architectures())}"
+    )
+
+
+def _field(reader, key: str):
+    """A scalar or string metadata value, or None."""
+    field = reader.fields.get(key)
+    if field is None or not field.data:
+        return None
+    value = field.parts[field.data[0]]
+    if field.types and field.types[0].name == "STRING":
+        return bytes(value).decode("utf-8", "replace")
+    return value.tolist()[0] if hasattr(value, "tolist") else value
+
+
+def _open_reader(path: Path):
+    import gguf
+
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if magic != _MAGIC:
+        raise ModelLoadError(f"{path.name} is not a GGUF file (it does not begin with 'GGUF')")
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except Exception as exc:  # the reader fails with ValueError, IndexError, struct errors...
+        raise ModelLoadError(
+            f"{path.name} is truncated or corrupt: its GGUF header could not be read ({type(exc).__name__})"
+        ) from exc
+    end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
+    if end > size:
+        raise ModelLoadError(
+            f"{path.name} is truncated: its tensors need {end:,} bytes but the file has {size:,}"
+        )
+    return reader
+
+
+def check_gguf(path: Path):
+    """Open the file's header and refuse anything but a whole causal LM of a supported architecture.
+
+    Returns the `gguf.GGUFReader`. Raises ModelLoadError (or UnsupportedArchitectureError) with one clear line.
+    """
+    split = _SPLIT_NAME.search(path.name)
+    reader = _open_reader(path)
+    architecture = str(_field(reader, "general.architecture") or "unknown")
+    split_count = _field(reader, "split.count")
+    if split or (split_count is not None and int(split_count) > 1):
+        parts = int(split_count) if split_count is not None else int(split.group(2))  # type: ignore[union-attr]
+        raise ModelLoadError(
+            f"{path.name} is one part of a GGUF split into {parts} files (architecture {architecture!r}); "
+            "merge the parts first, e.g. `llama-gguf-split --merge FIRST-PART.gguf merged.gguf`"
+        )
+    general_type = str(_field(reader, "general.type") or "model")
+    adapter_type = str(_field(reader, "adapter.type") or "")
+    if general_type == "adapter" or adapter_type:
+        kind = "a control vector" if "control" in adapter_type else f"a {adapter_type or 'LoRA'} adapter"
+        raise _refuse(path, f"{kind}, meant to be applied to a base model", architecture)
+    if architecture in ("controlvector", "control_vector"):
+        raise _refuse(path, "a control vector", architecture)
+    if general_type in ("mmproj", "clip") or architecture == "clip" or "clip.has_vision_encoder" in reader.fields:
+        raise _refuse(path, "a vision or audio projector (mmproj) for a multimodal model", architecture)
+    if not reader.tensors:
+        raise ModelLoadError(f"{path.name} holds no tensors (architecture {architecture!r})")
+
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    try:  # transformers' own reader: it applies its architecture renames (qwen2moe -> qwen2_moe ...)
+        parsed = load_gguf_checkpoint(str(path), return_tensors=False)
+    except Exception as exc:
+        raise UnsupportedArchitectureError(
+            f"{path.name} has architecture {architecture!r}, which transformers cannot read from GGUF; "
+            f"GGUF architectures it opens: {', '.join(supported_architectures())}"
+        ) from exc
+    model_type = parsed["config"].get("model_type")
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise _refuse(path, "not a causal language model", architecture)
+    if general_type not in ("model", ""):
+        raise _refuse(path, f"a GGUF of type {general_type!r}", architecture)
+    return reader
+
+
+def _drop_pages(reader) -> None:
+    """Let the kernel drop the file pages read so far from this process's resident set.
+
+    The reader memory-maps the whole file; pages it has touched count toward RSS until unmapped, so without
+    this a streaming conversion would still end up "holding" the whole file.
+    """
+    mapped = getattr(reader.data, "_mmap", None)
+    if mapped is not None and hasattr(mmap, "MADV_DONTNEED"):
+        try:
+            mapped.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):
+            pass
+
+
+class _SafetensorsStream:
+    """Write tensors one at a time into a single model.safetensors, holding none of them.
+
+    safetensors puts its JSON header (every name, shape and offset) before the data, and has no streaming
+    writer, so the data goes to a side file first and is copied behind the header at the end.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.data_path = folder / "model.safetensors.data"
+        self.data = self.data_path.open("wb")
+        self.header: dict[str, dict] = {}
+        self.offset = 0
+
+    def add(self, name: str, tensor: torch.Tensor) -> None:
+        if name in self.header:
+            raise ModelLoadError(f"the GGUF maps two tensors onto {name}")
+        raw = tensor.contiguous().view(torch.uint8).numpy()  # little-endian bytes, [numel * itemsize]
+        self.data.write(memoryview(raw))
+        end = self.offset + raw.nbytes
+        self.header[name] = {
+            "dtype": _SAFETENSORS_DTYPES[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [self.offset, end],
+        }
+        self.offset = end
+
+    def finish(self) -> None:
+        self.data.close()
+        header = json.dumps({"__metadata__": {"format": "pt"}, **self.header}, separators=(",", ":")).encode()
+        header += b" " * (-len(header) % 8)  # the spec allows space padding; 8-byte alignment for the data
+        with (self.folder / "model.safetensors").open("wb") as out, self.data_path.open("rb") as data:
+            out.write(struct.pack("<Q", len(header)))
+            out.write(header)
+            shutil.copyfileobj(data, out, 16 << 20)
+        self.data_path.unlink()
+
+
+def _write_config_and_tokenizer(path: Path, folder: Path):
+    from transformers import AutoConfig, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # the folder holds plain dequantized weights
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
+    config.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return config
+
+
+def _convert_weights(
+    path: Path, reader, config, dtype: torch.dtype, folder: Path, report: ConvertProgress, cancel
+) -> None:
+    from gguf import dequantize
+    from transformers import AutoModelForCausalLM
+    from transformers.modeling_gguf_pytorch_utils import (
+        TENSOR_PROCESSORS,
+        TensorProcessor,
+        get_gguf_hf_weights_map,
+        load_gguf_checkpoint,
+    )
+
+    # The same steps, in the same order, as load_gguf_checkpoint(return_tensors=True), one tensor at a time.
+    parsed = load_gguf_checkpoint(str(path), return_tensors=False)
+    parsed["tensors"] = {}  # some processors park tensors here (GPT-2's lm_head, merged MoE experts)
+    architecture = str(_field(reader, "general.architecture"))
+    processor = TENSOR_PROCESSORS.get(architecture, TensorProcessor)(config=parsed["config"])
+    with torch.device("meta"):  # only the parameter names are needed: no memory
+        skeleton = AutoModelForCausalLM.from_config(config)
+    names = get_gguf_hf_weights_map(skeleton, processor)
+    del skeleton
+
+    out = _SafetensorsStream(folder)
+    total = sum(int(t.n_bytes) for t in reader.tensors) or 1
+    done = 0
+    try:
+        for tensor in reader.tensors:
+            if cancel is not None and cancel.is_set():
+                raise CancelledError(f"opening {path.name} was cancelled")
+            weights = dequantize(tensor.data, tensor.tensor_type)
+            result = processor.process(
+                weights=weights, name=tensor.name, tensor_key_mapping=names, parsed_parameters=parsed
+            )
+            if result.name in names:
+                out.add(names[result.name], torch.from_numpy(np.copy(result.weights)).to(dtype))
+            del weights, result
+            _drop_pages(reader)
+            done += int(tensor.n_bytes)
+            report(done / total)
+        for name, parked in parsed["tensors"].items():
+            out.add(name, parked.to(dtype))
+        parsed["tensors"].clear()
+        out.finish()
+    finally:
+        if not out.data.closed:
+            out.data.close()
+
+
+def open_gguf(
+    path: Path,
+    dtype: torch.dtype = torch.float32,
+    progress: ConvertProgress | None = None,
+    cancel: threading.Event | None = None,
+) -> Path:
+    """The cached safetensors folder for this GGUF in `dtype`, converting it first if needed."""
+    report = progress or (lambda fraction: None)
+    if dtype not in _SAFETENSORS_DTYPES:
+        raise ModelLoadError(f"a GGUF can be opened in float32, float16 or bfloat16, not {dtype}")
+    dtype_name = str(dtype).removeprefix("torch.")
+    entry = model_cache.entry_dir(path, dtype_name)
+    if (entry / "model.safetensors").is_file() and (entry / "config.json").is_file():
+        model_cache.touch(entry)
+        report(1.0)
+        return entry
+    reader = check_gguf(path)
+    _check_disk_space(path, reader, dtype)
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = entry.parent / f".tmp-{entry.name}-{threading.get_ident()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        config = _write_config_and_tokenizer(path, tmp)
+        _convert_weights(path, reader, config, dtype, tmp, report, cancel)
+        (tmp / "source.json").write_text(
+            json.dumps({"gguf": str(path.resolve()), "size": path.stat().st_size, "dtype": dtype_name}),
+            encoding="utf-8",
+        )
+        model_cache.touch(tmp)
+        try:
+            tmp.rename(entry)  # atomic: a folder is either complete or absent
+        except OSError:
+            if not (entry / "model.safetensors").is_file():  # another process finished first: use theirs
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except CancelledError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    except ModelLoadError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ModelLoadError(f"could not write the converted copy of {path.name} in {entry.parent}: {exc}") from exc
+    except Exception as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        detail = (str(exc) or type(exc).__name__).splitlines()[0][:200]
+        raise ModelLoadError(f"could not convert {path.name}: {type(exc).__name__}: {detail}") from exc
+    finally:
+        del reader
+    model_cache.evict(keep=entry)
+    return entry
+
+
+def _check_disk_space(path: Path, reader, dtype: torch.dtype) -> None:
+    n_elements = sum(int(t.n_elements) for t in reader.tensors)
+    needed = 2 * n_elements * torch.empty((), dtype=dtype).element_size()  # side file + final file
+    root = model_cache.converted_dir()
+    probe = root
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if needed > free:
+        raise ModelLoadError(
+            f"opening {path.name} needs about {needed / 1e9:.1f} GB free in {root} for a one-time conversion, "
+            f"but only {free / 1e9:.1f} GB is free; set ACTADD_CACHE to a folder on a larger disk"
+        )
