@@ -1,7 +1,8 @@
 """ActAdd Studio entry point.
 
 python main.py                      launch the desktop app with the embedded demo model
-python main.py --model PATH         launch the app and load another model
+python main.py --model PATH         launch the app and load another model (a folder or a .gguf file)
+python main.py models fetch smollm2  download a small real model into the cache and print its path
 python main.py capture|generate|library|sweep ...   headless CLI (see --help)
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-SUBCOMMANDS = {"capture", "generate", "library", "sweep"}
+SUBCOMMANDS = {"capture", "generate", "library", "sweep", "models"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from engine import model_cache
-from engine.errors import CancelledError, ModelLoadError, UnsupportedArchitectureError
+from engine.errors import ActAddError, CancelledError, ModelLoadError, UnsupportedArchitectureError
 
 # fraction done in [0, 1] -> None; called from the converting thread
 ConvertProgress = Callable[[float], None]
@@ -296,21 +296,16 @@ def open_gguf(
             if not (entry / "model.safetensors").is_file():  # another process finished first: use theirs
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
-    except CancelledError:
+    except BaseException as exc:  # cancelled, interrupted or failed: leave no half-written folder behind
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    except ModelLoadError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise ModelLoadError(f"could not write the converted copy of {path.name} in {entry.parent}: {exc}") from exc
-    except Exception as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, ActAddError) or not isinstance(exc, Exception):
+            raise
+        if isinstance(exc, OSError):
+            raise ModelLoadError(
+                f"could not write the converted copy of {path.name} in {entry.parent}: {exc}"
+            ) from exc
         detail = (str(exc) or type(exc).__name__).splitlines()[0][:200]
         raise ModelLoadError(f"could not convert {path.name}: {type(exc).__name__}: {detail}") from exc
-    finally:
-        del reader
     model_cache.evict(keep=entry)
     return entry
 

@@ -26,7 +26,9 @@ class _Parser(argparse.ArgumentParser):
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--model", default="demo", help="model folder, a cached hub id, or 'demo' (default)")
+    group.add_argument(
+        "--model", default="demo", help="model folder, .gguf file, cached hub id, or 'demo' (default)"
+    )
     group.add_argument(
         "--quantize", choices=("none", "8bit", "4bit"), default="none", help="bitsandbytes quantization"
     )
@@ -59,19 +61,37 @@ def load_model_from_args(args: argparse.Namespace):
         disable=args.json or not sys.stderr.isatty(),
         leave=False,
     ) as bar:
+        converting: list[tqdm] = []  # a .gguf's one-time conversion gets a bar of its own
 
         def progress(stage: str, fraction: float) -> None:
+            if stage == "converting":
+                if not converting:
+                    converting.append(
+                        tqdm(
+                            total=100,
+                            desc="converting GGUF (once)",
+                            file=sys.stderr,
+                            disable=bar.disable,
+                            leave=False,
+                        )
+                    )
+                converting[0].update(round(fraction * 100) - converting[0].n)
+                return
             bar.set_postfix_str(stage)
             bar.update(round(fraction * 100) - bar.n)
 
-        return load_model(
-            args.model,
-            quantize=args.quantize,
-            device=args.device,
-            dtype=args.dtype,
-            trust_remote_code=args.trust_remote_code,
-            progress=progress,
-        )
+        try:
+            return load_model(
+                args.model,
+                quantize=args.quantize,
+                device=args.device,
+                dtype=args.dtype,
+                trust_remote_code=args.trust_remote_code,
+                progress=progress,
+            )
+        finally:
+            for extra_bar in converting:
+                extra_bar.close()
 
 
 def emit(args: argparse.Namespace, payload: dict, human: str) -> None:
@@ -85,7 +105,7 @@ def _register_all(sub) -> None:
     from engine.cli import model_commands
 
     model_commands.register(sub)
-    for module_name in ("library_commands", "sweep_commands"):
+    for module_name in ("library_commands", "sweep_commands", "fetch_commands"):
         try:
             module = __import__(f"engine.cli.{module_name}", fromlist=["register"])
         except ModuleNotFoundError as exc:  # a subcommand module not written yet
