@@ -15,6 +15,7 @@ then a cast to the dtype, so in float32 the weights are bit for bit what transfo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mmap
 import re
@@ -53,8 +54,8 @@ def is_gguf(path: Path) -> bool:
 
 def supported_architectures() -> list[str]:
     """GGUF architectures transformers converts, restricted to those it has a causal LM for."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
     from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     return sorted(a for a in GGUF_SUPPORTED_ARCHITECTURES if a in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
 
@@ -124,7 +125,11 @@ def check_gguf(path: Path):
         raise _refuse(path, f"{kind}, meant to be applied to a base model", architecture)
     if architecture in ("controlvector", "control_vector"):
         raise _refuse(path, "a control vector", architecture)
-    if general_type in ("mmproj", "clip") or architecture == "clip" or "clip.has_vision_encoder" in reader.fields:
+    if (
+        general_type in ("mmproj", "clip")
+        or architecture == "clip"
+        or "clip.has_vision_encoder" in reader.fields
+    ):
         raise _refuse(path, "a vision or audio projector (mmproj) for a multimodal model", architecture)
     if not reader.tensors:
         raise ModelLoadError(f"{path.name} holds no tensors (architecture {architecture!r})")
@@ -156,10 +161,8 @@ def _drop_pages(reader) -> None:
     """
     mapped = getattr(reader.data, "_mmap", None)
     if mapped is not None and hasattr(mmap, "MADV_DONTNEED"):
-        try:
+        with contextlib.suppress(OSError, ValueError):
             mapped.madvise(mmap.MADV_DONTNEED)
-        except (OSError, ValueError):
-            pass
 
 
 class _SafetensorsStream:
