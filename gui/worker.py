@@ -302,7 +302,7 @@ class ModelWorker(QObject):
 
             folder = resolve_source(request.source)  # readable errors for a missing folder or id
             # Free the old model first (two may not fit), unless load_model is sure to refuse the new one.
-            if self.loaded is not None and (folder / "config.json").is_file():
+            if self.loaded is not None and ((folder / "config.json").is_file() or folder.is_file()):
                 unload(self.loaded)
                 self.loaded = None
                 self._vector_cache.clear()

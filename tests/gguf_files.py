@@ -49,10 +49,12 @@ def _tokenizer_fields(writer: gguf.GGUFWriter, vocab: int, bos_added: bool) -> i
     return len(tokens)
 
 
-def _add(writer: gguf.GGUFWriter, name: str, shape: tuple[int, ...], qtype: Q, rng, random_bytes: bool) -> None:
+def _add(
+    writer: gguf.GGUFWriter, name: str, shape: tuple[int, ...], qtype: Q, rng, random_bytes: bool
+) -> None:
     """Add one tensor of numpy shape `shape` (HF's [out, in] order), stored as `qtype`."""
     if qtype in (Q.F32, Q.F16) or len(shape) == 1:
-        data = rng.standard_normal(shape).astype(np.float32) * 0.5
+        data = rng.standard_normal(shape).astype(np.float32) * 0.1 + (1.0 if "norm.weight" in name else 0.0)
         writer.add_tensor(name, data.astype(np.float16) if qtype == Q.F16 and len(shape) > 1 else data)
         return
     block, type_size = gguf.GGML_QUANT_SIZES[qtype]
@@ -66,7 +68,7 @@ def _add(writer: gguf.GGUFWriter, name: str, shape: tuple[int, ...], qtype: Q, r
             raw.reshape(-1, type_size)[:, 3] &= 0x3B
         writer.add_tensor(name, raw, raw_dtype=qtype)
         return
-    data = rng.standard_normal(shape).astype(np.float32) * 0.5
+    data = rng.standard_normal(shape).astype(np.float32) * 0.15
     writer.add_tensor(name, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
 
 
@@ -111,7 +113,12 @@ def write_gguf(
             for norm in ("attn_norm", "ffn_norm"):
                 add(f"blk.{i}.{norm}.weight", (h,))
                 add(f"blk.{i}.{norm}.bias", (h,))
-            for name, dims in (("attn_qkv", (3 * h, h)), ("attn_output", (h, h)), ("ffn_up", (f, h)), ("ffn_down", (h, f))):
+            for name, dims in (
+                ("attn_qkv", (3 * h, h)),
+                ("attn_output", (h, h)),
+                ("ffn_up", (f, h)),
+                ("ffn_down", (h, f)),
+            ):
                 add(f"blk.{i}.{name}.weight", dims)
                 add(f"blk.{i}.{name}.bias", (dims[0],))
         add("output_norm.weight", (h,))
