@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import mmap
 import re
 import shutil
 import struct
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,7 @@ import torch
 
 from engine import model_cache
 from engine.errors import ActAddError, CancelledError, ModelLoadError, UnsupportedArchitectureError
+from engine.gguf_header import GgufHeader, TensorEntry
 
 # fraction done in [0, 1] -> None; called from the converting thread
 ConvertProgress = Callable[[float], None]
@@ -67,19 +70,19 @@ def _refuse(path: Path, what: str, architecture: str) -> ModelLoadError:
     )
 
 
-def _field(reader, key: str):
-    """A scalar or string metadata value, or None."""
-    field = reader.fields.get(key)
-    if field is None or not field.data:
-        return None
-    value = field.parts[field.data[0]]
-    if field.types and field.types[0].name == "STRING":
-        return bytes(value).decode("utf-8", "replace")
-    return value.tolist()[0] if hasattr(value, "tolist") else value
+@dataclass(frozen=True)
+class GgufFile:
+    """What the checks learnt from a file's header: enough to convert it without parsing it again."""
+
+    path: Path
+    architecture: str  # general.architecture as written in the file
+    header: GgufHeader  # its metadata and tensor table
+    config: dict  # transformers' config dict for it (load_gguf_checkpoint(return_tensors=False)["config"])
 
 
-def _open_reader(path: Path):
-    import gguf
+def _read_header(path: Path):
+    """The header, or one clear error for a file that is not a whole GGUF."""
+    from engine.gguf_header import read_header
 
     size = path.stat().st_size
     try:
@@ -90,48 +93,44 @@ def _open_reader(path: Path):
     if magic != _MAGIC:
         raise ModelLoadError(f"{path.name} is not a GGUF file (it does not begin with 'GGUF')")
     try:
-        reader = gguf.GGUFReader(str(path))
-    except Exception as exc:  # the reader fails with ValueError, IndexError, struct errors...
+        header = read_header(path)
+    except Exception as exc:  # struct.error, IndexError, ValueError (an unknown type id)...
         raise ModelLoadError(
             f"{path.name} is truncated or corrupt: its GGUF header could not be read ({type(exc).__name__})"
         ) from exc
-    end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
-    if end > size:
+    if header.end > size:
         raise ModelLoadError(
-            f"{path.name} is truncated: its tensors need {end:,} bytes but the file has {size:,}"
+            f"{path.name} is truncated: its tensors need {header.end:,} bytes but the file has {size:,}"
         )
-    return reader
+    return header
 
 
-def check_gguf(path: Path):
-    """Open the file's header and refuse anything but a whole causal LM of a supported architecture.
+def check_gguf(path: Path) -> GgufFile:
+    """Read the file's header and refuse anything but a whole causal LM of a supported architecture.
 
-    Returns the `gguf.GGUFReader`. Raises ModelLoadError (or UnsupportedArchitectureError) with one clear line.
+    Raises ModelLoadError (or UnsupportedArchitectureError) with one clear line.
     """
     split = _SPLIT_NAME.search(path.name)
-    reader = _open_reader(path)
-    architecture = str(_field(reader, "general.architecture") or "unknown")
-    split_count = _field(reader, "split.count")
-    if split or (split_count is not None and int(split_count) > 1):
-        parts = int(split_count) if split_count is not None else int(split.group(2))  # type: ignore[union-attr]
+    header = _read_header(path)
+    metadata = header.metadata
+    architecture = str(metadata.get("general.architecture") or "unknown")
+    split_count = metadata.get("split.count")
+    if split or (isinstance(split_count, int) and split_count > 1):
+        parts = split_count if isinstance(split_count, int) else int(split.group(2))  # type: ignore[union-attr]
         raise ModelLoadError(
             f"{path.name} is one part of a GGUF split into {parts} files (architecture {architecture!r}); "
             "merge the parts first, e.g. `llama-gguf-split --merge FIRST-PART.gguf merged.gguf`"
         )
-    general_type = str(_field(reader, "general.type") or "model")
-    adapter_type = str(_field(reader, "adapter.type") or "")
+    general_type = str(metadata.get("general.type") or "model")
+    adapter_type = str(metadata.get("adapter.type") or "")
     if general_type == "adapter" or adapter_type:
         kind = "a control vector" if "control" in adapter_type else f"a {adapter_type or 'LoRA'} adapter"
         raise _refuse(path, f"{kind}, meant to be applied to a base model", architecture)
     if architecture in ("controlvector", "control_vector"):
         raise _refuse(path, "a control vector", architecture)
-    if (
-        general_type in ("mmproj", "clip")
-        or architecture == "clip"
-        or "clip.has_vision_encoder" in reader.fields
-    ):
+    if general_type in ("mmproj", "clip") or architecture == "clip" or "clip.has_vision_encoder" in metadata:
         raise _refuse(path, "a vision or audio projector (mmproj) for a multimodal model", architecture)
-    if not reader.tensors:
+    if not header.tensors:
         raise ModelLoadError(f"{path.name} holds no tensors (architecture {architecture!r})")
 
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
@@ -150,19 +149,51 @@ def check_gguf(path: Path):
         raise _refuse(path, "not a causal language model", architecture)
     if general_type not in ("model", ""):
         raise _refuse(path, f"a GGUF of type {general_type!r}", architecture)
-    return reader
+    return GgufFile(path, architecture, header, parsed["config"])
 
 
-def _drop_pages(reader) -> None:
+def _drop_pages(blob: np.memmap) -> None:
     """Let the kernel drop the file pages read so far from this process's resident set.
 
-    The reader memory-maps the whole file; pages it has touched count toward RSS until unmapped, so without
-    this a streaming conversion would still end up "holding" the whole file.
+    The file is memory-mapped whole; pages that were read count toward RSS until unmapped, so without this
+    a streaming conversion would still end up "holding" the whole file.
     """
-    mapped = getattr(reader.data, "_mmap", None)
+    mapped = getattr(blob, "_mmap", None)
     if mapped is not None and hasattr(mmap, "MADV_DONTNEED"):
         with contextlib.suppress(OSError, ValueError):
             mapped.madvise(mmap.MADV_DONTNEED)
+
+
+def _dequantize(blob: np.memmap, info: TensorEntry) -> np.ndarray:
+    """One tensor as float32 numpy in torch order, exactly as `gguf.quants.dequantize` gives it.
+
+    Dequantized in slices of rows, into one output array: the K-quant kernels make several temporaries the
+    size of their input, which for a 262k-row embedding would be gigabytes at once.
+    """
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, dequantize
+
+    qtype = info.qtype
+    raw = blob[info.offset : info.offset + info.nbytes]
+    shape = tuple(info.shape) or (1,)
+    if qtype in (GGMLQuantizationType.F32, GGMLQuantizationType.F16):
+        data = raw.view(np.float32 if qtype == GGMLQuantizationType.F32 else np.float16).reshape(shape)
+    else:  # the layout gguf's reader gives: [..., bytes per row]
+        block, type_size = GGML_QUANT_SIZES[qtype]
+        data = raw.reshape(*shape[:-1], shape[-1] // block * type_size)
+    if data.ndim < 2:
+        return np.array(dequantize(data, qtype), dtype=np.float32, copy=True).reshape(info.shape)
+    out = np.empty(shape, dtype=np.float32)
+    step = max(1, (8 << 20) // max(1, int(np.prod(shape[1:]))))  # ~8M values (32 MB) a slice
+    for begin in range(0, shape[0], step):
+        out[begin : begin + step] = dequantize(data[begin : begin + step], qtype)
+    return out.reshape(info.shape)
+
+
+def _owned(array: np.ndarray) -> torch.Tensor:
+    """A tensor over `array`, copied only when it isn't already a writable contiguous array of our own."""
+    if not (array.flags.writeable and array.flags.c_contiguous):
+        array = np.array(array, order="C", copy=True)
+    return torch.from_numpy(array)
 
 
 class _SafetensorsStream:
@@ -203,56 +234,54 @@ class _SafetensorsStream:
         self.data_path.unlink()
 
 
-def _write_config_and_tokenizer(path: Path, folder: Path):
-    from transformers import AutoConfig, AutoTokenizer
+def _write_config_and_tokenizer(source: GgufFile, folder: Path):
+    from transformers import CONFIG_MAPPING, AutoTokenizer
 
-    config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config  # the folder holds plain dequantized weights
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
+    # What AutoConfig.from_pretrained(gguf_file=...) does with the same dict, without parsing the file again.
+    config = CONFIG_MAPPING[source.config["model_type"]].from_dict(dict(source.config))
+    tokenizer = AutoTokenizer.from_pretrained(
+        source.path.parent, gguf_file=source.path.name, local_files_only=True
+    )
     config.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return config
 
 
 def _convert_weights(
-    path: Path, reader, config, dtype: torch.dtype, folder: Path, report: ConvertProgress, cancel
+    source: GgufFile, config, dtype: torch.dtype, folder: Path, report: ConvertProgress, cancel
 ) -> None:
-    from gguf import dequantize
     from transformers import AutoModelForCausalLM
     from transformers.modeling_gguf_pytorch_utils import (
         TENSOR_PROCESSORS,
         TensorProcessor,
         get_gguf_hf_weights_map,
-        load_gguf_checkpoint,
     )
 
-    # The same steps, in the same order, as load_gguf_checkpoint(return_tensors=True), one tensor at a time.
-    parsed = load_gguf_checkpoint(str(path), return_tensors=False)
-    parsed["tensors"] = {}  # some processors park tensors here (GPT-2's lm_head, merged MoE experts)
-    architecture = str(_field(reader, "general.architecture"))
-    processor = TENSOR_PROCESSORS.get(architecture, TensorProcessor)(config=parsed["config"])
+    # The steps of load_gguf_checkpoint(return_tensors=True), in its order, one tensor at a time.
+    parsed: dict = {"config": dict(source.config), "tensors": {}}  # processors may park tensors here
+    processor = TENSOR_PROCESSORS.get(source.architecture, TensorProcessor)(config=parsed["config"])
     with torch.device("meta"):  # only the parameter names are needed: no memory
         skeleton = AutoModelForCausalLM.from_config(config)
     names = get_gguf_hf_weights_map(skeleton, processor)
     del skeleton
 
+    blob = np.memmap(source.path, mode="r", dtype=np.uint8)
     out = _SafetensorsStream(folder)
-    total = sum(int(t.n_bytes) for t in reader.tensors) or 1
+    total = sum(t.nbytes for t in source.header.tensors) or 1
     done = 0
     try:
-        for tensor in reader.tensors:
+        for info in source.header.tensors:
             if cancel is not None and cancel.is_set():
-                raise CancelledError(f"opening {path.name} was cancelled")
-            weights = dequantize(tensor.data, tensor.tensor_type)
+                raise CancelledError(f"opening {source.path.name} was cancelled")
+            weights = _dequantize(blob, info)
             result = processor.process(
-                weights=weights, name=tensor.name, tensor_key_mapping=names, parsed_parameters=parsed
+                weights=weights, name=info.name, tensor_key_mapping=names, parsed_parameters=parsed
             )
             if result.name in names:
-                out.add(names[result.name], torch.from_numpy(np.copy(result.weights)).to(dtype))
+                out.add(names[result.name], _owned(result.weights).to(dtype))
             del weights, result
-            _drop_pages(reader)
-            done += int(tensor.n_bytes)
+            _drop_pages(blob)
+            done += info.nbytes
             report(done / total)
         for name, parked in parsed["tensors"].items():
             out.add(name, parked.to(dtype))
@@ -261,6 +290,7 @@ def _convert_weights(
     finally:
         if not out.data.closed:
             out.data.close()
+        del blob
 
 
 def open_gguf(
@@ -279,15 +309,15 @@ def open_gguf(
         model_cache.touch(entry)
         report(1.0)
         return entry
-    reader = check_gguf(path)
-    _check_disk_space(path, reader, dtype)
+    source = check_gguf(path)
+    _check_disk_space(path, source, dtype)
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = entry.parent / f".tmp-{entry.name}-{threading.get_ident()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        config = _write_config_and_tokenizer(path, tmp)
-        _convert_weights(path, reader, config, dtype, tmp, report, cancel)
+        config = _write_config_and_tokenizer(source, tmp)
+        _convert_weights(source, config, dtype, tmp, report, cancel)
         (tmp / "source.json").write_text(
             json.dumps({"gguf": str(path.resolve()), "size": path.stat().st_size, "dtype": dtype_name}),
             encoding="utf-8",
@@ -313,8 +343,8 @@ def open_gguf(
     return entry
 
 
-def _check_disk_space(path: Path, reader, dtype: torch.dtype) -> None:
-    n_elements = sum(int(t.n_elements) for t in reader.tensors)
+def _check_disk_space(path: Path, source: GgufFile, dtype: torch.dtype) -> None:
+    n_elements = sum(math.prod(t.shape) for t in source.header.tensors)
     needed = 2 * n_elements * torch.empty((), dtype=dtype).element_size()  # side file + final file
     root = model_cache.converted_dir()
     probe = root
