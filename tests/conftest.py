@@ -51,3 +51,19 @@ def gpt2(loaded_models):
 @pytest.fixture
 def llama(loaded_models):
     return loaded_models["llama"]
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf():
+    """The real SmolLM2-135M-Instruct .gguf, fetched once into $ACTADD_CACHE (tests/real_models.py)."""
+    from real_models import real_model_file
+
+    return real_model_file("smollm2")
+
+
+@pytest.fixture(scope="session")
+def gemma3_gguf():
+    """The real Gemma-3-270M .gguf, fetched once into $ACTADD_CACHE (tests/real_models.py)."""
+    from real_models import real_model_file
+
+    return real_model_file("gemma3")

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from real_models import real_model_file
 from reference_actadd import reference_greedy, reference_ids, reference_vector
 
 from engine import SamplingConfig, Steer, capture_actadd, encode, generate, load_model
@@ -22,8 +21,8 @@ PROMPT = "I went up to my friend and said"
 
 
 @pytest.fixture(scope="module")
-def gemma():
-    return load_model(real_model_file("gemma3"), device="cpu", dtype="float32")
+def gemma(gemma3_gguf):
+    return load_model(gemma3_gguf, device="cpu", dtype="float32")
 
 
 def test_opened_from_the_gguf(gemma):
@@ -77,10 +76,10 @@ def test_the_dequantized_folder_opens_as_a_plain_folder(gemma):
 
 
 @pytest.mark.slow
-def test_every_weight_is_what_transformers_own_gguf_load_gives(gemma):
+def test_every_weight_is_what_transformers_own_gguf_load_gives(gemma, gemma3_gguf):
     from transformers import AutoModelForCausalLM
 
-    path = real_model_file("gemma3")
+    path = gemma3_gguf
     reference = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     theirs = dict(reference.named_parameters())
     ours = dict(gemma.model.named_parameters())

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from real_models import real_model_file
 from reference_actadd import reference_greedy, reference_ids, reference_vector
 
 from engine import SamplingConfig, Steer, capture_actadd, encode, generate, load_model
@@ -22,8 +21,8 @@ GREEDY = SamplingConfig(temperature=0, max_new_tokens=8)
 
 
 @pytest.fixture(scope="module")
-def smollm2():
-    return load_model(real_model_file("smollm2"), device="cpu", dtype="float32")
+def smollm2(smollm2_gguf):
+    return load_model(smollm2_gguf, device="cpu", dtype="float32")
 
 
 def test_opened_from_the_gguf(smollm2):
@@ -86,8 +85,8 @@ def test_the_dequantized_folder_opens_as_a_plain_folder_with_the_same_results(sm
     )
 
 
-def test_four_bit_from_the_gguf_on_cpu_generates():
-    loaded = load_model(real_model_file("smollm2"), device="cpu", quantize="4bit")
+def test_four_bit_from_the_gguf_on_cpu_generates(smollm2_gguf):
+    loaded = load_model(smollm2_gguf, device="cpu", quantize="4bit")
     assert type(loaded.model.model.layers[0].self_attn.q_proj).__name__ == "Linear4bit"
     vector = capture_actadd(loaded, "Love", "Hate", 6)
     rows = generate(loaded, "The capital of France is", [[], [Steer(vector, 2.0)]], GREEDY).rows
@@ -96,10 +95,10 @@ def test_four_bit_from_the_gguf_on_cpu_generates():
 
 
 @pytest.mark.slow
-def test_every_weight_is_what_transformers_own_gguf_load_gives(smollm2):
+def test_every_weight_is_what_transformers_own_gguf_load_gives(smollm2, smollm2_gguf):
     from transformers import AutoModelForCausalLM
 
-    path = real_model_file("smollm2")
+    path = smollm2_gguf
     reference = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     theirs = dict(reference.named_parameters())
     ours = dict(smollm2.model.named_parameters())
