@@ -214,7 +214,7 @@ class _SafetensorsStream:
         if name in self.header:
             raise ModelLoadError(f"the GGUF maps two tensors onto {name}")
         raw = tensor.contiguous().view(torch.uint8).numpy()  # little-endian bytes, [numel * itemsize]
-        self.data.write(memoryview(raw))
+        self.data.write(raw.data)
         end = self.offset + raw.nbytes
         self.header[name] = {
             "dtype": _SAFETENSORS_DTYPES[tensor.dtype],

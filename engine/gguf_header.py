@@ -9,12 +9,12 @@ vocabulary nor the merges, only the scalars and where each tensor lies; this wal
 from __future__ import annotations
 
 import math
+import mmap
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 
 _SCALARS = {
@@ -48,13 +48,15 @@ class GgufHeader:
     end: int  # the byte just past the last tensor's data
 
 
-def _string(blob: np.ndarray, pos: int) -> tuple[str, int]:
+def _string(blob: mmap.mmap, pos: int) -> tuple[str, int]:
     (length,) = struct.unpack_from("<Q", blob, pos)
     pos += 8
-    return bytes(blob[pos : pos + length]).decode("utf-8", "replace"), pos + length
+    if pos + length > len(blob):
+        raise ValueError("a string runs past the end of the file")
+    return blob[pos : pos + length].decode("utf-8", "replace"), pos + length
 
 
-def _value(blob: np.ndarray, pos: int, vtype: int) -> tuple[Any, int]:
+def _value(blob: mmap.mmap, pos: int, vtype: int) -> tuple[Any, int]:
     vtype = GGUFValueType(vtype)
     if vtype in _SCALARS:
         fmt = _SCALARS[vtype]
@@ -77,8 +79,12 @@ def _value(blob: np.ndarray, pos: int, vtype: int) -> tuple[Any, int]:
 
 def read_header(path: Path) -> GgufHeader:
     """Parse the header; raises ValueError, struct.error or IndexError on a file that isn't a whole GGUF."""
-    blob = np.memmap(path, mode="r", dtype=np.uint8)
-    if bytes(blob[:4]) != b"GGUF":
+    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as blob:
+        return _parse(blob)
+
+
+def _parse(blob: mmap.mmap) -> GgufHeader:
+    if blob[:4] != b"GGUF":
         raise ValueError("no GGUF magic")
     version, n_tensors, n_kv = struct.unpack_from("<IQQ", blob, 4)
     if version not in (2, 3):
