@@ -2,7 +2,7 @@
 
     python -m bench.bench_gguf_open                 # a synthetic TinyLlama-1.1B-shaped GGUF
     python -m bench.bench_gguf_open --shape half    # a smaller llama shape, when the machine is busy
-    python -m bench.bench_gguf_open --shape tiny    # the code path only
+    python -m bench.bench_gguf_open --tiny          # the code path only (a toy shape, Q8_0 only)
 
 A llama-shaped GGUF is written with the `gguf` package in Q8_0 and in Q4_K, its blocks filled with random
 bytes of the right layout (the values need not mean anything to measure memory). Each variant then opens
@@ -125,13 +125,15 @@ def write_file(folder: Path, shape: str, qtype: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> dict:
+    if args.tiny:
+        args.shape = "tiny"
     result = common.Result("gguf_open", params=vars(args).copy())
     result.details["shape"] = {"name": args.shape, **SHAPES[args.shape]}
     work = Path(args.work or tempfile.mkdtemp(prefix="actadd-bench-gguf-"))
     work.mkdir(parents=True, exist_ok=True)
     runs: dict[str, dict] = {}
     try:
-        for qtype in QTYPES:
+        for qtype in QTYPES[:1] if args.tiny else QTYPES:
             path = write_file(work, args.shape, qtype)
             cache = work / f"cache-{qtype}"
             shutil.rmtree(cache, ignore_errors=True)  # "first open" must convert
@@ -163,6 +165,7 @@ def run(args: argparse.Namespace) -> dict:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shape", choices=sorted(SHAPES), default="1b")
+    p.add_argument("--tiny", action="store_true", help="a toy shape in Q8_0 only: checks the code path")
     p.add_argument("--work", help="folder for the synthetic files and caches (default: a temp folder)")
     p.add_argument("--keep", action="store_true", help="keep the work folder")
     p.add_argument(
