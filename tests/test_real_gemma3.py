@@ -33,7 +33,8 @@ def test_opened_from_the_gguf(gemma):
 
 
 @pytest.mark.parametrize(
-    ("positive", "negative", "layer", "coeff"), [("Love", "Hate", 4, 2.0), (" weddings", " ", 8, 4.0)]
+    ("positive", "negative", "layer", "coeff"),
+    [("Love", "Hate", 4, 2.0), pytest.param(" weddings", " ", 8, 4.0, marks=pytest.mark.slow)],
 )
 def test_capture_and_steering_match_the_reference(gemma, positive, negative, layer, coeff):
     model, tokenizer = gemma.model, gemma.tokenizer

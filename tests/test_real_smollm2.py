@@ -80,8 +80,9 @@ def test_the_dequantized_folder_opens_as_a_plain_folder_with_the_same_results(sm
     a = capture_actadd(folder, "Love", "Hate", 6).layers[6]
     b = capture_actadd(smollm2, "Love", "Hate", 6).layers[6]
     assert torch.equal(a, b)
-    assert generate(folder, "The capital of France is", [[]], GREEDY).rows[0].token_ids == (
-        generate(smollm2, "The capital of France is", [[]], GREEDY).rows[0].token_ids
+    short = SamplingConfig(temperature=0, max_new_tokens=4)
+    assert generate(folder, "The capital of France is", [[]], short).rows[0].token_ids == (
+        generate(smollm2, "The capital of France is", [[]], short).rows[0].token_ids
     )
 
 
