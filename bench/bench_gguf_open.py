@@ -52,6 +52,7 @@ SHAPES = {
     "tiny": {"vocab": 512, "hidden": 256, "layers": 2, "heads": 4, "kv_heads": 2, "ffn": 512, "context": 256},
 }
 QTYPES = ("Q8_0", "Q4_K")
+LABELS = {"1b": "1.1B llama", "half": "0.39B llama", "tiny": "toy llama"}
 VARIANTS = ("ours, first open", "ours, cached", "transformers")
 
 
@@ -145,7 +146,7 @@ def run(args: argparse.Namespace) -> dict:
                 allowed = 1.25 * ours["weights_mb"] + 500
                 result.target(
                     "14",
-                    f"{qtype} first open: peak RSS / (1.25 x weights + 500 MB)",
+                    f"GGUF {qtype} first open ({LABELS[args.shape]}, float32): peak RSS / (1.25 x weights + 500 MB)",
                     ours["peak_rss_mb"] / allowed,
                     "<=",
                     1.0,
