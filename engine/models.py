@@ -1,8 +1,9 @@
 """Loading local Hugging Face causal LMs, optionally quantized with bitsandbytes.
 
-`load_model` takes a local folder, a `.gguf` file (converted once into a cached folder: engine/gguf_convert.py),
-the word "demo" (the embedded demo model), or a hub id already in the local cache; there is no network access. Every failure a user can cause is turned into a
-`ModelLoadError` that names the file at fault.
+`load_model` takes a local folder, a `.gguf` file (converted once into a cached folder:
+engine/gguf_convert.py), the word "demo" (the embedded demo model), or a hub id already in the local
+cache; there is no network access. Every failure a user can cause is turned into a `ModelLoadError` that
+names the file at fault.
 """
 
 from __future__ import annotations
