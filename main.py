@@ -1,7 +1,8 @@
 """ActAdd Studio entry point.
 
 python main.py                      launch the desktop app with the embedded demo model
-python main.py --model PATH         launch the app and load another model
+python main.py --model PATH         launch the app and load another model (a folder or a .gguf file)
+python main.py models fetch smollm2  download a small real model into the cache and print its path
 python main.py capture|generate|library|models|norms|serve|sweep ...   headless CLI (see --help)
 """
 

@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "peers": ("bench.bench_peers", []),
     "gui_latency": ("bench.bench_gui_latency", []),
     "memory": ("bench.bench_memory", []),
+    "gguf_open": ("bench.bench_gguf_open", []),
     "soak": ("bench.soak", []),
     "model_listing": ("bench.bench_model_listing", []),
     "serve": ("bench.bench_serve", []),

@@ -13,12 +13,14 @@ not an adapter, control vector, vision projector, vocabulary-only or split file,
 from __future__ import annotations
 
 import functools
+import math
 import mmap
 import re
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 GGUF_MAGIC = b"GGUF"
 # GGUFValueType -> struct format of one scalar (STRING = 8 and ARRAY = 9 are variable-length)
@@ -39,6 +41,17 @@ class TensorInfo:
     shape: tuple[int, ...]
     ggml_type: int  # gguf.GGMLQuantizationType value
     offset: int  # from the start of the data section
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """A tensor as the converter reads it (engine/gguf_convert.py)."""
+
+    name: str
+    shape: tuple[int, ...]  # torch order (ggml stores the fastest-moving dimension first)
+    qtype: Any  # gguf.GGMLQuantizationType
+    offset: int  # from the start of the file
+    nbytes: int
 
 
 @dataclass(frozen=True)
@@ -89,21 +102,26 @@ class GGUFHeader:
         except ValueError:
             return None
 
-    def data_end(self) -> int:
-        """The byte just past the last tensor's data, as the tensor table describes it."""
+    def tensor_table(self) -> list[TensorEntry]:
+        """Each tensor as a converter reads it: torch-order shape, absolute offset and byte size."""
         import gguf
 
-        end = self.data_offset
+        table = []
         for t in self.tensors:
-            n = 1
-            for d in t.shape:
-                n *= d
             try:
-                block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(t.ggml_type)]
+                qtype = gguf.GGMLQuantizationType(t.ggml_type)
+                block, size = gguf.GGML_QUANT_SIZES[qtype]
             except (ValueError, KeyError):
                 raise GGUFHeaderError(f"tensor {t.name!r} has unknown type {t.ggml_type}") from None
-            end = max(end, self.data_offset + t.offset + n // block * size)
-        return end
+            n = math.prod(t.shape)
+            # ggml lists the fastest-moving dimension first; torch lists it last
+            shape = tuple(reversed(t.shape))
+            table.append(TensorEntry(t.name, shape, qtype, self.data_offset + t.offset, n // block * size))
+        return table
+
+    def data_end(self) -> int:
+        """The byte just past the last tensor's data, as the tensor table describes it."""
+        return max((t.offset + t.nbytes for t in self.tensor_table()), default=self.data_offset)
 
 
 class _Cursor:

@@ -3,20 +3,19 @@
 A GGUF row comes from `engine.gguf_header.gguf_openability`; a folder row from `config.json` and the
 safetensors headers (8 bytes of length and a JSON table of shapes). GGUF headers with large vocabularies
 take ~0.1 s each to walk, so their verdicts are kept in a small JSON cache keyed by path, size and mtime
-(`$ACTADD_CACHE_DIR`, else the user cache folder): a second listing reads no header it has seen.
+(`$ACTADD_CACHE`, else the user cache folder: engine/app_dirs.py): a second listing reads no header it has seen.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import os
 import struct
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from stat import S_ISREG
 
+from engine import app_dirs
 from engine.atomic import atomic_write_text
 from engine.gguf_header import gguf_openability
 
@@ -43,17 +42,7 @@ class ModelEntry:
 
 
 def cache_dir() -> Path:
-    if env := os.environ.get("ACTADD_CACHE_DIR"):
-        return Path(env).expanduser()
-    if sys.platform == "win32":
-        return (
-            Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
-            / "ActAdd Studio"
-            / "cache"
-        )
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "ActAdd Studio"
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "actadd-studio"
+    return app_dirs.cache_root()
 
 
 class HeaderCache:

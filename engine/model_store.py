@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+from engine import app_dirs
 from engine.atomic import atomic_write_text
 from engine.model_inspect import HeaderCache, ModelEntry, cache_dir, folder_row
 
@@ -74,13 +74,7 @@ def default_hf_cache() -> Path:
 
 
 def config_dir() -> Path:
-    if env := os.environ.get("ACTADD_CONFIG_DIR"):
-        return Path(env).expanduser()
-    if sys.platform == "win32":
-        return Path(os.environ.get("APPDATA", _home() / "AppData" / "Roaming")) / "ActAdd Studio"
-    if sys.platform == "darwin":
-        return _home() / "Library" / "Application Support" / "ActAdd Studio"
-    return Path(os.environ.get("XDG_CONFIG_HOME", _home() / ".config")) / "actadd-studio"
+    return app_dirs.config_dir()
 
 
 def recent_models_file() -> Path:

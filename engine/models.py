@@ -1,8 +1,9 @@
 """Loading local Hugging Face causal LMs, optionally quantized with bitsandbytes.
 
-`load_model` takes a local folder, the word "demo" (the embedded demo model), or a hub id already in the
-local cache; there is no network access. Every failure a user can cause is turned into a
-`ModelLoadError` that names the file at fault.
+`load_model` takes a local folder, a `.gguf` file (converted once into a cached folder:
+engine/gguf_convert.py), the word "demo" (the embedded demo model), or a hub id already in the local
+cache; there is no network access. Every failure a user can cause is turned into a `ModelLoadError` that
+names the file at fault.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -71,7 +73,7 @@ class LoadedModel:
 
 
 def resolve_source(source: str | Path | None) -> Path:
-    """Map "demo"/None, a folder, or a cached hub id to a local folder."""
+    """Map "demo"/None, a folder, or a cached hub id to a local folder; a .gguf file maps to itself."""
     if source is None or str(source) == "demo":
         if not (DEMO_MODEL_DIR / "config.json").exists():
             raise ModelLoadError(f"the embedded demo model is missing from {DEMO_MODEL_DIR}")
@@ -79,8 +81,14 @@ def resolve_source(source: str | Path | None) -> Path:
     path = Path(source).expanduser()
     if path.is_dir():
         return path
+    from engine.gguf_convert import is_gguf
+
+    if is_gguf(path):
+        return path
     if path.exists():
-        raise ModelLoadError(f"{path} is a file; choose the model's folder (the one holding config.json)")
+        raise ModelLoadError(
+            f"{path} is a file but not a GGUF; choose a .gguf file or the model's folder (the one holding config.json)"
+        )
     text = str(source)
     if text.count("/") == 1 and not text.startswith((".", "/", "~")):
         try:
@@ -200,8 +208,12 @@ def load_model(
     max_memory: dict | None = None,
     block_path: str | None = None,
     progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
 ) -> LoadedModel:
-    """Load a causal LM and its tokenizer for steering. See the module docstring for `source`."""
+    """Load a causal LM and its tokenizer for steering. See the module docstring for `source`.
+
+    `cancel` stops a GGUF's one-time conversion (CancelledError); a folder loads in one transformers call.
+    """
     report = progress or (lambda stage, fraction: None)
     if quantize not in QUANTIZATIONS or device not in DEVICES or dtype not in DTYPES:
         raise ModelLoadError(
@@ -210,6 +222,16 @@ def load_model(
     device_map = device_map_for(device, quantize, max_memory)  # engine/devices.py: mps, xpu, bitsandbytes
     report("resolving", 0.0)
     folder = resolve_source(source)
+    on_gpu = on_accelerator(device_map)
+    # A quantized model keeps its embeddings, norms and LM head unquantized; in float32 those alone outweigh
+    # the 4-bit blocks of a small model, so quantized loads use bfloat16 on the CPU too.
+    torch_dtype = DTYPES[dtype] or (torch.bfloat16 if on_gpu or quantize != "none" else torch.float32)
+    gguf_file: Path | None = None
+    if folder.is_file():  # a .gguf: convert once (cached), then load the folder like any other
+        from engine.gguf_convert import open_gguf
+
+        gguf_file = folder
+        folder = open_gguf(folder, torch_dtype, lambda f: report("converting", f), cancel)
     _check_regular_files(folder)  # before anything opens a file: a FIFO would block the open forever
     config = _read_config(folder)
     _check_remote_code(folder, config, trust_remote_code)
@@ -246,10 +268,6 @@ def load_model(
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
 
-    on_gpu = on_accelerator(device_map)
-    # A quantized model keeps its embeddings, norms and LM head unquantized; in float32 those alone outweigh
-    # the 4-bit blocks of a small model, so quantized loads use bfloat16 on the CPU too.
-    torch_dtype = DTYPES[dtype] or (torch.bfloat16 if on_gpu or quantize != "none" else torch.float32)
     report("weights", 0.2)
     try:
         model = AutoModelForCausalLM.from_pretrained(
@@ -288,7 +306,7 @@ def load_model(
         hidden_size=layout.hidden_size,
         n_layers=len(layout.blocks),
         vocab_hash=vocab_hash(tokenizer),
-        model_hint="demo" if folder == DEMO_MODEL_DIR else folder.name,
+        model_hint="demo" if folder == DEMO_MODEL_DIR else (gguf_file.stem if gguf_file else folder.name),
     )
     embeddings = model.get_input_embeddings().weight
     info = ModelInfo(

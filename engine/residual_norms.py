@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import sys
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +27,7 @@ from typing import Any
 
 import torch
 
+from engine import app_dirs
 from engine.architectures import context_limit
 from engine.atomic import atomic_write_text
 from engine.capture import resid_pre
@@ -63,16 +62,7 @@ def text_version(text: str = NEUTRAL_TEXT) -> str:
 
 
 def default_cache_dir() -> Path:
-    """`ACTADD_CACHE`, else the per-user cache folder Qt's CacheLocation would give."""
-    if env := os.environ.get("ACTADD_CACHE"):
-        return Path(env).expanduser()
-    if sys.platform == "win32":
-        return Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / (
-            "ActAdd Studio/ActAdd Studio/cache"
-        )
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "ActAdd Studio" / "ActAdd Studio"
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ActAdd Studio" / "ActAdd Studio"
+    return app_dirs.cache_root()
 
 
 @dataclass(frozen=True)

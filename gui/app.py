@@ -316,7 +316,9 @@ class MainWindow(QMainWindow):
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="actadd-studio", description="ActAdd Studio desktop app")
     parser.add_argument(
-        "--model", metavar="PATH", help="model folder or cached hub id to load (default: the demo model)"
+        "--model",
+        metavar="PATH",
+        help="model folder, .gguf file or cached hub id to load (default: the demo model)",
     )
     parser.add_argument(
         "--library", metavar="DIR", help="vector library folder (default: $ACTADD_LIBRARY or app data)"

@@ -20,7 +20,11 @@ from tiny_models import build_tiny_model
 # The recent-models list and the GGUF header cache: never the user's own folders during tests.
 _SCRATCH = tempfile.mkdtemp(prefix="actadd-test-")
 os.environ.setdefault("ACTADD_CONFIG_DIR", os.path.join(_SCRATCH, "config"))
-os.environ.setdefault("ACTADD_CACHE_DIR", os.path.join(_SCRATCH, "cache"))
+# Fetched real models stay in the per-user cache (downloaded once per machine); the rest goes to scratch.
+from engine.app_dirs import fetched_models_dir  # noqa: E402
+
+os.environ.setdefault("ACTADD_MODELS_DIR", str(fetched_models_dir()))
+os.environ.setdefault("ACTADD_CACHE", os.path.join(_SCRATCH, "cache"))
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +61,19 @@ def gpt2(loaded_models):
 @pytest.fixture
 def llama(loaded_models):
     return loaded_models["llama"]
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf():
+    """The real SmolLM2-135M-Instruct .gguf, fetched once into $ACTADD_CACHE (tests/real_models.py)."""
+    from real_models import real_model_file
+
+    return real_model_file("smollm2")
+
+
+@pytest.fixture(scope="session")
+def gemma3_gguf():
+    """The real Gemma-3-270M .gguf, fetched once into $ACTADD_CACHE (tests/real_models.py)."""
+    from real_models import real_model_file
+
+    return real_model_file("gemma3")

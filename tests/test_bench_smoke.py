@@ -111,6 +111,17 @@ def test_model_listing_smoke(tmp_path):
     assert len(data["details"]["cold_s"]) == len(data["details"]["warm_s"]) == 1
 
 
+def test_gguf_open_smoke(tmp_path):
+    data = run_bench("bench.bench_gguf_open", "--tiny", out=tmp_path / "gguf_open.json")
+    check_result(data, "gguf_open")
+    runs = data["details"]["runs"]["Q8_0"]
+    for variant in ("ours, first open", "ours, cached", "transformers"):
+        assert "error" not in runs[variant], runs[variant]
+        assert runs[variant]["peak_rss_mb"] >= runs[variant]["baseline_rss_mb"] > 0
+    assert runs["ours, first open"]["weights_mb"] == runs["transformers"]["weights_mb"] > 0
+    assert [t["id"] for t in data["targets"]] == ["14"]
+
+
 def test_soak_smoke(tmp_path):
     args = ("--tiny", "--n", "14", "--sample-every", "7", "--new-tokens", "4")
     data = run_bench("bench.soak", *args, out=tmp_path / "soak.json")

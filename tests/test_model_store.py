@@ -345,7 +345,7 @@ def fake_home(tmp_path, monkeypatch):
     """Every default root inside tmp_path, with one model in LM Studio and one broken Ollama manifest."""
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     for var in ("HF_HUB_CACHE", "HF_HOME", "OLLAMA_MODELS", "XDG_CACHE_HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME",
-                "ACTADD_LMSTUDIO_MODELS", "ACTADD_GPT4ALL_MODELS", "ACTADD_CONFIG_DIR", "ACTADD_CACHE_DIR"):  # fmt: skip
+                "ACTADD_LMSTUDIO_MODELS", "ACTADD_GPT4ALL_MODELS", "ACTADD_CONFIG_DIR", "ACTADD_CACHE"):  # fmt: skip
         monkeypatch.delenv(var, raising=False)
     home = tmp_path / "home"
     write_gguf(home / ".lmstudio" / "models" / "pub" / "repo" / "tiny.Q8_0.gguf")

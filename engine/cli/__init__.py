@@ -29,7 +29,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     from engine.devices import available_devices
 
     group = parser.add_argument_group("model")
-    group.add_argument("--model", default="demo", help="model folder, a cached hub id, or 'demo' (default)")
+    group.add_argument(
+        "--model", default="demo", help="model folder, .gguf file, cached hub id, or 'demo' (default)"
+    )
     group.add_argument(
         "--quantize", choices=("none", "8bit", "4bit"), default="none", help="bitsandbytes quantization"
     )
@@ -64,19 +66,37 @@ def load_model_from_args(args: argparse.Namespace):
         disable=args.json or not sys.stderr.isatty(),
         leave=False,
     ) as bar:
+        converting: list[tqdm] = []  # a .gguf's one-time conversion gets a bar of its own
 
         def progress(stage: str, fraction: float) -> None:
+            if stage == "converting":
+                if not converting:
+                    converting.append(
+                        tqdm(
+                            total=100,
+                            desc="converting GGUF (once)",
+                            file=sys.stderr,
+                            disable=bar.disable,
+                            leave=False,
+                        )
+                    )
+                converting[0].update(round(fraction * 100) - converting[0].n)
+                return
             bar.set_postfix_str(stage)
             bar.update(round(fraction * 100) - bar.n)
 
-        loaded = load_model(
-            args.model,
-            quantize=args.quantize,
-            device=args.device,
-            dtype=args.dtype,
-            trust_remote_code=args.trust_remote_code,
-            progress=progress,
-        )
+        try:
+            loaded = load_model(
+                args.model,
+                quantize=args.quantize,
+                device=args.device,
+                dtype=args.dtype,
+                trust_remote_code=args.trust_remote_code,
+                progress=progress,
+            )
+        finally:
+            for extra_bar in converting:
+                extra_bar.close()
     from engine.model_store import remember_recent
 
     remember_recent(args.model)  # listed by `models` as a recent model
