@@ -196,7 +196,9 @@ class ModelWorker(QObject):
 
         folder = resolve_source(request.source)  # readable errors for a missing folder or id
         # Free the old model first (two may not fit), unless load_model is sure to refuse the new one.
-        if self.loaded is not None and (folder / "config.json").is_file():
+        if self.loaded is not None and (
+            (folder / "config.json").is_file() or folder.is_file()
+        ):  # a folder or a .gguf
             unload(self.loaded)
             self.loaded = None
             self._vector_cache.clear()
@@ -209,6 +211,7 @@ class ModelWorker(QObject):
                 dtype=request.dtype,
                 trust_remote_code=request.trust_remote_code,
                 progress=progress,
+                cancel=job.cancel,  # a .gguf's one-time conversion stops between tensors
             ),
             job,
         )
