@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from engine import InvalidInputError, SamplingConfig, Steer, capture_actadd, generate, hook_count
-from engine.generation import FrequencyPenaltyProcessor
+from engine.sampling import FrequencyPenaltyProcessor
 
 PROMPT = "I went up to my friend and said"
 
