@@ -413,7 +413,8 @@ class ModelWorker(QObject):
                 check_fits(vector, loaded.fingerprint, allow_other_model=True)
                 coeff = active.coeff if active.enabled else 0.0
                 steers.append(Steer(vector, coeff, mode=active.mode, at_layer=active.at_layer))
-            # Row 0 is the unsteered pane, row 1 the steered one: one batch, so both share the seed.
+            # Row 0 is the unsteered pane, row 1 the steered one: one batch, both rows sampling with the same
+            # seed (common random numbers), so c = 0 gives the unsteered text.
             plan = SteeringPlan([[], steers])
             with self._live_lock:
                 self._live_pending.clear()
@@ -448,7 +449,7 @@ class ModelWorker(QObject):
                 cancel=cancel,
                 on_token=on_token,
                 chat=request.chat,
-                effect_reference_row=0 if request.effect else None,
+                effect_rows=[1] if request.effect else (),
             )
             self.generation_done.emit(
                 GenerationOutcome(

@@ -41,6 +41,7 @@ def _vector_label(result: SweepResult) -> str:
 def plot_sweep(result: SweepResult, path: str | Path) -> None:
     """A line plot (one layer) or a layer × coefficient heatmap; degenerate cells marked, best starred."""
     layers, coeffs, values = result.grid()
+    effects = result.grid("effect")[2]
     metric = result.spec.metric
     best = result.best()
     degenerate = {(c.layer, float(c.coeff)) for c in result.cells if c.degenerate}
@@ -72,7 +73,14 @@ def plot_sweep(result: SweepResult, path: str | Path) -> None:
         ax.set_ylabel(METRIC_LABELS.get(metric, metric))
         ax.axvline(0, color="grey", lw=0.6)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        handles, labels = ax.get_legend_handles_labels()
+        effect_row = effects[0] if effects else []
+        if any(math.isfinite(v) for v in effect_row):  # the steering effect on a second axis, beside the metric
+            twin = ax.twinx()
+            (line,) = twin.plot(coeffs, effect_row, ls="--", marker=".", color="tab:orange")
+            twin.set_ylabel("mean KL per token (nats)", color="tab:orange")
+            handles, labels = [*handles, line], [*labels, "effect (KL)"]
+        ax.legend(handles, labels, fontsize=8)
         ax.set_title(title, fontsize=10)
         _save(fig, path)
         return
@@ -91,6 +99,7 @@ def plot_sweep(result: SweepResult, path: str | Path) -> None:
         cmap=cmap,
         vmin=0.0 if metric == "target-words" else None,
         vmax=1.0 if metric == "target-words" else None,
+        notes=[[f"KL {v:.2g}" if math.isfinite(v) else "" for v in row] for row in effects],
     )
 
 
@@ -110,8 +119,10 @@ def plot_heatmap(
     fmt: str = "{:.2f}",
     vmin: float | None = None,
     vmax: float | None = None,
+    notes: Sequence[Sequence[str]] | None = None,
 ) -> None:
-    """values[row][col] as an annotated heatmap; `hatched` cells get a hatch, `star` a star."""
+    """values[row][col] as an annotated heatmap; `hatched` cells get a hatch, `star` a star, and
+    `notes[row][col]` (if given) a second, smaller line under the value."""
     fig = Figure(figsize=(max(5.0, 0.75 * len(col_labels) + 2.0), max(2.6, 0.55 * len(row_labels) + 1.6)))
     ax = fig.add_subplot()
     image = ax.imshow(values, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax)
@@ -126,10 +137,11 @@ def plot_heatmap(
         for j, v in enumerate(row):
             if math.isfinite(v):
                 dark = (v < middle) if cmap == "viridis" else (v > middle)
+                note = notes[i][j] if notes is not None else ""
                 ax.text(
                     j,
                     i,
-                    fmt.format(v),
+                    fmt.format(v) + (f"\n{note}" if note else ""),
                     ha="center",
                     va="center",
                     fontsize=7,

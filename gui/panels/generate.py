@@ -128,7 +128,10 @@ class TokenPane(QTextEdit):
             if alpha:
                 fmt.setBackground(QColor(255, 140, 0, alpha))
             alternatives = ", ".join(f"{tok!r} {p:.0%}" for tok, p in (top or [])[:5])
-            fmt.setToolTip(f"KL {kl:.3f} nats from the unsteered row\nmost likely here: {alternatives}")
+            fmt.setToolTip(
+                f"KL {kl:.3f} nats from the unsteered model on this same text\n"
+                f"without steering, this would likely be: {alternatives}"
+            )
         self._queue(text, fmt)
 
     def append_marker(self, text: str) -> None:
@@ -387,7 +390,8 @@ class GeneratePanel(QWidget):
         self.regenerate_button.setEnabled(False)
         self.effect = QCheckBox("Show the effect")
         self.effect.setToolTip(
-            "Colour each steered token by the KL divergence from the unsteered row; hover for alternatives"
+            "Colour each steered token by KL(steered || unsteered) on the same text (one extra row); "
+            "hover for the unsteered model's alternatives"
         )
         self.speed = QLabel("")
         self.speed.setToolTip("Generated tokens per second, both panes together")
@@ -409,8 +413,9 @@ class GeneratePanel(QWidget):
             box_layout.addWidget(pane, 1)
             panes.addWidget(box)
         self._legend = QLabel(
-            "Orange: how far steering moved the next-token distribution (KL vs unsteered; full colour at "
-            f"{KL_FULL:g} nats). Hover a token for the top alternatives. Blue ⟨c=…⟩: a live change."
+            "Orange: how far steering moved the distribution this token was drawn from (KL from the "
+            f"unsteered model reading the same text; full colour at {KL_FULL:g} nats). Hover a token for "
+            "what the unsteered model would likely have written there. Blue ⟨c=…⟩: a live change."
         )
         self._legend.setWordWrap(True)
         self._legend.setStyleSheet("color: #555; font-size: 11px;")
