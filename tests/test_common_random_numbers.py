@@ -38,7 +38,9 @@ def _tokens(loaded, rows, sampling=SAMPLING, **kwargs) -> list[list[int]]:
 
 @pytest.mark.parametrize("mode", ["front", "all"])
 def test_api_zero_coefficient_equals_unsteered_token_for_token(gpt2, love, mode):
-    unsteered, zero, steered = _tokens(gpt2, [[], [Steer(love, 0.0, mode=mode)], [Steer(love, 6.0, mode=mode)]])
+    unsteered, zero, steered = _tokens(
+        gpt2, [[], [Steer(love, 0.0, mode=mode)], [Steer(love, 6.0, mode=mode)]]
+    )
     assert zero == unsteered and len(zero) == SAMPLING.max_new_tokens
     assert steered != unsteered  # the rows do steer; only c = 0 is forced to agree
     # Without common random numbers the rows of one batch drew different numbers: two unsteered rows
@@ -65,7 +67,11 @@ def test_api_row_seeds(gpt2, love):
     unseeded = replace(SAMPLING, seed=None)
     first, zero = _tokens(gpt2, [[], [Steer(love, 0.0)]], unseeded)
     assert first == zero
-    for bad, message in (([1, 2], "2 row seeds for 3 rows"), ([1, -2, 3], "seed -2"), ([1, 2.5, 3], "seed 2.5")):
+    for bad, message in (
+        ([1, 2], "2 row seeds for 3 rows"),
+        ([1, -2, 3], "seed -2"),
+        ([1, 2.5, 3], "seed 2.5"),
+    ):
         with pytest.raises(InvalidInputError, match=message):
             generate(gpt2, PROMPT, [[], [], []], SAMPLING, row_seeds=bad)
 
@@ -139,7 +145,12 @@ def _script(loaded, vector_path, coeff: float, tmp_path: Path) -> dict:
     script.write_text(transcript.to_script(), encoding="utf-8")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACTADD_TORCH_THREADS": "1", "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
-        [sys.executable, str(script), "--json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180
+        [sys.executable, str(script), "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -58,9 +58,7 @@ def test_effect_agrees_with_a_slow_reference(loaded_models, arch, mode):
     vector = capture_actadd(loaded, "Love", "Hate", 1)
     steers = [Steer(vector, 4.0, mode=mode)]
     events = []
-    result = generate(
-        loaded, PROMPT, [[], steers, []], SAMPLING, effect_rows=[1], on_token=events.append
-    )
+    result = generate(loaded, PROMPT, [[], steers, []], SAMPLING, effect_rows=[1], on_token=events.append)
     row = result.rows[1]
     assert result.rows[0].effect is None and result.rows[2].effect is None
     assert len(row.effect) == len(row.token_ids) == SAMPLING.max_new_tokens
@@ -117,7 +115,9 @@ def test_a_token_the_unsteered_model_would_also_pick_stays_dim_after_divergence(
         on_token=events.append,
     )
     unsteered, steered = result.rows
-    diverged = next(i for i, (a, b) in enumerate(zip(unsteered.token_ids, steered.token_ids)) if a != b)
+    diverged = next(
+        i for i, (a, b) in enumerate(zip(unsteered.token_ids, steered.token_ids, strict=False)) if a != b
+    )
     assert diverged < 8  # the topic changes early: the texts differ from here on
     n = min(len(unsteered.token_ids), len(steered.token_ids))
     late = [e for e in events if e.row == 1 and diverged + 8 <= e.step < n and e.token_id >= 0]
@@ -127,10 +127,11 @@ def test_a_token_the_unsteered_model_would_also_pick_stays_dim_after_divergence(
     assert len(agreed) >= 5
     small = [e for e in agreed if e.kl < 0.01]
     assert len(small) >= 0.8 * len(agreed)
+
     # The old measure compared with the unsteered pane at the same step, i.e. another context, and lit
     # up every one of these tokens.
     def last_logprobs(ids, plan=None):
-        with torch.inference_mode(), (plan.apply(demo.blocks) if plan else contextlib.nullcontext()):
+        with torch.inference_mode(), plan.apply(demo.blocks) if plan else contextlib.nullcontext():
             logits = demo.model(input_ids=torch.tensor([ids])).logits[0, -1].float()
         return torch.log_softmax(logits, -1)
 
@@ -149,7 +150,9 @@ def test_cli_json_effect(gpt2, model_dirs, tmp_path, capsys):
     save_vector(capture_actadd(gpt2, "Love", "Hate", 1, name="love"), path)
     common = ["generate", "--model", str(model_dirs["gpt2"]), "--prompt", PROMPT, "--max-new-tokens", "10"]
     for coeff in (0, 4):
-        code = main([*common, "--steer", f"{path}:{coeff}", "--mode", "all", "--json", "--effect", "--compare"])
+        code = main(
+            [*common, "--steer", f"{path}:{coeff}", "--mode", "all", "--json", "--effect", "--compare"]
+        )
         out, err = capsys.readouterr()
         assert code == 0, err
         payload = json.loads(out)

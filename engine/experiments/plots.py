@@ -75,7 +75,9 @@ def plot_sweep(result: SweepResult, path: str | Path) -> None:
         ax.grid(alpha=0.3)
         handles, labels = ax.get_legend_handles_labels()
         effect_row = effects[0] if effects else []
-        if any(math.isfinite(v) for v in effect_row):  # the steering effect on a second axis, beside the metric
+        if any(
+            math.isfinite(v) for v in effect_row
+        ):  # the steering effect on a second axis, beside the metric
             twin = ax.twinx()
             (line,) = twin.plot(coeffs, effect_row, ls="--", marker=".", color="tab:orange")
             twin.set_ylabel("mean KL per token (nats)", color="tab:orange")

@@ -30,9 +30,9 @@ from engine.capture import capture_actadd, capture_mean_diff, capture_pca
 from engine.errors import InvalidInputError
 from engine.experiments import metrics
 from engine.generation import SamplingConfig, generate
-from engine.sampling import resolve_row_seeds
 from engine.models import LoadedModel
 from engine.pairs import PromptPair
+from engine.sampling import resolve_row_seeds
 from engine.steering import Steer
 from engine.vector import MODES, SteeringVector, check_fits
 
