@@ -15,6 +15,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
+import torch
 
 from engine import InvalidInputError, SamplingConfig, Steer, capture_actadd, generate, save_vector
 from engine.cli import main
@@ -164,3 +165,21 @@ def test_exported_script(gpt2, love, tmp_path):
     steered = _script(gpt2, path, 4.0, tmp_path)
     batch = generate(gpt2, PROMPT, [[Steer(love, c, mode="all")] for c in COEFFS], SAMPLING)
     assert steered["steered"] == batch.rows[0].text != steered["unsteered"]
+
+
+def test_gumbel_max_draws_exact_samples_of_the_filtered_distribution():
+    from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+    from engine.sampling import sampling_processors
+
+    logits = torch.tensor([[2.0, 1.0, 0.5, 0.0, -1.0, -3.0]])
+    sampling = SamplingConfig(temperature=0.8, top_p=0.9)
+    ids = torch.zeros(1, 1, dtype=torch.long)
+    filtered = TopPLogitsWarper(0.9)(ids, TemperatureLogitsWarper(0.8)(ids, logits.clone()))
+    expected = torch.softmax(filtered, -1)[0]  # what transformers' own sampling would draw from
+    n = 8000
+    processors = sampling_processors(sampling, prompt_length=1, row_seeds=range(n), shadows={})
+    chosen = processors(ids.expand(n, 1), logits.expand(n, -1).clone()).argmax(-1)
+    observed = torch.bincount(chosen, minlength=6).float() / n
+    assert observed[expected == 0].sum() == 0  # tokens outside the nucleus are never drawn
+    assert torch.allclose(observed, expected, atol=0.02)  # ~4 standard errors at n = 8000
