@@ -82,7 +82,8 @@ class _Term:
     coeff: Tensor  # [rows] float32, live: changed only by SteeringPlan under its lock
     cast: dict[tuple[torch.device, torch.dtype], Tensor] = field(default_factory=dict)
     version: int = 0  # bumped on every coefficient change, so hooks know their cached copies are stale
-    # (device, dtype, unsteered rows) -> (version, coeff as [rows, 1, 1] or None when every row is 0, c * tensor for "all")
+    # (device, dtype, unsteered rows) -> (version, coeff as [rows, 1, 1] or None when every row is 0,
+    # c * tensor for "all")
     scaled: dict[tuple[torch.device, torch.dtype, int], tuple[int, Tensor | None, Tensor | None]] = field(
         default_factory=dict
     )

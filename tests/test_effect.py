@@ -201,3 +201,17 @@ def test_sweep_reports_the_mean_effect_of_each_cell(gpt2, tmp_path):
     assert "effect_kl" in header.split(",")
     column = header.split(",").index("effect_kl")
     assert float(first.split(",")[column]) == 0.0 and float(second.split(",")[column]) > 0
+
+
+def test_a_plan_with_unsteered_rows_checks_the_batch_and_leaves_those_rows_alone(gpt2):
+    vector = capture_actadd(gpt2, "Love", "Hate", 1)
+    plan = SteeringPlan([[Steer(vector, 3.0, mode="all")]])
+    ids = torch.tensor([gpt2.tokenizer.encode(PROMPT)] * 2)
+    with torch.inference_mode():
+        plain = gpt2.model(input_ids=ids[:1]).logits
+        with plan.apply(gpt2.blocks, unsteered_rows=1):
+            both = gpt2.model(input_ids=ids).logits  # row 0 steered, row 1 (the extra row) not
+            with pytest.raises(InvalidInputError, match="1 rows and 1 unsteered rows but the batch has 3"):
+                gpt2.model(input_ids=torch.cat([ids, ids[:1]]))
+    assert torch.allclose(both[1], plain[0], atol=1e-5) and not torch.allclose(both[0], plain[0], atol=1e-3)
+    assert hook_count(gpt2.blocks) == 0
