@@ -215,3 +215,23 @@ def test_a_plan_with_unsteered_rows_checks_the_batch_and_leaves_those_rows_alone
                 gpt2.model(input_ids=torch.cat([ids, ids[:1]]))
     assert torch.allclose(both[1], plain[0], atol=1e-5) and not torch.allclose(both[0], plain[0], atol=1e-3)
     assert hook_count(gpt2.blocks) == 0
+
+
+def test_the_effect_costs_one_extra_row_per_measured_row(gpt2):
+    vector = capture_actadd(gpt2, "Love", "Hate", 1)
+    widths = []
+    handle = gpt2.model.register_forward_pre_hook(
+        lambda module, args, kwargs: widths.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
+    try:
+        rows = [[], [Steer(vector, 2.0)], [Steer(vector, 4.0)]]
+        generate(gpt2, PROMPT, rows, SAMPLING)
+        plain = set(widths)
+        widths.clear()
+        generate(gpt2, PROMPT, rows, SAMPLING, effect_rows=[1])
+        one = set(widths)
+        widths.clear()
+        generate(gpt2, PROMPT, rows, SAMPLING, effect_rows=[1, 2])
+    finally:
+        handle.remove()
+    assert (plain, one, set(widths)) == ({3}, {4}, {5})
