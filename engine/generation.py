@@ -16,14 +16,15 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import Tensor
-from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from engine.architectures import context_limit
 from engine.cancellation import StoppedBetweenBlocks, cancel_between_blocks
+from engine.effect import EffectRecorder
 from engine.errors import ActAddError, InvalidInputError
 from engine.models import LoadedModel
-from engine.penalties import PresencePenaltyProcessor
+from engine.sampling import resolve_row_seeds, sampling_processors
 from engine.steering import Steer, SteeringPlan
 from engine.tokens import encode, pad_batch
 
@@ -40,7 +41,7 @@ class SamplingConfig:
     presence_penalty: float = 0.0  # OpenAI-style: logit -= penalty once a token is in the generated text
     max_new_tokens: int = 64
     stop: tuple[str, ...] = ()  # stop strings; the text is cut before them
-    seed: int | None = 0  # None: not seeded
+    seed: int | None = 0  # every row samples from its own generator seeded with this; None: a random seed
 
     @classmethod
     def paper(cls, **overrides) -> SamplingConfig:
@@ -65,8 +66,11 @@ class TokenEvent:
     text: str  # the new text of this row since the last event (may be "" while a character is incomplete)
     token_id: int
     step: int  # 0-based index of the generated token
-    kl: float | None = None  # KL(row || reference row) of the next-token distributions, when asked for
-    top: list[tuple[str, float]] = field(default_factory=list)  # this row's most likely tokens and probs
+    # With `effect_rows`: KL(steered || unsteered) in nats of the raw next-token distributions this token
+    # was drawn from, on the same context (engine/effect.py), and the unsteered model's most likely
+    # tokens there with their probabilities. None and [] for rows that are not measured.
+    kl: float | None = None
+    top: list[tuple[str, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -75,6 +79,7 @@ class RowResult:
     token_ids: list[int]
     prompt_token_ids: list[int]
     finish_reason: str  # "length", "eos", "stop" or "cancelled"
+    effect: list[float] | None = None  # KL per token of token_ids, for rows in generate's effect_rows
 
 
 @dataclass
@@ -93,23 +98,6 @@ class GenerationResult:
 
 
 TokenCallback = Callable[[TokenEvent], None]
-
-
-class FrequencyPenaltyProcessor(LogitsProcessor):
-    """OpenAI-style frequency penalty over generated tokens (the paper samples with 1.0)."""
-
-    def __init__(self, penalty: float, prompt_length: int):
-        self.penalty = penalty
-        self.prompt_length = prompt_length
-
-    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
-        generated = input_ids[:, self.prompt_length :]  # [batch, t]
-        if generated.shape[1] == 0:
-            return scores
-        counts = torch.zeros_like(scores).scatter_add_(
-            1, generated, torch.ones_like(generated, dtype=scores.dtype)
-        )
-        return scores - self.penalty * counts
 
 
 class CancelCriteria(StoppingCriteria):
@@ -144,9 +132,10 @@ class RowStreamer(BaseStreamer):
         self.tokenizer = tokenizer
         self.stops = tuple(s for s in stops if s)
         self.on_token = on_token
-        self.effect = effect  # _EffectRecorder or None
+        self.effect = effect  # EffectRecorder or None
         self.eos_ids = {tokenizer.eos_token_id} - {None}
         self.ids: list[list[int]] = [[] for _ in range(n_rows)]
+        self.effects: list[list[float]] = [[] for _ in range(n_rows)]  # KL of each token of ids[row]
         self.texts = [""] * n_rows  # full decoded text (cut at a stop string once found)
         self.shown = [0] * n_rows  # characters of texts[row] already emitted
         self.finish: list[str | None] = [None] * n_rows
@@ -157,25 +146,28 @@ class RowStreamer(BaseStreamer):
         if not self._prompt_seen:  # the first call carries the prompt ids
             self._prompt_seen = True
             return
-        tokens = value.view(-1).tolist()  # [batch]
+        tokens = value.view(-1).tolist()[: len(self.ids)]  # [batch]; shadow rows at the end are not shown
         for row, token in enumerate(tokens):
             if self.finish[row] is not None:
                 continue  # generate pads finished rows
+            kl, top = self.effect.describe(row) if self.effect is not None else (None, [])
             if token in self.eos_ids:
                 self.finish[row] = "eos"
-                self._emit(row, token, final=True)
+                self._emit(row, token, final=True, kl=kl, top=top)
                 continue
             self.ids[row].append(token)
+            if kl is not None:
+                self.effects[row].append(kl)
             text = self.tokenizer.decode(self.ids[row], skip_special_tokens=True)
             hits = [text.find(s, max(0, self.shown[row] - len(s))) for s in self.stops]
             hits = [h for h in hits if h >= 0]
             if hits:
                 text, self.finish[row] = text[: min(hits)], "stop"
             self.texts[row] = text
-            self._emit(row, token, final=self.finish[row] is not None)
+            self._emit(row, token, final=self.finish[row] is not None, kl=kl, top=top)
         self.step += 1
 
-    def _emit(self, row: int, token: int, final: bool) -> None:
+    def _emit(self, row: int, token: int, final: bool, kl: float | None, top: list) -> None:
         text = self.texts[row]
         end = len(text) if final else len(text) - stop_holdback(text, self.stops)
         if not final:
@@ -185,7 +177,6 @@ class RowStreamer(BaseStreamer):
         delta = text[self.shown[row] : end]
         self.shown[row] = max(self.shown[row], end)
         if self.on_token is not None:
-            kl, top = self.effect.describe(row, self.step) if self.effect is not None else (None, [])
             self.on_token(TokenEvent(row=row, text=delta, token_id=token, step=self.step, kl=kl, top=top))
 
     def end(self) -> None:
@@ -195,31 +186,6 @@ class RowStreamer(BaseStreamer):
                     TokenEvent(row=row, text=self.texts[row][self.shown[row] :], token_id=-1, step=self.step)
                 )
                 self.shown[row] = len(self.texts[row])
-
-
-class _EffectRecorder:
-    """Keeps the raw next-token log-probs of each step (a hook on the LM head) to show steering's effect."""
-
-    def __init__(self, loaded: LoadedModel, reference_row: int, top_k: int = 5):
-        self.tokenizer = loaded.tokenizer
-        self.reference_row = reference_row
-        self.top_k = top_k
-        self.logprobs: Tensor | None = None  # [batch, vocab] of the latest step
-        self.head = loaded.model.get_output_embeddings()
-
-    def hook(self, module, args, output: Tensor) -> None:
-        self.logprobs = torch.log_softmax(output[:, -1].float(), dim=-1).cpu()  # [batch, vocab]
-
-    def describe(self, row: int, step: int) -> tuple[float | None, list[tuple[str, float]]]:
-        if self.logprobs is None:
-            return None, []
-        lp, ref = self.logprobs[row], self.logprobs[self.reference_row]
-        kl = float((lp.exp() * (lp - ref)).sum()) if row != self.reference_row else 0.0
-        probs, ids = lp.exp().topk(self.top_k)
-        return kl, [
-            (str(self.tokenizer.decode([i])), float(p))
-            for p, i in zip(probs.tolist(), ids.tolist(), strict=True)
-        ]
 
 
 def prompt_ids(loaded: LoadedModel, prompt: str, chat: bool = False) -> list[int]:
@@ -245,14 +211,19 @@ def generate(
     cancel: threading.Event | None = None,
     on_token: TokenCallback | None = None,
     chat: bool = False,
-    effect_reference_row: int | None = None,
     stopping: Sequence[StoppingCriteria] = (),
+    row_seeds: Sequence[int | None] | None = None,
+    effect_rows: Sequence[int] = (),
 ) -> GenerationResult:
     """Generate one continuation per steering row (one unsteered row when `steering` is None).
 
     `prompt` is shared by all rows, or one per row (a row may be token ids already, e.g. a rendered chat).
-    `stopping` adds criteria that may stop single rows (the server's per-row cancel). `effect_reference_row` asks each token event to carry
-    the KL divergence of its row's next-token distribution from that row's (e.g. the unsteered pane).
+    Each row samples from its own generator, seeded with `row_seeds[row]` (default: `sampling.seed` for
+    every row), so rows with the same seed and prompt differ by steering alone, and a row's text does not
+    depend on the other rows of the batch. `effect_rows` are the rows whose token events (and
+    `RowResult.effect`) carry KL(steered || unsteered) on the same context; each costs one extra unsteered
+    row in the batch (engine/effect.py). `stopping` adds criteria that may stop single rows (the server's
+    per-row cancel).
     """
     sampling = sampling or SamplingConfig()
     sampling.validate()
@@ -260,6 +231,10 @@ def generate(
     prompts = [prompt] * plan.n_rows if isinstance(prompt, str) else list(prompt)
     if len(prompts) != plan.n_rows:
         raise InvalidInputError(f"{len(prompts)} prompts for {plan.n_rows} steering rows")
+    seeds = resolve_row_seeds(sampling.seed, row_seeds, plan.n_rows)
+    measured = list(dict.fromkeys(effect_rows))
+    if bad := [r for r in measured if isinstance(r, bool) or not 0 <= r < plan.n_rows]:
+        raise InvalidInputError(f"effect row {bad[0]} is not a row of this batch (0-{plan.n_rows - 1})")
     rows = [prompt_ids(loaded, p, chat) if isinstance(p, str) else list(p) for p in prompts]
     for row, row_ids in enumerate(rows):
         if (needed := plan.max_front_tokens(row)) > len(row_ids):
@@ -267,8 +242,10 @@ def generate(
                 f"the ActAdd vector has {needed} tokens but the prompt has only {len(row_ids)}; front injection "
                 "needs a prompt at least as long as the vector (lengthen the prompt or use mode all)"
             )
+    # Shadow rows: one unsteered copy of each measured row, at the end of the batch (not shown).
+    shadows = {plan.n_rows + i: row for i, row in enumerate(measured)}
     tokenizer = loaded.tokenizer
-    ids, mask = pad_batch(rows, tokenizer.pad_token_id, side="left")
+    ids, mask = pad_batch(rows + [rows[r] for r in measured], tokenizer.pad_token_id, side="left")
     max_new = sampling.max_new_tokens
     if (limit := context_limit(loaded.model.config)) is not None:
         if ids.shape[1] >= limit:
@@ -276,28 +253,23 @@ def generate(
         max_new = min(max_new, limit - ids.shape[1])
 
     cancel = cancel or threading.Event()
-    effect = _EffectRecorder(loaded, effect_reference_row) if effect_reference_row is not None else None
+    effect = EffectRecorder(tokenizer, {row: shadow for shadow, row in shadows.items()}) if measured else None
     streamer = RowStreamer(tokenizer, plan.n_rows, sampling.stop, on_token, effect)
-    processors = LogitsProcessorList()
-    if sampling.frequency_penalty:
-        processors.append(FrequencyPenaltyProcessor(sampling.frequency_penalty, ids.shape[1]))
-    if sampling.presence_penalty:
-        processors.append(PresencePenaltyProcessor(sampling.presence_penalty, ids.shape[1]))
-    kwargs: dict = {"do_sample": sampling.temperature > 0}
-    if sampling.temperature > 0:
-        kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k or None)
+    # Greedy decoding over processors that sample: see engine/sampling.py. transformers adds none of its
+    # own sampling processors with do_sample=False, and repetition_penalty=1.0 keeps a model's default
+    # from adding a second penalty.
+    processors = sampling_processors(sampling, ids.shape[1], seeds, shadows)
+    kwargs: dict = {}
     if sampling.stop:
         kwargs.update(stop_strings=list(sampling.stop), tokenizer=tokenizer)
-    if sampling.seed is not None:
-        torch.manual_seed(sampling.seed)
 
     device = loaded.device
     started = time.perf_counter()
-    handle = effect.head.register_forward_hook(effect.hook) if effect is not None else None
+    handle = effect.install(loaded.model) if effect is not None else None
     out_of_memory = False
     try:
         with (
-            plan.apply(loaded.blocks),
+            plan.apply(loaded.blocks, unsteered_rows=len(shadows)),
             cancel_between_blocks(loaded.blocks, cancel),
             torch.inference_mode(),
         ):
@@ -306,7 +278,11 @@ def generate(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
                 max_new_tokens=max_new,
-                repetition_penalty=sampling.repetition_penalty,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                repetition_penalty=1.0,
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
                 logits_processor=processors,
@@ -325,7 +301,7 @@ def generate(
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         raise ActAddError(
-            f"out of memory while generating {plan.n_rows} row(s) of up to {max_new} tokens; try fewer rows "
+            f"out of memory while generating {ids.shape[0]} row(s) of up to {max_new} tokens; try fewer rows "
             "or tokens, 4-bit quantization or a smaller model"
         )
     seconds = time.perf_counter() - started
@@ -336,6 +312,7 @@ def generate(
             token_ids=streamer.ids[row],
             prompt_token_ids=rows[row],
             finish_reason=streamer.finish[row] or ("cancelled" if cancelled else "length"),
+            effect=streamer.effects[row] if row in measured else None,
         )
         for row in range(plan.n_rows)
     ]

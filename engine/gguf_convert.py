@@ -36,7 +36,7 @@ from engine.gguf_header import (
     TensorEntry,
     gguf_openability,
     is_gguf_file,
-    supported_gguf_architectures,
+    openable_gguf_architectures,
 )
 
 # fraction done in [0, 1] -> None; called from the converting thread
@@ -52,7 +52,7 @@ def is_gguf(path: Path) -> bool:
 
 def supported_architectures() -> list[str]:
     """The GGUF architectures this app opens, as transformers lists them (engine.gguf_header)."""
-    return list(supported_gguf_architectures())
+    return list(openable_gguf_architectures())
 
 
 @dataclass(frozen=True)

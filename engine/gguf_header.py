@@ -132,14 +132,14 @@ class _Cursor:
         try:
             values = struct.unpack_from(self.order + fmt, self.buf, self.pos)
         except struct.error:
-            raise GGUFHeaderError("the header is cut short (truncated file)") from None
+            raise GGUFHeaderError("the header is cut short (truncated or corrupt file)") from None
         self.pos += struct.calcsize(self.order + fmt)
         return values[0]
 
     def string(self) -> str:
         n = self.unpack("Q")
         if self.pos + n > len(self.buf):
-            raise GGUFHeaderError("the header is cut short (truncated file)")
+            raise GGUFHeaderError("the header is cut short (truncated or corrupt file)")
         raw = bytes(self.buf[self.pos : self.pos + n])
         self.pos += n
         return raw.decode("utf-8", "replace")
@@ -148,7 +148,7 @@ class _Cursor:
         n = self.unpack("Q")  # not `self.pos += self.unpack(...)`: that reads pos before unpack moves it
         self.pos += n
         if self.pos > len(self.buf):
-            raise GGUFHeaderError("the header is cut short (truncated file)")
+            raise GGUFHeaderError("the header is cut short (truncated or corrupt file)")
 
     def _skip_strings(self, count: int) -> None:
         length = struct.Struct(self.order + "Q").unpack_from
@@ -157,9 +157,9 @@ class _Cursor:
             for _ in range(count):
                 pos += 8 + length(buf, pos)[0]
         except struct.error:
-            raise GGUFHeaderError("the header is cut short (truncated file)") from None
+            raise GGUFHeaderError("the header is cut short (truncated or corrupt file)") from None
         if pos > len(buf):
-            raise GGUFHeaderError("the header is cut short (truncated file)")
+            raise GGUFHeaderError("the header is cut short (truncated or corrupt file)")
         self.pos = pos
 
     def value(self, kind: int):
@@ -172,7 +172,7 @@ class _Cursor:
             if element in _SCALARS:
                 self.pos += count * struct.calcsize(_SCALARS[element])
                 if self.pos > len(self.buf):
-                    raise GGUFHeaderError("the header is cut short (truncated file)")
+                    raise GGUFHeaderError("the header is cut short (truncated or corrupt file)")
             elif element == _STRING:  # each string carries its own length: walk them (a tight loop:
                 self._skip_strings(count)  # vocabularies hold up to ~262k of them)
             elif element == _ARRAY:
@@ -245,6 +245,11 @@ def supported_gguf_architectures() -> tuple[str, ...]:
     return tuple(sorted(set(GGUF_CONFIG_MAPPING) - _NOT_ARCHITECTURES))
 
 
+def openable_gguf_architectures() -> tuple[str, ...]:
+    """The GGUF architectures the app opens: those transformers reads that are causal language models."""
+    return tuple(a for a in supported_gguf_architectures() if a in _causal_lm_types())
+
+
 @functools.cache
 def _causal_lm_types() -> frozenset[str]:
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
@@ -296,8 +301,9 @@ def gguf_openability(path: str | Path) -> GGUFCheck:
     split = _SPLIT_NAME.search(path.name)
     split_count = header.get("split.count")
     if (isinstance(split_count, int) and split_count > 1) or (split and split.group(2) != "00001"):
+        parts = split_count if isinstance(split_count, int) and split_count > 1 else int(split.group(2))  # type: ignore[union-attr]
         return refuse(
-            f"{path.name} is one part of a model split over several files; merge them first "
+            f"{path.name} is one part of a model split into {parts} files; merge them first "
             "(llama.cpp: llama-gguf-split --merge)"
         )
     kind = header.get("general.type")
@@ -307,14 +313,13 @@ def gguf_openability(path: str | Path) -> GGUFCheck:
         return refuse(f"{path.name} is a control vector; import it into the Library instead")
     if kind == "mmproj" or arch == "clip":
         return refuse(f"{path.name} is a vision projector (mmproj), not a language model")
-    supported = supported_gguf_architectures()
     if arch is None:
         return refuse(f"{path.name} names no architecture (general.architecture)")
     hf_arch = transformers_architecture(arch)
     if hf_arch is None:
         return refuse(
             f"{path.name} has architecture {arch!r}, which transformers can't read from GGUF; "
-            f"supported: {', '.join(supported)}"
+            f"supported: {', '.join(openable_gguf_architectures())}"
         )
     if hf_arch not in _causal_lm_types():
         return refuse(f"{path.name} is a {arch!r} model, not a causal language model that can be steered")

@@ -16,6 +16,8 @@ Modes (per vector, per row):
 Coefficients live in a `[rows]` tensor that the hook reads on every call, so `set_coefficient` from another
 thread takes effect from the next token (for all/generated/ablate; front acts on the prompt pass only).
 A coefficient of 0 adds an exact zero, leaving the row bit-identical to an unsteered run.
+`apply(blocks, unsteered_rows=k)` accepts a batch of `n_rows + k` rows whose last k rows are never
+steered (the shadow rows that measure steering's effect, engine/effect.py).
 """
 
 from __future__ import annotations
@@ -106,8 +108,9 @@ class _Term:
     coeff: Tensor  # [rows] float32, live: changed only by SteeringPlan under its lock
     cast: dict[tuple[torch.device, torch.dtype], Tensor] = field(default_factory=dict)
     version: int = 0  # bumped on every coefficient change, so hooks know their cached copies are stale
-    # (device, dtype) -> (version, coeff as [rows, 1, 1] or None when every row is 0, c * tensor for "all")
-    scaled: dict[tuple[torch.device, torch.dtype], tuple[int, Tensor | None, Tensor | None]] = field(
+    # (device, dtype, unsteered rows) -> (version, coeff as [rows, 1, 1] or None when every row is 0,
+    # c * tensor for "all")
+    scaled: dict[tuple[torch.device, torch.dtype, int], tuple[int, Tensor | None, Tensor | None]] = field(
         default_factory=dict
     )
 
@@ -165,6 +168,7 @@ class SteeringPlan:
         self._prompt_len: int | None = None  # padded prompt length
         self._max_offset = 0  # the largest left padding of the bound batch
         self._seen: dict[int, int] = {}  # layer -> positions processed so far in this sequence
+        self._extra = 0  # unsteered rows after the plan's own rows, while applied (shadow rows)
 
     # ---- live control ---------------------------------------------------------------------------------
     @property
@@ -208,7 +212,13 @@ class SteeringPlan:
     def _steer(self, layer: int, h: Tensor, start: int) -> Tensor:
         """h: [batch, seq, hidden] at positions start..start+seq-1 -> steered h."""
         batch, seq, _ = h.shape
-        if self.n_rows not in (1, batch):
+        if self._extra:
+            if batch != self.n_rows + self._extra:
+                raise InvalidInputError(
+                    f"the steering plan has {self.n_rows} rows and {self._extra} unsteered rows but the "
+                    f"batch has {batch}"
+                )
+        elif self.n_rows not in (1, batch):
             raise InvalidInputError(f"the steering plan has {self.n_rows} rows but the batch has {batch}")
         for term in self._terms[layer]:
             c, delta = self._scaled(term, h)
@@ -231,12 +241,14 @@ class SteeringPlan:
     def _scaled(self, term: _Term, like: Tensor) -> tuple[Tensor | None, Tensor | None]:
         """The term's coefficients as [rows, 1, 1] on `like`'s device and dtype (None when all are 0), and
         c * tensor for mode all; recomputed only after a coefficient changed, not on every token."""
-        key = (like.device, like.dtype)
+        key = (like.device, like.dtype, self._extra)
         cached = term.scaled.get(key)
         if cached is not None and cached[0] == term.version:
             return cached[1], cached[2]
         with self._lock:
             version, coeff = term.version, term.coeff.clone()
+        if self._extra:  # the unsteered rows at the end of the batch add an exact zero
+            coeff = torch.cat([coeff, torch.zeros(self._extra)])
         c = coeff.to(device=like.device, dtype=like.dtype).view(-1, 1, 1) if coeff.any() else None
         delta = c * term.on(like) if c is not None and term.mode == "all" else None  # [rows, 1, hidden]
         term.scaled[key] = (version, c, delta)
@@ -274,19 +286,23 @@ class SteeringPlan:
         return hook
 
     @contextmanager
-    def apply(self, blocks: nn.ModuleList) -> Iterator[SteeringPlan]:
-        """Install the hooks on `blocks` for the duration of the block; the model is left as it was."""
+    def apply(self, blocks: nn.ModuleList, unsteered_rows: int = 0) -> Iterator[SteeringPlan]:
+        """Install the hooks on `blocks` for the duration of the block; the model is left as it was.
+
+        With `unsteered_rows=k` the batch must have `n_rows + k` rows, and the last k are not steered."""
         if bad := [l for l in self._terms if not 0 <= l < len(blocks)]:
             raise IncompatibleVectorError(
                 f"layer {bad[0]} is out of range: the model has {len(blocks)} layers (0-{len(blocks) - 1})"
             )
         self.bind(None)
+        self._extra = unsteered_rows
         handles = [
             blocks[l].register_forward_pre_hook(self._make_hook(l), with_kwargs=True) for l in self._terms
         ]
         try:
             yield self
         finally:
+            self._extra = 0
             for handle in handles:
                 handle.remove()
 

@@ -181,7 +181,8 @@ def generation_script(t: Transcript) -> str:
 """Reproduce a generation made in ActAdd Studio on {t.created}.
 
 Run it from the ActAdd Studio folder: python {{this file}} [--json]
-Row 0 is the unsteered pane, row 1 the steered pane: one batch, one seed.
+Row 0 is the unsteered pane, row 1 the steered pane: one batch, and both rows sample with the
+same seed (common random numbers), so they differ by steering alone.
 """
 
 import json

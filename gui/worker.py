@@ -315,7 +315,7 @@ class ModelWorker(QObject):
             cancel=job.cancel,
             on_token=on_token,
             chat=request.chat,
-            effect_reference_row=0 if request.effect else None,
+            effect_rows=[1] if request.effect else (),  # KL against an unsteered shadow on the same text
         )
         job.done.emit(GenerationOutcome(result=result, live_changes=changes))
         if result.cancelled:

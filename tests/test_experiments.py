@@ -366,7 +366,12 @@ def test_demo_sentiment_shift_has_the_sign_of_c(demo_context):
     layer = demo_context.sentiment_layer()
     cells = {c.coeff: c for c in result.cells if c.layer == layer}
     polarity = {c: demo_context.polarity(cells[c].completions) for c in (-8.0, 0.0, 8.0)}
-    assert polarity[8.0] > polarity[0.0] > polarity[-8.0]
+    assert polarity[0.0] > polarity[-8.0] and polarity[8.0] > polarity[-8.0]
+    # With the paper's top-p of 0.3 the demo's unsteered samples are usually all positive already (a
+    # polarity of 1.0, see the README); with common random numbers c = 0 is that ceiling exactly, and +8
+    # can only show where the baseline leaves room.
+    if polarity[0.0] < 1.0:
+        assert polarity[8.0] > polarity[0.0]
 
 
 def _off_target_ratios(context) -> dict[str, tuple[float, float]]:

@@ -1,4 +1,7 @@
-"""Streaming generation: deltas, cancellation, stop strings, seeds, penalties, effect, prompt checks."""
+"""Streaming generation: deltas, cancellation, stop strings, seeds, penalties, effect, prompt checks.
+
+Common random numbers and the per-token effect have their own files: test_common_random_numbers.py and
+test_effect.py."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import pytest
 import torch
 
 from engine import InvalidInputError, SamplingConfig, Steer, capture_actadd, generate, hook_count
-from engine.generation import FrequencyPenaltyProcessor
+from engine.sampling import FrequencyPenaltyProcessor
 
 PROMPT = "I went up to my friend and said"
 
@@ -101,7 +104,7 @@ def test_paper_sampling_preset():
     assert (paper.temperature, paper.top_p, paper.frequency_penalty, paper.seed) == (1.0, 0.3, 1.0, 0)
 
 
-def test_effect_reports_kl_against_the_unsteered_row(gpt2):
+def test_effect_reports_kl_against_the_unsteered_model_on_the_same_context(gpt2):
     v = capture_actadd(gpt2, "Love", "Hate", 1).to_direction()
     events = []
     generate(
@@ -110,11 +113,11 @@ def test_effect_reports_kl_against_the_unsteered_row(gpt2):
         [[], [Steer(v, 6.0, mode="all")]],
         SamplingConfig(temperature=0, max_new_tokens=4),
         on_token=events.append,
-        effect_reference_row=0,
+        effect_rows=[1],
     )
     steered = [e for e in events if e.row == 1]
     assert all(e.kl is not None and e.kl > 0 for e in steered)
-    assert all(e.kl == 0 for e in events if e.row == 0)
+    assert all(e.kl is None for e in events if e.row == 0)  # only measured rows get a shadow row
     assert len(steered[0].top) == 5 and all(0 <= p <= 1 for _, p in steered[0].top)
 
 

@@ -92,7 +92,7 @@ def test_vocabulary_only_truncated_empty_and_foreign_files(tmp_path):
     (tmp_path / "cut-data.gguf").write_bytes(good[: header_end + 100])
     assert "is truncated: its tensors need" in gguf_openability(tmp_path / "cut-data.gguf").reason
     (tmp_path / "cut-header.gguf").write_bytes(good[:300])
-    assert "cut short (truncated file)" in gguf_openability(tmp_path / "cut-header.gguf").reason
+    assert "cut short (truncated or corrupt file)" in gguf_openability(tmp_path / "cut-header.gguf").reason
     (tmp_path / "empty.gguf").write_bytes(b"")
     assert "too short" in gguf_openability(tmp_path / "empty.gguf").reason
     (tmp_path / "zip.gguf").write_bytes(b"PK\x03\x04" + bytes(100))

@@ -67,7 +67,16 @@ def register(sub) -> None:
     gen.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
-    gen.add_argument("--compare", action="store_true", help="also generate unsteered, in the same batch")
+    gen.add_argument(
+        "--compare",
+        action="store_true",
+        help="also generate unsteered, in the same batch and with the same random numbers",
+    )
+    gen.add_argument(
+        "--effect",
+        action="store_true",
+        help="with --json: add the KL (nats) of each steered token from the unsteered model on the same context",
+    )
     gen.add_argument(
         "--allow-other-model",
         action="store_true",
@@ -213,6 +222,8 @@ def run_generate(args: argparse.Namespace) -> int:
 
     if not args.prompt.strip():
         raise InvalidInputError("the prompt is empty")
+    if args.effect and not args.json:
+        raise InvalidInputError("--effect adds a field to the JSON output; use it with --json")
     sampling = SamplingConfig(
         temperature=args.temperature,
         top_p=args.top_p,
@@ -253,7 +264,15 @@ def run_generate(args: argparse.Namespace) -> int:
             if live and event.row == steered_row:
                 print(event.text, end="", flush=True)
 
-        result = generate(loaded, args.prompt, rows, sampling, on_token=on_token, chat=args.chat)
+        result = generate(
+            loaded,
+            args.prompt,
+            rows,
+            sampling,
+            on_token=on_token,
+            chat=args.chat,
+            effect_rows=[steered_row] if args.effect else (),
+        )
     steered = result.rows[steered_row]
     payload = {
         "text": steered.text,
@@ -274,6 +293,8 @@ def run_generate(args: argparse.Namespace) -> int:
         ],
         "warnings": warnings,
     }
+    if args.effect:
+        payload["effect"] = steered.effect
     if args.compare:
         payload["unsteered"] = {"text": result.rows[0].text, "token_ids": result.rows[0].token_ids}
     if args.json:

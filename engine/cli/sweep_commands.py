@@ -217,6 +217,7 @@ def _run_single_sweep(args: argparse.Namespace) -> int:
                 "value": c.value,
                 "repetition": c.repetition,
                 "degenerate": c.degenerate,
+                "effect": None if math.isnan(c.effect) else c.effect,
                 "example": c.samples[0] if c.samples else "",
             }
             for c in result.cells
@@ -232,6 +233,12 @@ def _run_single_sweep(args: argparse.Namespace) -> int:
     for layer, row in zip(layers, values, strict=True):
         label = "own" if layer < 0 else str(layer)
         lines.append(label.ljust(8) + "".join(f"{v:.3f}".rjust(width) for v in row))
+    effects = result.grid("effect")[2]
+    if any(math.isfinite(v) for row in effects for v in row):
+        lines.append("effect: mean KL per token from the unsteered model on the same text (nats)")
+        for layer, row in zip(layers, effects, strict=True):
+            label = "own" if layer < 0 else str(layer)
+            lines.append(label.ljust(8) + "".join(f"{v:.3f}".rjust(width) for v in row))
     if best is not None:
         lines.append(f"best: layer {best.layer}, c = {best.coeff:g}: {best.value:.3f}")
     lines.append(f"wrote {csv_path} and {png_path}")

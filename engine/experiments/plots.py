@@ -43,6 +43,7 @@ def _vector_label(result: SweepResult) -> str:
 def draw_sweep_lines(ax: Axes, result: SweepResult, *, small: bool = False) -> None:
     """The metric against c, one line per layer; degenerate cells crossed, the best cell starred."""
     layers, coeffs, values = result.grid()
+    effects = result.grid("effect")[2]
     best = result.best()
     degenerate = {(c.layer, float(c.coeff)) for c in result.cells if c.degenerate}
     for i, layer in enumerate(layers):
@@ -68,12 +69,20 @@ def draw_sweep_lines(ax: Axes, result: SweepResult, *, small: bool = False) -> N
     ax.set_ylabel(METRIC_LABELS.get(result.spec.metric, result.spec.metric))
     ax.axvline(0, color="grey", lw=0.6)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7 if small else 8)
+    handles, labels = ax.get_legend_handles_labels()
+    if len(layers) == 1 and any(math.isfinite(v) for v in effects[0]):
+        # the steering effect (mean per-token KL on the same context) on a second axis, beside the metric
+        twin = ax.twinx()
+        (line,) = twin.plot(coeffs, effects[0], ls="--", marker=".", color="tab:orange")
+        twin.set_ylabel("mean KL per token (nats)", color="tab:orange")
+        handles, labels = [*handles, line], [*labels, "effect (KL)"]
+    ax.legend(handles, labels, fontsize=7 if small else 8)
 
 
 def draw_sweep_heatmap(fig: Figure, ax: Axes, result: SweepResult) -> None:
     """The layer × coefficient heatmap of a sweep; degenerate cells hatched, the best cell starred."""
     layers, coeffs, values = result.grid()
+    effects = result.grid("effect")[2]
     best = result.best()
     degenerate = {(c.layer, float(c.coeff)) for c in result.cells if c.degenerate}
     target_words = result.spec.metric == "target-words"
@@ -91,6 +100,7 @@ def draw_sweep_heatmap(fig: Figure, ax: Axes, result: SweepResult) -> None:
         cmap="viridis" if result.higher_is_better else "viridis_r",
         vmin=0.0 if target_words else None,
         vmax=1.0 if target_words else None,
+        notes=[[f"KL {v:.2g}" if math.isfinite(v) else "" for v in row] for row in effects],
     )
 
 
@@ -142,8 +152,10 @@ def draw_heatmap(
     fmt: str = "{:.2f}",
     vmin: float | None = None,
     vmax: float | None = None,
+    notes: Sequence[Sequence[str]] | None = None,
 ) -> None:
-    """values[row][col] as an annotated heatmap on `ax`; `hatched` cells get a hatch, `star` a star."""
+    """values[row][col] as an annotated heatmap on `ax`; `hatched` cells get a hatch, `star` a star, and
+    `notes[row][col]` (if given) a second, smaller line under the value."""
     image = ax.imshow(values, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax)
     fig.colorbar(image, ax=ax, label=colorbar)
     long_labels = max((len(c) for c in col_labels), default=0) > 6
@@ -156,10 +168,11 @@ def draw_heatmap(
         for j, v in enumerate(row):
             if math.isfinite(v):
                 dark = (v < middle) if cmap == "viridis" else (v > middle)
+                note = notes[i][j] if notes is not None else ""
                 ax.text(
                     j,
                     i,
-                    fmt.format(v),
+                    fmt.format(v) + (f"\n{note}" if note else ""),
                     ha="center",
                     va="center",
                     fontsize=7,

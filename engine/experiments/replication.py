@@ -39,6 +39,7 @@ from engine.experiments import metrics, plots
 from engine.experiments.sweep import SweepCell, SweepResult, SweepSpec, run_sweep
 from engine.generation import SamplingConfig, generate
 from engine.models import LoadedModel
+from engine.sampling import resolve_row_seeds
 from engine.steering import Steer
 from engine.vector import SteeringVector
 
@@ -214,6 +215,7 @@ class Context:
                 targets=self.lexicon.topic_words,
                 samples_per_prompt=self.settings.samples,
                 sampling=self.settings.sampling(),
+                effect=False,  # the replication reports the paper's measures; effect doubles the rows
             )
             self._topic = run_sweep(self.loaded, spec)
         return self._topic
@@ -247,6 +249,7 @@ class Context:
                 targets=self.lexicon.positive,
                 samples_per_prompt=self.settings.samples,
                 sampling=self.settings.sampling(),
+                effect=False,  # the replication reports the paper's measures; effect doubles the rows
             )
             self._sentiment = run_sweep(self.loaded, spec)
         return self._sentiment
@@ -307,7 +310,8 @@ def _generate_rows(
     sampling: SamplingConfig,
 ) -> list[list[str]]:
     """For each setting (a steer list, or a prompt list of the same length as `steers`), its completions:
-    prompts × samples rows per setting, all settings in as few generate calls as fit in a batch."""
+    prompts × samples rows per setting, all settings in as few generate calls as fit in a batch. Sample k
+    of every setting uses seed + k (common random numbers), so settings differ by steering alone."""
     per_setting: Sequence[Sequence[str]] = (
         prompts if prompts and isinstance(prompts[0], list) else [prompts] * len(steers)  # type: ignore[assignment,list-item]
     )
@@ -315,18 +319,26 @@ def _generate_rows(
         raise InvalidInputError(f"{len(per_setting)} prompt lists for {len(steers)} settings")
     rows_prompts: list[str] = []
     rows_steers: list[list[Steer]] = []
+    rows_seeds: list[int] = []
     bounds = [0]
+    base_seed = resolve_row_seeds(sampling.seed, None, 1)[0]
     for steer, setting_prompts in zip(steers, per_setting, strict=True):
         for p in setting_prompts:
-            for _ in range(ctx.settings.samples):
+            for k in range(ctx.settings.samples):
                 rows_prompts.append(p)
                 rows_steers.append(list(steer))
+                rows_seeds.append(base_seed + k)  # sample k of every setting: seed + k, as in sweeps
         bounds.append(len(rows_prompts))
     texts: list[str] = []
     batch = 96
     for begin in range(0, len(rows_prompts), batch):
+        end = begin + batch
         result = generate(
-            ctx.loaded, rows_prompts[begin : begin + batch], rows_steers[begin : begin + batch], sampling
+            ctx.loaded,
+            rows_prompts[begin:end],
+            rows_steers[begin:end],
+            sampling,
+            row_seeds=rows_seeds[begin:end],
         )
         texts.extend(r.text for r in result.rows)
     return [texts[bounds[k] : bounds[k + 1]] for k in range(len(steers))]
@@ -724,6 +736,7 @@ def run_injection(ctx: Context) -> ExperimentReport:
             samples_per_prompt=ctx.settings.samples,
             sampling=ctx.settings.sampling(),
             mode=mode,
+            effect=False,
         )
         results[mode] = run_sweep(ctx.loaded, spec)
     ratios = {

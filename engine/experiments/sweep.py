@@ -9,6 +9,11 @@ Metrics:
 - "target-words": the share of sampled completions containing one of `targets` (topic fraction).
 - "target-prob":  the next-token probability mass of the targets' first tokens after each prompt (mean).
 - "perplexity":   the perplexity of `reference_text` with the vector applied at the front of it.
+
+Sampled cells are fair comparisons: sample k of every cell (and of the unsteered baseline) samples with
+seed `sampling.seed + k` (common random numbers, engine/sampling.py), so cells differ by their
+coefficients alone. Beside the metric, each sampled cell reports `effect`: the mean per-token
+KL(steered || unsteered) on the same context (engine/effect.py) over all its generated tokens.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from engine.experiments import metrics
 from engine.generation import SamplingConfig, generate
 from engine.models import LoadedModel
 from engine.pairs import PromptPair
+from engine.sampling import resolve_row_seeds
 from engine.steering import Steer
 from engine.vector import MODES, SteeringVector, check_fits
 
@@ -61,6 +67,7 @@ class SweepSpec:
     sampling: SamplingConfig = field(default_factory=SamplingConfig.paper)
     mode: str | None = None  # None: the vector's default mode
     allow_other_model: bool = False  # use a vector captured on another model of the same width
+    effect: bool = True  # measure the mean per-token KL of sampled cells (one shadow row per row)
 
     def validate(self) -> None:
         if self.metric not in METRICS:
@@ -96,6 +103,7 @@ class SweepCell:
     completions: list[str] = field(default_factory=list)  # the generated text alone (target-words)
     fluency: float = math.nan  # median perplexity of the completions under the unsteered model
     degenerate_share: float = 0.0  # share of samples that are loops, salad, empty or implausible
+    effect: float = math.nan  # mean per-token KL(steered || unsteered) on the same context, in nats
 
 
 @dataclass
@@ -110,13 +118,14 @@ class SweepResult:
     def higher_is_better(self) -> bool:
         return self.spec.metric != "perplexity"
 
-    def grid(self) -> tuple[list[int], list[float], list[list[float]]]:
-        """(layers, coeffs, values[layer_i][coeff_j]); NaN where a cell is missing (a cancelled sweep)."""
+    def grid(self, attr: str = "value") -> tuple[list[int], list[float], list[list[float]]]:
+        """(layers, coeffs, values[layer_i][coeff_j]) of a cell field ("value", "effect", ...); NaN where
+        a cell is missing (a cancelled sweep)."""
         layers = sorted({c.layer for c in self.cells})
         coeffs = list(dict.fromkeys(float(c) for c in self.spec.coeffs))
         values = [[math.nan] * len(coeffs) for _ in layers]
         for cell in self.cells:
-            values[layers.index(cell.layer)][coeffs.index(float(cell.coeff))] = cell.value
+            values[layers.index(cell.layer)][coeffs.index(float(cell.coeff))] = getattr(cell, attr)
         return layers, coeffs, values
 
     def best(self) -> SweepCell | None:
@@ -135,7 +144,7 @@ class SweepResult:
             writer.writerow(
                 [
                     "layer", "coeff", "metric", "value", "repetition", "degenerate", "degenerate_share",
-                    "fluency_ppl", "n_samples", "example",
+                    "fluency_ppl", "effect_kl", "n_samples", "example",
                 ]
             )  # fmt: skip
             for c in self.cells:
@@ -149,6 +158,7 @@ class SweepResult:
                         int(c.degenerate),
                         f"{c.degenerate_share:.4f}",
                         f"{c.fluency:.4g}",
+                        f"{c.effect:.4g}",
                         len(c.samples),
                         c.samples[0] if c.samples else "",
                     ]
@@ -277,26 +287,40 @@ def _sweep_generation(loaded, spec, keys, steers, progress, cancel) -> list[Swee
     # batch may hold parts of two cells; a cancelled sweep keeps only the cells it finished).
     row_prompts = [p for _ in run_keys for p in prompts for _ in range(spec.samples_per_prompt)]
     row_steers = [row_steers_of[k] for k in run_keys for _ in range(per_cell)]
+    # Common random numbers: sample k of every cell uses seed + k, whichever batch it lands in.
+    base_seed = resolve_row_seeds(spec.sampling.seed, None, 1)[0]
+    row_seeds = [base_seed + k for _ in run_keys for _ in prompts for k in range(spec.samples_per_prompt)]
     steps = spec.sampling.max_new_tokens
     tracker = _Progress(progress, len(row_prompts) * steps)
     completions: list[str] = []
     fluency: list[float] = []
-    for sub in range(0, len(row_prompts), MAX_ROWS_PER_BATCH):
+    effects: list[list[float]] = []  # per row: KL of each generated token
+    # A measured row brings its shadow row into the batch, so batches hold half as many rows.
+    per_batch = MAX_ROWS_PER_BATCH // 2 if spec.effect else MAX_ROWS_PER_BATCH
+    for sub in range(0, len(row_prompts), per_batch):
         if cancel.is_set():
             break
-        end = min(len(row_prompts), sub + MAX_ROWS_PER_BATCH)
+        end = min(len(row_prompts), sub + per_batch)
         base, width = sub * steps, end - sub
 
         def on_token(event, base=base, width=width) -> None:
             tracker.report(base + width * (event.step + 1))
 
         result = generate(
-            loaded, row_prompts[sub:end], row_steers[sub:end], spec.sampling, cancel=cancel, on_token=on_token
+            loaded,
+            row_prompts[sub:end],
+            row_steers[sub:end],
+            spec.sampling,
+            cancel=cancel,
+            on_token=on_token,
+            row_seeds=row_seeds[sub:end],
+            effect_rows=range(width) if spec.effect else (),
         )
         if result.cancelled:
             break
         texts = [r.text for r in result.rows]
         completions.extend(texts)
+        effects.extend(r.effect or [] for r in result.rows)
         fluency.extend(
             metrics.fluency_perplexities(loaded, row_prompts[sub:end], texts, batch_size=MAX_ROWS_PER_FORWARD)
         )
@@ -304,6 +328,11 @@ def _sweep_generation(loaded, spec, keys, steers, progress, cancel) -> list[Swee
     done = {k: completions[i * per_cell : (i + 1) * per_cell] for i, k in enumerate(run_keys)}
     done = {k: v for k, v in done.items() if len(v) == per_cell}
     flu = {k: fluency[i * per_cell : (i + 1) * per_cell] for i, k in enumerate(run_keys) if k in done}
+    kls = {
+        k: [kl for row in effects[i * per_cell : (i + 1) * per_cell] for kl in row]
+        for i, k in enumerate(run_keys)
+        if k in done
+    }
     baseline = [f for k in done if k[1] == 0 for f in flu[k]]
     threshold = metrics.fluency_threshold(baseline)
     cells = []
@@ -328,6 +357,7 @@ def _sweep_generation(loaded, spec, keys, steers, progress, cancel) -> list[Swee
                 completions=list(part),
                 fluency=finite[len(finite) // 2] if finite else math.nan,
                 degenerate_share=share,
+                effect=sum(kls[k]) / len(kls[k]) if kls[k] else math.nan,
             )
         )
     return cells

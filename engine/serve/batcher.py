@@ -18,7 +18,6 @@ at most `max_batch` run, and a row's events are its own tokens only.
 from __future__ import annotations
 
 import collections
-import inspect
 import logging
 import threading
 from collections.abc import Callable
@@ -32,10 +31,6 @@ from engine.errors import ActAddError
 from engine.generation import SamplingConfig, TokenEvent, generate, stop_holdback
 from engine.models import LoadedModel
 from engine.steering import Steer
-
-# Once the engine takes one seed per row (`row_seeds`), a sampled row no longer depends on its batch-mates
-# and seeded requests can share batches; until then a seeded sampled request runs in a batch of its own.
-ENGINE_HAS_ROW_SEEDS = "row_seeds" in inspect.signature(generate).parameters
 
 
 class QueueFullError(ActAddError):
@@ -79,10 +74,8 @@ class Job:
         s = self.sampling
         if s.temperature == 0:  # greedy: top_p and the seed make no difference
             return ("greedy", s.frequency_penalty, s.presence_penalty)
-        seed: object = s.seed
-        if s.seed is not None and not ENGINE_HAS_ROW_SEEDS:
-            seed = ("alone", id(self))  # one shared random stream would tie its text to its batch-mates
-        return ("sample", s.temperature, s.top_p, s.frequency_penalty, s.presence_penalty, seed)
+        # Each row samples from its own generator (generate's row_seeds), so the seed is not batch-wide.
+        return ("sample", s.temperature, s.top_p, s.frequency_penalty, s.presence_penalty)
 
 
 class RowStopper(StoppingCriteria):
@@ -228,7 +221,6 @@ class Batcher:
             stop=(),  # stop strings act per row, in _RowText
             seed=first.seed if first.temperature > 0 else None,
         )
-        extra: dict = {"row_seeds": [j.sampling.seed for j in jobs]} if ENGINE_HAS_ROW_SEEDS else {}
 
         def on_token(event: TokenEvent) -> None:
             self._rows.feed(jobs[event.row], event)
@@ -244,7 +236,7 @@ class Batcher:
                     cancel=self._abort,
                     on_token=on_token,
                     stopping=[RowStopper(jobs)],
-                    **extra,
+                    row_seeds=[j.sampling.seed for j in jobs],  # a request without a seed gets a random one
                 )
         except ActAddError as exc:  # out of memory, or a check the request side could not foresee
             for job in jobs:

@@ -137,7 +137,8 @@ class GeneratePanel(QWidget):
         self.regenerate_button.setEnabled(False)
         self.effect = QCheckBox("Show the effect")
         self.effect.setToolTip(
-            "Colour each steered token by the KL divergence from the unsteered row; hover for alternatives"
+            "Colour each steered token by KL(steered || unsteered) on the same text (one extra row); "
+            "hover for the unsteered model's alternatives"
         )
         self.speed = QLabel("")
         self.speed.setToolTip("Generated tokens per second, both panes together")
@@ -159,8 +160,9 @@ class GeneratePanel(QWidget):
             box_layout.addWidget(pane, 1)
             panes.addWidget(box)
         self._legend = QLabel(
-            "Orange: how far steering moved the next-token distribution (KL vs unsteered; full colour at "
-            f"{KL_FULL:g} nats). Hover a token for the top alternatives. Blue ⟨c=…⟩: a live change."
+            "Orange: how far steering moved the distribution this token was drawn from (KL from the "
+            f"unsteered model reading the same text; full colour at {KL_FULL:g} nats). Hover a token for "
+            "what the unsteered model would likely have written there. Blue ⟨c=…⟩: a live change."
         )
         self._legend.setWordWrap(True)
         self._legend.setStyleSheet("color: #555; font-size: 11px;")

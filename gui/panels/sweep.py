@@ -75,7 +75,9 @@ def suggest_region(result) -> str:
     region = f"c = {coeffs[0]:g}" if len(coeffs) == 1 else f"c from {coeffs[0]:g} to {coeffs[-1]:g}"
     text = (
         f"Best: {layer_label(best.layer)}, c = {best.coeff:g} ({METRIC_LABELS.get(result.spec.metric, '')} "
-        f"{best.value:.3g}). Within 10% of it: {layer_label(best.layer)}, {region}."
+        f"{best.value:.3g}"
+        + (f"; effect {best.effect:.3g} nats per token" if math.isfinite(best.effect) else "")
+        + f"). Within 10% of it: {layer_label(best.layer)}, {region}."
     )
     if degenerate:
         worst = sorted({abs(c.coeff) for c in degenerate})

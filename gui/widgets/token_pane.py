@@ -78,7 +78,10 @@ class TokenPane(QTextEdit):
             if alpha:
                 fmt.setBackground(QColor(255, 140, 0, alpha))
             alternatives = ", ".join(f"{tok!r} {p:.0%}" for tok, p in (top or [])[:5])
-            fmt.setToolTip(f"KL {kl:.3f} nats from the unsteered row\nmost likely here: {alternatives}")
+            fmt.setToolTip(
+                f"KL {kl:.3f} nats from the unsteered model on this same text\n"
+                f"without steering, this would likely be: {alternatives}"
+            )
         self._queue(text, fmt)
 
     def append_marker(self, text: str) -> None:
