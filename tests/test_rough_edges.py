@@ -220,7 +220,7 @@ def test_cancel_stops_within_the_current_forward_pass(gpt2, set_on_call, tokens)
             [[], [Steer(vector, 2.0, mode="all")]],
             SamplingConfig(temperature=0, max_new_tokens=10),
             cancel=event,
-            effect_reference_row=0,
+            effect_rows=[1],
         )
     finally:
         for handle in handles:
