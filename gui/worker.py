@@ -315,6 +315,7 @@ class ModelWorker(QObject):
                     dtype=request.dtype,
                     trust_remote_code=request.trust_remote_code,
                     progress=progress,
+                    cancel=cancel,  # a .gguf's conversion stops at its next tensor
                 ),
                 cancel,
             )
