@@ -2,7 +2,7 @@
 
 The public API, in the order of a session::
 
-    loaded = load_model("demo")                                   # or a folder, quantize="4bit"
+    loaded = load_model("demo")                 # or a folder or a .gguf file, quantize="4bit"
     love = capture_actadd(loaded, "Love", "Hate", layers=0)       # [n_tokens, hidden] per layer
     result = generate(loaded, "I think that", [[], [Steer(love, 8.0)]], SamplingConfig.paper())
     save_vector(love, "love-hate.safetensors")

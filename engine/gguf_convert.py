@@ -6,8 +6,8 @@ file into float32 tensors held in memory at once (a 7B Q4 file needs ~28 GB), an
 converted once, tensor by tensor, into a cached folder (config.json, tokenizer files, model.safetensors) in
 the chosen dtype; loading then takes the ordinary folder path, with any quantization.
 
-Everything GGUF-specific comes from transformers itself: the config and tokenizer (`AutoConfig` /
-`AutoTokenizer` with `gguf_file`), the supported architectures, the GGUF->HF tensor names
+Everything GGUF-specific comes from transformers itself: the config (`load_gguf_checkpoint`'s dict, made
+into a config as `AutoConfig` does), the tokenizer (`AutoTokenizer` with `gguf_file`), the supported architectures, the GGUF->HF tensor names
 (`get_gguf_hf_weights_map`) and the per-architecture fixes (`TENSOR_PROCESSORS`: llama's q/k permutes,
 GPT-2's transposes, Gemma's norm offsets). Dequantizing is `gguf.quants.dequantize`, as in transformers,
 then a cast to the dtype, so in float32 the weights are bit for bit what transformers' own GGUF load gives.
@@ -235,6 +235,14 @@ def _convert_weights(
         del blob
 
 
+class _FromCallback(Exception):
+    """Carries an exception raised by the caller's progress callback through the conversion unchanged."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def open_gguf(
     path: Path,
     dtype: torch.dtype = torch.float32,
@@ -242,14 +250,21 @@ def open_gguf(
     cancel: threading.Event | None = None,
 ) -> Path:
     """The cached safetensors folder for this GGUF in `dtype`, converting it first if needed."""
-    report = progress or (lambda fraction: None)
+    callback = progress or (lambda fraction: None)
+
+    def report(fraction: float) -> None:
+        try:
+            callback(fraction)
+        except BaseException as exc:  # e.g. the GUI's own "cancelled" exception: the caller's, not ours
+            raise _FromCallback(exc) from exc
+
     if dtype not in _SAFETENSORS_DTYPES:
         raise ModelLoadError(f"a GGUF can be opened in float32, float16 or bfloat16, not {dtype}")
     dtype_name = str(dtype).removeprefix("torch.")
     entry = model_cache.entry_dir(path, dtype_name)
     if (entry / "model.safetensors").is_file() and (entry / "config.json").is_file():
         model_cache.touch(entry)
-        report(1.0)
+        callback(1.0)
         return entry
     source = check_gguf(path)
     _check_disk_space(path, source, dtype)
@@ -273,6 +288,8 @@ def open_gguf(
             shutil.rmtree(tmp, ignore_errors=True)
     except BaseException as exc:  # cancelled, interrupted or failed: leave no half-written folder behind
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, _FromCallback):
+            raise exc.error from None
         if isinstance(exc, ActAddError) or not isinstance(exc, Exception):
             raise
         if isinstance(exc, OSError):

@@ -139,6 +139,21 @@ def test_cancel_stops_the_conversion_and_leaves_nothing(gguf_dir, cache):
     assert load_model(gguf_dir / "tiny-llama.gguf", device="cpu").info.n_layers == 2  # still opens after
 
 
+def test_an_exception_from_the_progress_callback_passes_through_unchanged(gguf_dir, cache):
+    """The GUI stops a load by raising its own exception from the progress callback."""
+
+    class Stop(Exception):
+        pass
+
+    def progress(stage: str, fraction: float) -> None:
+        if stage == "converting" and fraction > 0.5:
+            raise Stop
+
+    with pytest.raises(Stop):
+        load_model(gguf_dir / "tiny-gpt2.gguf", device="cpu", progress=progress)
+    assert list((cache / "converted").iterdir()) == []
+
+
 @pytest.mark.parametrize("quantize", ["4bit", "8bit"])
 def test_bitsandbytes_quantization_of_a_gguf_on_cpu(gguf_dir, quantize):
     loaded = load_model(gguf_dir / "tiny-llama.gguf", device="cpu", quantize=quantize)

@@ -86,6 +86,7 @@ def test_the_dequantized_folder_opens_as_a_plain_folder_with_the_same_results(sm
     )
 
 
+@pytest.mark.slow  # the slowest here (bitsandbytes on the CPU); tests/test_gguf.py covers 4-bit GGUFs in CI
 def test_four_bit_from_the_gguf_on_cpu_generates(smollm2_gguf):
     loaded = load_model(smollm2_gguf, device="cpu", quantize="4bit")
     assert type(loaded.model.model.layers[0].self_attn.q_proj).__name__ == "Linear4bit"

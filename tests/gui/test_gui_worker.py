@@ -45,6 +45,17 @@ def test_load_reports_progress_and_info(qtbot, controller, tiny_dir):
     assert controller.worker.loaded is not None
 
 
+def test_a_gguf_file_loads_through_the_worker(qtbot, controller, tmp_path, monkeypatch):
+    from gguf_models import write_gguf
+
+    monkeypatch.setenv("ACTADD_CACHE", str(tmp_path / "cache"))
+    path = write_gguf(tmp_path / "tiny.gguf", "llama")
+    stages = []
+    controller.load_progress.connect(lambda stage, fraction: stages.append(stage))
+    info = _load(qtbot, controller, path)
+    assert info.source == str(path) and info.architecture == "llama" and "converting" in stages
+
+
 def test_bad_folder_is_errored_with_the_engines_message(qtbot, controller, tmp_path):
     errors = []
     controller.errored.connect(lambda kind, message: errors.append((kind, message)))
