@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
@@ -78,6 +79,10 @@ class WorkerController(QObject):
         self._dispatch.connect(self._start, Qt.ConnectionType.QueuedConnection)
         self._report_memory.connect(self.worker.report_memory)
         self._jobs: list[Job] = []  # submitted and not finished, oldest first
+        self._feeds: dict[Job, _Feed] = {}
+        # Finished jobs stay referenced for a few more jobs, so the last reference to a job (and so its
+        # deletion) is dropped here on the GUI thread, not by the worker thread still returning from it.
+        self._retired: deque[Job] = deque(maxlen=4)
         self._closed = False
         self.model_info: ModelInfo | None = None  # of the loaded model (plain data, safe on this thread)
         self.model_loaded.connect(self._remember_model)
@@ -108,7 +113,7 @@ class WorkerController(QObject):
         The job goes to the worker on the next pass of the event loop, so the caller's connections are
         in place before its first signal. After `shutdown` the job is stopped at once (it reports nothing).
         """
-        job = Job(request, self)
+        job = Job(request)  # Python-owned: alive while anyone (panel, worker, straggler) holds it
         if self._closed:
             job.stop()
             return job
@@ -121,7 +126,7 @@ class WorkerController(QObject):
 
     @Slot(object)
     def _start(self, job: Job) -> None:
-        _Feed(self, job)  # after the submitter's own connections: its slots see each signal first
+        self._feeds[job] = _Feed(self, job)  # after the submitter's connections: its slots run first
         self._run.emit(job)
 
     def load(self, request: LoadRequest) -> Job:
@@ -161,7 +166,8 @@ class WorkerController(QObject):
         if not self._jobs:
             self.busy_changed.emit(False)
         self.finished.emit(job.kind)
-        job.deleteLater()
+        self._feeds.pop(job, None)
+        self._retired.append(job)
 
     # ---- closing ---------------------------------------------------------------------------------------------
     def shutdown(self, timeout_ms: int = 1000) -> bool:
@@ -195,7 +201,7 @@ class _Feed(QObject):
     GUI thread, so Qt queues the worker thread's emissions to them; it knows its job, so no `sender()`."""
 
     def __init__(self, controller: WorkerController, job: Job):
-        super().__init__(job)  # lives and dies with the job
+        super().__init__()
         self._controller, self._job = controller, job
         job.started.connect(self._started)
         job.failed.connect(self._failed)

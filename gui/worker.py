@@ -252,7 +252,7 @@ class ModelWorker(QObject):
                 loaded,
                 request.pairs,
                 request.layers,
-                progress=lambda done, total: job.progress.emit((done, total)),
+                progress=lambda done, total: self._stopped(job) or job.progress.emit((done, total)),
                 cancel=job.cancel,
                 **extra,
             )
