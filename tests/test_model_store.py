@@ -68,7 +68,7 @@ def test_supported_architectures_come_from_transformers():
             "llama",
             {"split.count": 3},
             "m-00001-of-00003.gguf",
-            r"one part of a model split over several files",
+            r"one part of a model split into 3 files",
         ),
         ("llama", {}, "m-00002-of-00003.gguf", r"one part of a model split"),
         ("t5", {}, "t5.gguf", r"'t5' model, not a causal language model"),

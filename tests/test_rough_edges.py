@@ -174,16 +174,14 @@ def test_exported_script_sets_the_apps_thread_count(tmp_path):
     assert lines[-1] == "3"  # OMP_NUM_THREADS=1 alone would give 1
 
 
-def test_sweep_script_sets_threads_before_loading():
-    from engine.experiments import SweepSpec  # noqa: F401  (the script's imports exist)
+def test_sweep_script_sets_threads_before_loading(gpt2):
+    from engine.experiments import SweepSpec
     from engine.transcript import sweep_script
 
-    class Request:
-        vector_path, layers, coeffs, prompts, metric = "v.safetensors", [1], [0.0], ["Hi"], "topic"
-        targets, reference_text, samples_per_prompt, mode, allow_other_model = ["x"], "", 1, None, False
-        sampling = SamplingConfig()
-
-    text = sweep_script(Request(), {"source": "demo"})
+    spec = SweepSpec(
+        vector=capture_actadd(gpt2, "Love", "Hate", 1), coeffs=[0.0], targets=["x"], prompts=["Hi"]
+    )
+    text = sweep_script(spec, "v.safetensors", {"source": "demo"})
     compile(text, "sweep.py", "exec")
     assert 0 < text.index("use_app_threads()") < text.index("loaded = load_model(")
 
