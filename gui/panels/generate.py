@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.generation import SamplingConfig, TokenEvent
+from engine.library import VectorEntry
 from engine.transcript import Transcript, model_record
 from gui.context import AppContext
 from gui.item_models import INCOMPATIBLE, OTHER_MODEL
@@ -64,7 +65,7 @@ class GeneratePanel(QWidget):
         self._rows: list[VectorRow] = []
         self._failed = False  # the running generation reported an error
         # rows removed because their vector was deleted, by trash id: restoring it re-adds them
-        self._deleted_rows: dict[str, list[tuple[object, dict]]] = {}
+        self._deleted_rows: dict[str, list[tuple[VectorEntry, dict]]] = {}
 
         # ---- prompt --------------------------------------------------------------------------------------
         # (not the paper's "I went up to my friend and said": the demo model, the default, ends "said" with
@@ -275,8 +276,8 @@ class GeneratePanel(QWidget):
 
                 return strength_scales(load_vector(path), norms, depth)
 
-            def done(scales: dict, row: VectorRow = row) -> None:
-                if row in self._rows and self._ctx.residual_norms is norms:
+            def done(scales: object, row: VectorRow = row) -> None:
+                if row in self._rows and self._ctx.residual_norms is norms and isinstance(scales, dict):
                     row.set_scales(scales)
 
             self._ctx.tasks.submit(work, done, lambda message: None)  # no scale: the row shows c
@@ -587,7 +588,7 @@ class GeneratePanel(QWidget):
         self.random_seed.setChecked(settings.value("generate/random_seed", False, type=bool))
         self.effect.setChecked(settings.value("generate/effect", False, type=bool))
         self.chat.setChecked(settings.value("generate/chat", False, type=bool))
-        self.raw_scale.setChecked(settings.value("generate/raw_scale", False, type=bool))
+        self.raw_scale.setChecked(bool(settings.value("generate/raw_scale", False, type=bool)))
 
     def write_settings(self) -> None:
         settings = self._ctx.settings
