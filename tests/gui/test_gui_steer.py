@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from PySide6.QtGui import QTextCursor
 
@@ -14,6 +20,7 @@ from engine.vector import load_vector
 from gui.widgets.vector_row import STRENGTH_LIMIT, STRENGTH_STEPS
 
 pytestmark = pytest.mark.gui
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _capture_layers(qtbot, window, name, first, last):
@@ -44,7 +51,9 @@ def _statuses(window) -> list[str]:
     return messages
 
 
-def test_the_slider_is_a_normalised_strength_resolved_exactly_to_c(loaded_window, qtbot, run_generation):
+def test_the_slider_is_a_normalised_strength_resolved_exactly_to_c(
+    loaded_window, qtbot, run_generation, tmp_path
+):
     window = loaded_window
     entry = _capture_layers(qtbot, window, "love", 1, 2)  # two layers: the strength sets a profile
     row = _row_with_scale(qtbot, window, entry)
@@ -101,7 +110,22 @@ def test_the_slider_is_a_normalised_strength_resolved_exactly_to_c(loaded_window
     assert transcript.outputs["steered"] == reference.rows[1].text
     assert transcript.outputs["steered"] != transcript.outputs["unsteered"]
     assert "strength 0.5" in transcript.to_markdown()
-    assert "profile={1: 1.0, 2: " in transcript.to_script()
+    # The exported script replays the same steering: the resolved c and the per-layer profile.
+    script = tmp_path / "reproduce.py"
+    script.write_text(transcript.to_script(), encoding="utf-8")
+    assert "profile={1: 1.0, 2: " in script.read_text(encoding="utf-8")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACTADD_TORCH_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, str(script), "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    texts = json.loads(out.stdout.strip().splitlines()[-1])
+    assert texts["steered"] == transcript.outputs["steered"]
 
 
 def test_ablate_has_no_strength_and_the_row_says_so(loaded_window, qtbot, capture_in):
