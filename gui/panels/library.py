@@ -216,6 +216,7 @@ class LibraryPanel(QWidget):
         layout.addWidget(splitter)
 
         context.library_changed.connect(self._on_library_changed)
+        context.residual_norms_changed.connect(lambda _: self._on_selection())
         context.library_root_changed.connect(lambda root: self._root_label.setText(f"Library: {root}"))
         self._root_label.setText(f"Library: {context.library.root}")
         self._update_buttons()
@@ -298,14 +299,24 @@ class LibraryPanel(QWidget):
             self.details.show_entry(None)
             return
         self.details.show_entry(entry, self._ctx.fit(entry))
-        library, key = self._ctx.library, entry.key
+        library, key, path = self._ctx.library, entry.key, entry.path
+        residual = self._ctx.residual_norms if self._ctx.fit(entry).status != INCOMPATIBLE else None
 
-        def show_norms(info: dict) -> None:
-            if self.selected_keys()[:1] == [key]:
-                self.details.show_norms(info.get("norms", {}))
+        def work() -> tuple[dict, dict | str | None]:
+            from engine.strength import relative_norm_report
+            from engine.vector import load_vector
+
+            info = library.show(key)
+            relative = relative_norm_report(load_vector(path), residual) if residual is not None else None
+            return info, relative
+
+        def show_norms(result: object) -> None:
+            if self.selected_keys()[:1] == [key] and isinstance(result, tuple):
+                info, relative = result
+                self.details.show_norms(info.get("norms", {}), relative)
 
         # Norms need the tensors: read them off the GUI thread.
-        self._ctx.tasks.submit(lambda: library.show(key), show_norms, lambda message: None)
+        self._ctx.tasks.submit(work, show_norms, lambda message: None)
 
     # ---- actions --------------------------------------------------------------------------------------------
     def _one(self):

@@ -292,3 +292,17 @@ def test_a_vector_captured_under_the_old_bos_rule_is_warned_about(
     warning = panel.warnings_label.text()
     assert "'old-love'" in warning and "position 0 is no longer a shared BOS" in warning
     assert "'love'" not in warning
+
+
+def test_the_library_details_compare_a_vector_with_the_models_residual(loaded_window, qtbot, capture_in):
+    from engine.strength import relative_norm_report
+
+    window = loaded_window
+    entry = capture_in(window, "love")
+    qtbot.waitUntil(lambda: window.context.residual_norms is not None, timeout=20_000)
+    library = window.library_panel
+    assert library.select("love")
+    report = relative_norm_report(load_vector(entry.path), window.context.residual_norms)
+    assert isinstance(report, dict) and list(report) == ["1"]
+    expected = f"× typical residual here: L1: {report['1']:.2f}"
+    qtbot.waitUntil(lambda: expected in library._fields["Norms"].text(), timeout=10_000)
