@@ -63,7 +63,7 @@ class Transcript:
     chat: bool
     model: dict
     sampling: dict  # SamplingConfig as a dict (seed always concrete)
-    vectors: list[dict]  # name, key, path, coeff, enabled, mode, at_layer, method, layers
+    vectors: list[dict]  # name, key, path, coeff, enabled, mode, at_layer, method, layers, strength, profile
     outputs: dict  # unsteered/steered text, finish reasons, token counts
     live_changes: list[dict] = field(default_factory=list)  # step, index, value
     effect: bool = False
@@ -112,8 +112,11 @@ class Transcript:
                     if v.get("at_layer") is not None
                     else ", ".join(map(str, v.get("layers", [])))
                 )
+                c = f"{v['coeff']:g}" + (
+                    f" (strength {v['strength']:g})" if v.get("strength") is not None else ""
+                )
                 lines.append(
-                    f"| {i} | {v['name']} | {v['coeff']:g} | {v.get('mode') or 'default'} | {layer} | "
+                    f"| {i} | {v['name']} | {c} | {v.get('mode') or 'default'} | {layer} | "
                     f"{'yes' if v.get('enabled', True) else 'no'} | `{v['path']}` |"
                 )
         if self.live_changes:
@@ -169,9 +172,15 @@ def generation_script(t: Transcript) -> str:
     for v in t.vectors:
         coeff = v["coeff"] if v.get("enabled", True) else 0.0
         note = v["name"] + ("" if v.get("enabled", True) else " (disabled: coefficient 0)")
+        if v.get("strength") is not None:
+            note += f", normalised strength {v['strength']:g}"
+        # a multi-layer vector set by strength scales its layers apart (JSON turns the keys to strings)
+        profile = {int(k): float(x) for k, x in v["profile"].items()} if v.get("profile") else None
         steer_lines.append(
             f"    Steer(load_vector({v['path']!r}), {coeff!r}, mode={v.get('mode')!r}, "
-            f"at_layer={v.get('at_layer')!r}),  # {note}"
+            f"at_layer={v.get('at_layer')!r}"
+            + (f", profile={profile!r}" if profile else "")
+            + f"),  # {note}"
         )
     live: dict[int, list[tuple[int, float]]] = {}
     for change in t.live_changes:

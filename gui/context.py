@@ -41,6 +41,12 @@ class AppContext(QObject):
     error = Signal(str, str)  # title, readable message
     status = Signal(str)  # a status-bar message
     use_vector = Signal(object)  # VectorEntry: add it to the generate panel
+    # Library chores that panels holding a vector must follow (emitted when the file operation is done,
+    # before the refreshed listing arrives):
+    vector_moved = Signal(str, str, str)  # old key, new key, new path: a rename or a move to a collection
+    vector_deleted = Signal(str, str)  # key, trash id
+    vector_restored = Signal(str, str)  # trash id, the path it is back at
+    residual_norms_changed = Signal(object)  # list[float] | None: typical resid_pre norm per layer
 
     def __init__(self, settings: QSettings, library_root: str | Path | None = None, parent=None):
         super().__init__(parent)
@@ -51,7 +57,11 @@ class AppContext(QObject):
         self.listing = Listing(entries=[], bad_files=[])
         self.fits: dict[str, Fit] = {}
         self.model: ModelHandle | None = None
+        # The loaded model's typical resid_pre norm per layer ([n_layers]); None until measured (or if
+        # the measurement failed: strengths are then shown as raw coefficients only).
+        self.residual_norms: list[float] | None = None
         self._listing_generation = 0
+        self._norms_for = ""  # the fingerprint id whose residual norms are being measured
         self.controller.model_loaded.connect(self._on_model_loaded)
         self.controller.model_unloaded.connect(self._on_model_unloaded)
 
@@ -61,15 +71,43 @@ class AppContext(QObject):
         fingerprint, tokenizer = payload
         self.model = ModelHandle(info=info, fingerprint=fingerprint, tokenizer=tokenizer)
         self._update_fits()
+        self._set_residual_norms(None)
         self.model_changed.emit(self.model)
         self.library_changed.emit()
+        self._measure_residual_norms(fingerprint)
 
     @Slot()
     def _on_model_unloaded(self) -> None:
         self.model = None
         self._update_fits()
+        self._set_residual_norms(None)
         self.model_changed.emit(None)
         self.library_changed.emit()
+
+    def _measure_residual_norms(self, fingerprint: ModelFingerprint) -> None:
+        """Ask the worker for the model's residual norms (measured once per model, then cached on disk)."""
+        from gui.jobs import NormsRequest
+
+        self._norms_for = fingerprint.id
+        job = self.controller.submit(NormsRequest())
+        # bound slots of this QObject: Qt queues the worker thread's emissions to the GUI thread
+        job.done.connect(self._on_residual_norms)
+        job.failed.connect(self._on_residual_norms_failed)
+
+    @Slot(object)
+    def _on_residual_norms(self, result) -> None:
+        model = self.model
+        if result is not None and model is not None and model.fingerprint.id == self._norms_for:
+            self._set_residual_norms([float(x) for x in result.norms])
+
+    @Slot(str)
+    def _on_residual_norms_failed(self, message: str) -> None:
+        self.show_status(f"Couldn't measure the residual norms ({message}); strengths are shown as raw c")
+
+    def _set_residual_norms(self, norms: list[float] | None) -> None:
+        if norms != self.residual_norms:
+            self.residual_norms = norms
+            self.residual_norms_changed.emit(norms)
 
     # ---- library ----------------------------------------------------------------------------------------
     def set_library_root(self, root: str | Path) -> None:

@@ -38,6 +38,12 @@ class UnloadRequest:
 
 
 @dataclass
+class NormsRequest:
+    """Measure (or read from the cache) the loaded model's typical residual norm per layer
+    (`engine.residual_norms`); the job's result is a `ResidualNorms`."""
+
+
+@dataclass
 class CaptureRequest:
     method: str  # actadd | mean-diff | pca
     layers: list[int]
@@ -66,6 +72,10 @@ class ActiveVector:
     id: int = 0  # stable while the panel shows the vector (VectorRow.vector_id)
     method: str = ""  # from its library entry, for the transcript
     layers: list[int] = field(default_factory=list)
+    # Set when the row's slider is a normalised strength: `coeff` is then the raw c resolved from it
+    # (engine.strength.resolve_strength), and `profile` holds a multi-layer vector's per-layer factors.
+    strength: float | None = None
+    profile: dict[int, float] | None = None
 
 
 @dataclass
@@ -87,7 +97,7 @@ class SweepRequest:
     vector_path: str  # where the vector came from, for the exported script
 
 
-Request = LoadRequest | UnloadRequest | CaptureRequest | GenerateRequest | SweepRequest
+Request = LoadRequest | UnloadRequest | NormsRequest | CaptureRequest | GenerateRequest | SweepRequest
 
 
 # ---- what the GUI adds to the engine's results -----------------------------------------------------------
@@ -104,6 +114,7 @@ class GenerationOutcome:
 
     result: GenerationResult
     live_changes: list[LiveChange]
+    warnings: list[str] = field(default_factory=list)  # about the active vectors (e.g. their BOS rule)
 
     @property
     def texts(self) -> list[str]:
@@ -131,6 +142,7 @@ class CaptureOutcome:
 KINDS = {
     LoadRequest: "load",
     UnloadRequest: "unload",
+    NormsRequest: "norms",
     CaptureRequest: "capture",
     GenerateRequest: "generate",
     SweepRequest: "sweep",
@@ -147,7 +159,9 @@ class Job(QObject):
     token = Signal(object)  # engine TokenEvent (generate)
     coefficient_applied = Signal(object)  # LiveChange (generate)
     partial = Signal(object)  # SweepResult with the layers finished so far (sweep)
-    done = Signal(object)  # CaptureOutcome | GenerationOutcome | SweepResult | ModelInfo | None
+    done = Signal(
+        object
+    )  # CaptureOutcome | GenerationOutcome | SweepResult | ModelInfo | ResidualNorms | None
     failed = Signal(str)
     aborted = Signal()  # stopped by the user or by shutdown
     finished = Signal()

@@ -46,6 +46,7 @@ from gui.jobs import (
     Job,
     LiveChange,
     LoadRequest,
+    NormsRequest,
     SweepRequest,
     UnloadRequest,
 )
@@ -74,6 +75,7 @@ class ModelWorker(QObject):
         self._handlers: dict[type, Callable[[Job, Any], None]] = {
             LoadRequest: self._load,
             UnloadRequest: self._unload,
+            NormsRequest: self._norms,
             CaptureRequest: self._capture,
             GenerateRequest: self._generate,
             SweepRequest: self._sweep,
@@ -231,6 +233,12 @@ class ModelWorker(QObject):
         job.done.emit(None)
         self._emit_memory()
 
+    def _norms(self, job: Job, request: NormsRequest) -> None:
+        from engine.residual_norms import residual_norms
+
+        # One forward pass over a short neutral text the first time; read from the cache after that.
+        job.done.emit(residual_norms(self._need_model()))
+
     def _capture(self, job: Job, request: CaptureRequest) -> None:
         from engine.capture import capture_actadd, capture_mean_diff, capture_pca
         from engine.library import Library
@@ -278,15 +286,28 @@ class ModelWorker(QObject):
     def _generate(self, job: Job, request: GenerateRequest) -> None:
         from engine.generation import generate
         from engine.steering import Steer, SteeringPlan
+        from engine.tokens import legacy_bos_warning
         from engine.vector import check_fits
 
         loaded = self._need_model()
         steers = []
+        warnings: list[str] = []
         for active in request.vectors:
             vector = self._vector(active.path)
-            check_fits(vector, loaded.fingerprint, allow_other_model=True)
+            warnings += check_fits(vector, loaded.fingerprint, allow_other_model=True)
+            if warning := legacy_bos_warning(vector, loaded.tokenizer):
+                warnings.append(warning)
             coeff = active.coeff if active.enabled else 0.0
-            steers.append(Steer(vector, coeff, mode=active.mode, at_layer=active.at_layer))
+            steers.append(
+                Steer(
+                    vector,
+                    coeff,
+                    mode=active.mode,
+                    at_layer=active.at_layer,
+                    profile=active.profile,
+                    strength=active.strength if active.enabled else None,
+                )
+            )
         # Row 0 is the unsteered pane, row 1 the steered one: one batch, so both share the seed.
         plan = SteeringPlan([[], steers])
         job.take_live_changes()  # values queued before the plan existed are in the request already
@@ -317,7 +338,7 @@ class ModelWorker(QObject):
             chat=request.chat,
             effect_rows=[1] if request.effect else (),  # KL against an unsteered shadow on the same text
         )
-        job.done.emit(GenerationOutcome(result=result, live_changes=changes))
+        job.done.emit(GenerationOutcome(result=result, live_changes=changes, warnings=warnings))
         if result.cancelled:
             raise CancelledError("stopped")
 

@@ -10,6 +10,7 @@ its widgets are in gui/widgets (token_pane.py, vector_row.py, sampling_form.py).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import time
@@ -33,6 +34,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.generation import SamplingConfig, TokenEvent
+from engine.library import VectorEntry
 from engine.transcript import Transcript, model_record
 from gui.context import AppContext
 from gui.item_models import INCOMPATIBLE, OTHER_MODEL
@@ -40,7 +42,7 @@ from gui.jobs import GenerateRequest, GenerationOutcome, Job, LiveChange
 from gui.panels.common import bare_column, fill_with_splitter
 from gui.widgets.sampling_form import SamplingForm
 from gui.widgets.token_pane import KL_FULL, TokenPane
-from gui.widgets.vector_row import VectorRow
+from gui.widgets.vector_row import VectorRow, strength_scales
 
 LIVE_NOTE = (
     "Live steering: move a slider or toggle a vector while text streams and the steered pane changes "
@@ -61,6 +63,9 @@ class GeneratePanel(QWidget):
         self._started_at = 0.0
         self._tokens = 0  # tokens shown so far, all panes together
         self._rows: list[VectorRow] = []
+        self._failed = False  # the running generation reported an error
+        # rows removed because their vector was deleted, by trash id: restoring it re-adds them
+        self._deleted_rows: dict[str, list[tuple[VectorEntry, dict]]] = {}
 
         # ---- prompt --------------------------------------------------------------------------------------
         # (not the paper's "I went up to my friend and said": the demo model, the default, ends "said" with
@@ -86,6 +91,12 @@ class GeneratePanel(QWidget):
         self._add_button = QPushButton("Add")
         self._add_button.setToolTip("Add the chosen vector to the steered pane")
         self._add_button.clicked.connect(self._add_selected)
+        self.raw_scale = QCheckBox("raw c")
+        self.raw_scale.setToolTip(
+            "Sliders show the raw coefficient c instead of the normalised strength s (the fraction of the "
+            "typical residual norm at the vector's layer; the default once the model's norms are measured)"
+        )
+        self.raw_scale.toggled.connect(self._on_raw_scale)
         self._rows_host = QWidget()
         self._rows_layout = QVBoxLayout(self._rows_host)
         self._rows_layout.setContentsMargins(0, 0, 0, 0)
@@ -106,6 +117,7 @@ class GeneratePanel(QWidget):
         add_row = QHBoxLayout()
         add_row.addWidget(self._add_combo, 1)
         add_row.addWidget(self._add_button)
+        add_row.addWidget(self.raw_scale)
         vectors_layout.addLayout(add_row)
         vectors_layout.addWidget(self._empty_note)
         vectors_layout.addWidget(scroll, 1)
@@ -162,7 +174,7 @@ class GeneratePanel(QWidget):
         self._legend = QLabel(
             "Orange: how far steering moved the distribution this token was drawn from (KL from the "
             f"unsteered model reading the same text; full colour at {KL_FULL:g} nats). Hover a token for "
-            "what the unsteered model would likely have written there. Blue ⟨c=…⟩: a live change."
+            "what the unsteered model would likely have written there. Blue ⟨vector → value⟩: a live change took effect there."
         )
         self._legend.setWordWrap(True)
         self._legend.setStyleSheet("color: #555; font-size: 11px;")
@@ -179,8 +191,14 @@ class GeneratePanel(QWidget):
         exports.addWidget(self.save_button)
         exports.addWidget(self.script_button)
 
+        self.warnings_label = QLabel("")
+        self.warnings_label.setWordWrap(True)
+        self.warnings_label.setStyleSheet("color: #a35a00;")
+        self.warnings_label.setVisible(False)
+
         right, right_layout = bare_column()
         right_layout.addLayout(buttons)
+        right_layout.addWidget(self.warnings_label)
         right_layout.addWidget(panes, 1)
         right_layout.addLayout(exports)
 
@@ -189,6 +207,10 @@ class GeneratePanel(QWidget):
         context.model_changed.connect(self._on_model_changed)
         context.library_changed.connect(self._refresh_choices)
         context.use_vector.connect(self.add_vector)
+        context.residual_norms_changed.connect(lambda _: self._load_scales(self._rows))
+        context.vector_moved.connect(self._on_vector_moved)
+        context.vector_deleted.connect(self._on_vector_deleted)
+        context.vector_restored.connect(self._on_vector_restored)
         self._on_model_changed(context.model)
         self.read_settings()
 
@@ -233,13 +255,43 @@ class GeneratePanel(QWidget):
         row.coefficient_changed.connect(self._on_row_coefficient)
         row.remove_requested.connect(lambda: self.remove_vector(row))
         row.set_streaming(self._generating)
+        row.set_raw(self.raw_scale.isChecked())
         self._rows.append(row)
         self._rows_layout.insertWidget(self._rows_layout.count() - 1, row)
         self._empty_note.setVisible(False)
+        self._load_scales([row])
         return row
 
-    def remove_vector(self, row: VectorRow) -> None:
-        if self._generating:
+    def _load_scales(self, rows: list[VectorRow]) -> None:
+        """Give rows their strength scales for the loaded model's residual norms (read off the GUI thread)."""
+        norms = self._ctx.residual_norms
+        depth = self._ctx.model.info.n_layers if self._ctx.model is not None else 0
+        for row in list(rows):
+            if norms is None or not depth:
+                row.set_scales({})
+                continue
+            path = Path(row.entry.path)
+
+            def work(path: Path = path) -> dict:
+                from engine.vector import load_vector
+
+                return strength_scales(load_vector(path), norms, depth)
+
+            def done(scales: object, row: VectorRow = row) -> None:
+                if row in self._rows and self._ctx.residual_norms is norms and isinstance(scales, dict):
+                    row.set_scales(scales)
+
+            self._ctx.tasks.submit(work, done, lambda message: None)  # no scale: the row shows c
+
+    @Slot(bool)
+    def _on_raw_scale(self, raw: bool) -> None:
+        for row in self._rows:
+            row.set_raw(raw)
+
+    def remove_vector(self, row: VectorRow, force: bool = False) -> None:
+        """Remove a row; while text streams only when `force`d (its vector was deleted: the running
+        generation keeps its copy, and the row can no longer steer it live)."""
+        if self._generating and not force:
             self._ctx.show_status("Stop the generation before removing a vector (set c to 0 to mute it live)")
             return
         self._rows.remove(row)
@@ -249,6 +301,51 @@ class GeneratePanel(QWidget):
 
     def vector_rows(self) -> list[VectorRow]:
         return list(self._rows)
+
+    # ---- following the library ----------------------------------------------------------------------------
+    @Slot(str, str, str)
+    def _on_vector_moved(self, old_key: str, new_key: str, new_path: str) -> None:
+        """A renamed or moved vector: its rows follow, so the next generation reads the new file."""
+        collection, _, name = new_key.rpartition("/")
+        for row in self._rows:
+            if row.entry.key == old_key:
+                row.set_entry(
+                    dataclasses.replace(row.entry, name=name, collection=collection, path=Path(new_path))
+                )
+        for removed in self._deleted_rows.values():
+            for i, (entry, state) in enumerate(removed):
+                if entry.key == old_key:
+                    removed[i] = (
+                        dataclasses.replace(entry, name=name, collection=collection, path=Path(new_path)),
+                        state,
+                    )
+
+    @Slot(str, str)
+    def _on_vector_deleted(self, key: str, trash_id: str) -> None:
+        """A deleted vector leaves the active vectors; undoing the delete brings its rows back."""
+        rows = [row for row in self._rows if row.entry.key == key]
+        if not rows:
+            return
+        self._deleted_rows[trash_id] = [(row.entry, row.state()) for row in rows]
+        for row in rows:
+            self.remove_vector(row, force=True)
+        self._ctx.show_status(
+            f"Removed the deleted vector {key} from Generate (Undo in the Library restores it)"
+        )
+
+    @Slot(str, str)
+    def _on_vector_restored(self, trash_id: str, path: str) -> None:
+        removed = self._deleted_rows.pop(trash_id, None)
+        if not removed:
+            return
+        restored = Path(path)
+        root = Path(self._ctx.library.root).resolve()
+        collection = "" if restored.parent.resolve() == root else restored.parent.name
+        for entry, state in removed:
+            row = self.add_vector(
+                dataclasses.replace(entry, name=restored.stem, collection=collection, path=restored)
+            )
+            row.restore_state(state)
 
     @Slot(int, float)
     def _on_row_coefficient(self, vector_id: int, value: float) -> None:
@@ -274,21 +371,36 @@ class GeneratePanel(QWidget):
                 "Nothing to generate with", "No model is loaded; load one in the Model tab."
             )
             return
+        if not self._files_present():
+            return
         if self.random_seed.isChecked():
             self.seed.setValue(random.randrange(2**31 - 1))
         self._start(self.request())
+
+    def _files_present(self) -> bool:
+        """Refuse to start (keeping the panes) when an active vector's file is gone."""
+        missing = [row.entry.key for row in self._rows if not Path(row.entry.path).is_file()]
+        if missing:
+            self._ctx.report_error(
+                "A vector's file is missing",
+                f"{', '.join(missing)}: the file is gone (moved or deleted outside the app?). Remove it from "
+                "the active vectors, or refresh the library and add it again.",
+            )
+        return not missing
 
     @Slot()
     def regenerate(self) -> None:
         if self._last_seed is not None:
             self.seed.setValue(self._last_seed)
-        if not self._generating and self._ctx.model is not None:
+        if not self._generating and self._ctx.model is not None and self._files_present():
             self._start(self.request())
 
     def _start(self, request: GenerateRequest) -> None:
         self._request = request
         self._last_seed = request.sampling.seed
         self.transcript = None
+        self._failed = False
+        self.warnings_label.setVisible(False)
         self._set_generating(True)
         self.unsteered.clear_text(request.prompt)
         self.steered.clear_text(request.prompt)
@@ -318,6 +430,7 @@ class GeneratePanel(QWidget):
         self.stop_button.setEnabled(on)
         self._add_button.setEnabled(not on and self._add_combo.count() > 0)
         self.effect.setEnabled(not on)
+        self.raw_scale.setEnabled(not on)  # the scale decides a multi-layer plan's profile
         for row in self._rows:
             row.set_streaming(on)
 
@@ -335,7 +448,17 @@ class GeneratePanel(QWidget):
 
     @Slot(object)
     def _on_coefficient_applied(self, change: LiveChange) -> None:
-        self.steered.append_marker(f"⟨c{change.index}={change.value:g}⟩")
+        request = self._request
+        if request is None or not 0 <= change.index < len(request.vectors):
+            return
+        active = request.vectors[change.index]
+        row = next((r for r in self._rows if r.vector_id == active.id), None)
+        value = row.describe(change.value) if row is not None else f"c {change.value:g}"
+        self.steered.append_marker(
+            f"⟨{active.name} → {value}⟩",
+            f"Live change: from this token on, {active.name} steers at {value} (raw c = {change.value:g}); "
+            "0 means off. Front-mode vectors act on the prompt only, so a live change doesn't move them.",
+        )
 
     @Slot(object)
     def _on_done(self, outcome: GenerationOutcome) -> None:
@@ -343,6 +466,9 @@ class GeneratePanel(QWidget):
         if request is None or self._ctx.model is None:
             return
         result = outcome.result
+        if outcome.warnings:
+            self.warnings_label.setText("\n".join(f"⚠ {w}" for w in outcome.warnings))
+            self.warnings_label.setVisible(True)
         self.speed.setText(
             f"{result.tokens_per_second:.1f} tokens/s · {result.n_new_tokens} tokens in {result.seconds:.2f} s"
             + (" · stopped" if result.cancelled else "")
@@ -371,6 +497,7 @@ class GeneratePanel(QWidget):
 
     @Slot(str)
     def _on_failed(self, message: str) -> None:
+        self._failed = True
         self._ctx.report_error("Generation failed", message)
 
     @Slot()
@@ -382,9 +509,13 @@ class GeneratePanel(QWidget):
             self._set_generating(False)
             self.save_button.setEnabled(self.transcript is not None)
             self.script_button.setEnabled(self.transcript is not None)
-            self._ctx.show_status(
-                "Generation stopped" if self.transcript and self.transcript.cancelled else "Done"
-            )
+            if self._failed:
+                status = "Generation failed"
+            elif self.transcript is None or self.transcript.cancelled:
+                status = "Generation stopped"
+            else:
+                status = "Done"
+            self._ctx.show_status(status)
 
     @Slot(object)
     def _on_model_changed(self, handle) -> None:
@@ -458,6 +589,7 @@ class GeneratePanel(QWidget):
         self.random_seed.setChecked(settings.value("generate/random_seed", False, type=bool))
         self.effect.setChecked(settings.value("generate/effect", False, type=bool))
         self.chat.setChecked(settings.value("generate/chat", False, type=bool))
+        self.raw_scale.setChecked(bool(settings.value("generate/raw_scale", False, type=bool)))
 
     def write_settings(self) -> None:
         settings = self._ctx.settings
@@ -466,6 +598,7 @@ class GeneratePanel(QWidget):
         settings.setValue("generate/random_seed", self.random_seed.isChecked())
         settings.setValue("generate/effect", self.effect.isChecked())
         settings.setValue("generate/chat", self.chat.isChecked())
+        settings.setValue("generate/raw_scale", self.raw_scale.isChecked())
 
 
 __all__ = ["GeneratePanel"]

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
     QFileDialog,
+    QFrame,
     QGridLayout,
     QHBoxLayout,
     QHeaderView,
@@ -139,10 +140,6 @@ class LibraryPanel(QWidget):
         self._delete = QPushButton("Delete")
         self._delete.setToolTip("Move the selected vectors to the library's trash (undo is possible)")
         self._delete.clicked.connect(self.delete_selected)
-        self.undo_button = QPushButton("Undo delete")
-        self.undo_button.setToolTip("Restore the last deleted vector from the trash")
-        self.undo_button.clicked.connect(self.undo_delete)
-        self.undo_button.setEnabled(False)
         self._trash = QPushButton("Trash…")
         self._trash.setToolTip("Restore any deleted vector")
         self._trash.clicked.connect(self._show_trash)
@@ -155,11 +152,29 @@ class LibraryPanel(QWidget):
                 self._direction,
                 self._combine,
                 self._delete,
-                self.undo_button,
                 self._trash,
             )
         ):
             actions.addWidget(button, i // 4, i % 4)
+
+        # The undo bar sits in space reserved for it (kept when hidden), so showing it moves nothing.
+        self.undo_bar = QFrame()
+        self.undo_bar.setFrameShape(QFrame.Shape.StyledPanel)
+        self.undo_bar.setStyleSheet("QFrame { background: #fff6d5; }")
+        self._undo_label = QLabel("")
+        self._undo_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.undo_button = QPushButton("Undo")
+        self.undo_button.setToolTip("Restore the last deleted vector from the trash")
+        self.undo_button.clicked.connect(self.undo_delete)
+        self.undo_button.setEnabled(False)
+        undo_layout = QHBoxLayout(self.undo_bar)
+        undo_layout.setContentsMargins(6, 2, 6, 2)
+        undo_layout.addWidget(self._undo_label, 1)
+        undo_layout.addWidget(self.undo_button)
+        policy = self.undo_bar.sizePolicy()
+        policy.setRetainSizeWhenHidden(True)
+        self.undo_bar.setSizePolicy(policy)
+        self.undo_bar.setVisible(False)
 
         self._import_button = QPushButton("Import…")
         self._import_button.setToolTip(
@@ -190,6 +205,7 @@ class LibraryPanel(QWidget):
         right_layout.addStretch(1)
         right_layout.addLayout(actions)
         right_layout.addLayout(transfer)
+        right_layout.addWidget(self.undo_bar)
 
         splitter = QSplitter()
         splitter.addWidget(left)
@@ -200,6 +216,7 @@ class LibraryPanel(QWidget):
         layout.addWidget(splitter)
 
         context.library_changed.connect(self._on_library_changed)
+        context.residual_norms_changed.connect(lambda _: self._on_selection())
         context.library_root_changed.connect(lambda root: self._root_label.setText(f"Library: {root}"))
         self._root_label.setText(f"Library: {context.library.root}")
         self._update_buttons()
@@ -282,14 +299,24 @@ class LibraryPanel(QWidget):
             self.details.show_entry(None)
             return
         self.details.show_entry(entry, self._ctx.fit(entry))
-        library, key = self._ctx.library, entry.key
+        library, key, path = self._ctx.library, entry.key, entry.path
+        residual = self._ctx.residual_norms if self._ctx.fit(entry).status != INCOMPATIBLE else None
 
-        def show_norms(info: dict) -> None:
-            if self.selected_keys()[:1] == [key]:
-                self.details.show_norms(info.get("norms", {}))
+        def work() -> tuple[dict, dict | str | None]:
+            from engine.strength import relative_norm_report
+            from engine.vector import load_vector
+
+            info = library.show(key)
+            relative = relative_norm_report(load_vector(path), residual) if residual is not None else None
+            return info, relative
+
+        def show_norms(result: object) -> None:
+            if self.selected_keys()[:1] == [key] and isinstance(result, tuple):
+                info, relative = result
+                self.details.show_norms(info.get("norms", {}), relative)
 
         # Norms need the tensors: read them off the GUI thread.
-        self._ctx.tasks.submit(lambda: library.show(key), show_norms, lambda message: None)
+        self._ctx.tasks.submit(work, show_norms, lambda message: None)
 
     # ---- actions --------------------------------------------------------------------------------------------
     def _one(self):
@@ -326,10 +353,19 @@ class LibraryPanel(QWidget):
         library = self._ctx.library
         collection = key.rpartition("/")[0]
         self._pending_select = new_name if "/" in new_name or not collection else f"{collection}/{new_name}"
-        self._ctx.run_library_task(
-            lambda: library.rename(key, new_name),
-            lambda _: self._ctx.show_status(f"Renamed {key} to {new_name}"),
-        )
+
+        def done(path: Path) -> None:
+            new_key = self._key_of(Path(path))
+            self._ctx.show_status(f"Renamed {key} to {new_key}")
+            self._ctx.vector_moved.emit(key, new_key, str(path))
+
+        self._ctx.run_library_task(lambda: library.rename(key, new_name), done)
+
+    def _key_of(self, path: Path) -> str:
+        """The library key of a vector file (`collection/name`, or `name` at the top level)."""
+        root = self._ctx.library.root.resolve()
+        folder = path.parent.resolve()
+        return path.stem if folder == root else f"{folder.name}/{path.stem}"
 
     def duplicate(self, key: str, new_name: str) -> None:
         library = self._ctx.library
@@ -367,8 +403,12 @@ class LibraryPanel(QWidget):
             self._last_trash_id = trash_ids[-1] if trash_ids else None
             self._last_deleted = keys[-1]
             self.undo_button.setEnabled(self._last_trash_id is not None)
-            self.undo_button.setText(f"Undo delete of {keys[-1]}"[:40])
-            self._ctx.show_status(f"Moved {', '.join(keys)} to the trash (Undo delete restores)")
+            self._undo_label.setText(f"Deleted {keys[-1]}")
+            self._undo_label.setToolTip(f"Moved {', '.join(keys)} to the library's trash")
+            self.undo_bar.setVisible(self._last_trash_id is not None)
+            self._ctx.show_status(f"Moved {', '.join(keys)} to the trash (Undo restores)")
+            for key, trash_id in zip(keys, trash_ids, strict=True):
+                self._ctx.vector_deleted.emit(key, trash_id)
 
         self._ctx.run_library_task(work, done, title="Delete")
 
@@ -380,15 +420,16 @@ class LibraryPanel(QWidget):
         self._pending_select = self._last_deleted
         self._last_trash_id = None
         self.undo_button.setEnabled(False)
-        self.undo_button.setText("Undo delete")
+        self.undo_bar.setVisible(False)
 
     def restore(self, trash_id: str) -> None:
         library = self._ctx.library
-        self._ctx.run_library_task(
-            lambda: library.restore(trash_id),
-            lambda path: self._ctx.show_status(f"Restored {Path(path).stem}"),
-            title="Restore",
-        )
+
+        def done(path: Path) -> None:
+            self._ctx.show_status(f"Restored {self._key_of(Path(path))}")
+            self._ctx.vector_restored.emit(trash_id, str(path))
+
+        self._ctx.run_library_task(lambda: library.restore(trash_id), done, title="Restore")
 
     def import_file(self, path: str | Path) -> None:
         from engine.interop import import_file

@@ -223,6 +223,7 @@ class SweepPanel(QWidget):
         fill_with_splitter(self, left, right, stretch=(2, 5), sizes=[380, 900])
 
         context.library_changed.connect(self._refresh_vectors)
+        context.vector_moved.connect(self._on_vector_moved)
         context.model_changed.connect(self._on_model_changed)
         self._on_metric_changed(self.metric.currentText())
         self._on_model_changed(context.model)
@@ -251,6 +252,12 @@ class SweepPanel(QWidget):
         if current is not None and (index := self._vector.findData(current)) >= 0:
             self._vector.setCurrentIndex(index)
         self._update_run_enabled()
+
+    @Slot(str, str, str)
+    def _on_vector_moved(self, old_key: str, new_key: str, _path: str) -> None:
+        """A renamed or moved vector stays chosen (the next listing selects it by its new key)."""
+        if (index := self._vector.findData(old_key)) >= 0:
+            self._vector.setItemData(index, new_key)
 
     def set_vector(self, key: str) -> bool:
         index = self._vector.findData(key)

@@ -84,11 +84,11 @@ class TokenPane(QTextEdit):
             )
         self._queue(text, fmt)
 
-    def append_marker(self, text: str) -> None:
+    def append_marker(self, text: str, tooltip: str = "a live coefficient change took effect here") -> None:
         fmt = QTextCharFormat()
         fmt.setForeground(QColor("#1f5fbf"))
         fmt.setFontWeight(QFont.Weight.Bold)
-        fmt.setToolTip("a live coefficient change took effect here")
+        fmt.setToolTip(tooltip)
         self._queue(text, fmt)
 
     def viewportEvent(self, event: QEvent) -> bool:

@@ -82,5 +82,18 @@ class VectorDetails(QGroupBox):
         self.tags.setText(", ".join(entry.tags))
         self.notes.setPlainText(entry.notes)
 
-    def show_norms(self, norms: dict) -> None:
-        self.fields["Norms"].setText(", ".join(f"L{l}: {n:.3g}" for l, n in norms.items()))
+    def show_norms(self, norms: dict, relative: dict | str | None = None) -> None:
+        """The norm per layer; with `relative` (engine.strength.relative_norm_report against the loaded
+        model's residual norms), also each layer's norm as a multiple of the typical residual there."""
+        text = ", ".join(f"L{l}: {n:.3g}" for l, n in norms.items())
+        if isinstance(relative, dict):
+            text += "\n× typical residual here: " + ", ".join(f"L{l}: {r:.2f}" for l, r in relative.items())
+        elif isinstance(relative, str):
+            text += f"\n(not comparable with the loaded model: {relative})"
+        self.fields["Norms"].setText(text)
+        self.fields["Norms"].setToolTip(
+            "The vector's L2 norm per layer (per position for an ActAdd vector: the RMS over positions). "
+            "'× typical residual' is the strength c = 1 amounts to on the loaded model."
+            if relative is not None
+            else "The vector's L2 norm per layer"
+        )

@@ -20,6 +20,7 @@ def _setup_generation(window, entry, *, coeff=4.0, mode="all", max_tokens=20, ef
     panel = window.generate_panel
     for row in panel.vector_rows():
         panel.remove_vector(row)
+    panel.raw_scale.setChecked(True)  # the slider in raw c, whenever the residual norms arrive
     row = panel.add_vector(entry)
     row.set_coefficient(coeff)
     row.mode.setCurrentText(mode)
@@ -188,7 +189,7 @@ def test_live_coefficient_change_during_streaming_changes_the_steering(loaded_wi
     assert all(kl == 0.0 for step, kl in kls.items() if step < change["step"])
     assert any(kl > 0.0 for step, kl in kls.items() if step >= change["step"])
     assert transcript.outputs["steered"] != transcript.outputs["unsteered"]
-    assert "⟨c0=10⟩" in loaded_window.generate_panel.steered.toPlainText()
+    assert "⟨love → c 10⟩" in loaded_window.generate_panel.steered.toPlainText()
 
 
 def test_close_during_generation_is_clean_and_fast(loaded_window, qtbot, capture_in):
