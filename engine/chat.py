@@ -144,6 +144,10 @@ def front_landing(tokenizer, rendered: RenderedChat, n_vector_tokens: int) -> li
         raise InvalidInputError(reason)
     assert rendered.front_offset is not None  # front_refusal checked it
     return [
-        FrontLanding(i, rendered.front_offset + i, tokenizer.convert_ids_to_tokens(rendered.ids[rendered.front_offset + i]))
+        FrontLanding(
+            i,
+            rendered.front_offset + i,
+            tokenizer.convert_ids_to_tokens(rendered.ids[rendered.front_offset + i]),
+        )
         for i in range(n_vector_tokens)
     ]

@@ -212,7 +212,9 @@ class SteeringPlan:
                 self._prompt_len = attention_mask.shape[1]
             if front_offsets is not None:
                 if len(front_offsets) != len(offsets) or min(front_offsets, default=0) < 0:
-                    raise InvalidInputError(f"need {len(offsets)} front offsets >= 0, got {list(front_offsets)}")
+                    raise InvalidInputError(
+                        f"need {len(offsets)} front offsets >= 0, got {list(front_offsets)}"
+                    )
                 offsets = offsets + torch.tensor(list(front_offsets), dtype=torch.long)  # [rows]
             self._offsets = offsets
             self._max_offset = int(offsets.max())
