@@ -41,6 +41,7 @@ from engine.vector import SteeringVector
 from gui.jobs import (
     CaptureOutcome,
     CaptureRequest,
+    ChatRequest,
     GenerateRequest,
     GenerationOutcome,
     Job,
@@ -76,6 +77,7 @@ class ModelWorker(QObject):
             UnloadRequest: self._unload,
             CaptureRequest: self._capture,
             GenerateRequest: self._generate,
+            ChatRequest: self._chat,
             SweepRequest: self._sweep,
         }
 
@@ -318,6 +320,33 @@ class ModelWorker(QObject):
             effect_reference_row=0 if request.effect else None,
         )
         job.done.emit(GenerationOutcome(result=result, live_changes=changes))
+        if result.cancelled:
+            raise CancelledError("stopped")
+
+    def _chat(self, job: Job, request: ChatRequest) -> None:
+        """One assistant turn: the conversation rendered with the chat template, one steered row."""
+        from engine.chat import render_chat
+        from engine.generation import generate
+        from engine.steering import Steer
+        from engine.vector import check_fits
+
+        loaded = self._need_model()
+        steers = []
+        for active in request.vectors:
+            vector = self._vector(active.path)
+            check_fits(vector, loaded.fingerprint, allow_other_model=True)
+            coeff = active.coeff if active.enabled else 0.0
+            steers.append(Steer(vector, coeff, mode=active.mode, at_layer=active.at_layer))
+        rendered = render_chat(loaded.tokenizer, request.system, request.turns)
+
+        def on_token(event: TokenEvent) -> None:
+            if self.pace_s:
+                time.sleep(self.pace_s)
+            if event.text:
+                job.token.emit(event)
+
+        result = generate(loaded, rendered, [steers], request.sampling, cancel=job.cancel, on_token=on_token)
+        job.done.emit(GenerationOutcome(result=result, live_changes=[]))
         if result.cancelled:
             raise CancelledError("stopped")
 
