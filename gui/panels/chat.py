@@ -119,6 +119,17 @@ class ChatPanel(QWidget):
 
         context.model_changed.connect(self._on_model_changed)
         self._on_model_changed(context.model)
+        self._read_settings()
+
+    # ---- settings (written as they change, so no window code is needed) --------------------------------
+    def _read_settings(self) -> None:
+        settings = self._ctx.settings
+        self.system.setPlainText(str(settings.value("chat/system", "")))
+        self.stop_strings.setPlainText(str(settings.value("chat/stop", "")))
+        self.system.textChanged.connect(lambda: settings.setValue("chat/system", self.system.toPlainText()))
+        self.stop_strings.textChanged.connect(
+            lambda: settings.setValue("chat/stop", self.stop_strings.toPlainText())
+        )
 
     def showEvent(self, event) -> None:
         super().showEvent(event)

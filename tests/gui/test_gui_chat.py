@@ -171,3 +171,28 @@ def test_front_mode_refused_when_the_message_cannot_be_located(qtbot, chat_windo
     send(qtbot, chat_window)
     assert chat_window.errors and "use mode all" in chat_window.errors[-1][1]
     assert panel.turns == [] and panel.message.toPlainText() == MESSAGE  # given back to edit
+
+
+def test_the_system_prompt_and_stop_strings_come_back(qtbot, settings, library_dir):
+    from gui.app import MainWindow
+
+    first = MainWindow(settings=settings, library_root=library_dir, autoload=None)
+    qtbot.addWidget(first)
+    first.chat_panel.system.setPlainText("You are terse.")
+    first.chat_panel.stop_strings.setPlainText("User:")
+    first.close()
+    second = MainWindow(settings=settings, library_root=library_dir, autoload=None)
+    qtbot.addWidget(second)
+    assert second.chat_panel.system.toPlainText() == "You are terse."
+    assert second.chat_panel.stop_strings.toPlainText() == "User:"
+    second.close()
+
+
+def test_generate_tabs_chat_answer_is_not_glued_to_the_prompt(chat_window, run_generation):
+    panel = chat_window.generate_panel
+    panel.prompt.setPlainText(MESSAGE)
+    panel.chat.setChecked(True)
+    transcript = run_generation(chat_window)
+    assert transcript is not None and transcript.chat
+    answer = transcript.outputs["steered"]
+    assert panel.steered.toPlainText() == f"{MESSAGE}\n\n{answer}"
