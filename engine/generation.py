@@ -21,6 +21,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from engine.architectures import context_limit
 from engine.cancellation import StoppedBetweenBlocks, cancel_between_blocks
+from engine.chat import ChatTurn, RenderedChat, front_refusal, render_chat
 from engine.effect import EffectRecorder
 from engine.errors import ActAddError, InvalidInputError
 from engine.models import LoadedModel
@@ -188,23 +189,24 @@ class RowStreamer(BaseStreamer):
                 self.shown[row] = len(self.texts[row])
 
 
+def _chat_prompt(loaded: LoadedModel, prompt: str) -> RenderedChat:
+    if not loaded.info.has_chat_template:
+        raise InvalidInputError("this model's tokenizer has no chat template; turn the chat toggle off")
+    return render_chat(loaded.tokenizer, "", [ChatTurn("user", prompt)])
+
+
 def prompt_ids(loaded: LoadedModel, prompt: str, chat: bool = False) -> list[int]:
     """The token ids of a user prompt: plain text as `tokens.encode` begins it, or the chat template's."""
     if not prompt or not prompt.strip():
         raise InvalidInputError("the prompt is empty")
     if not chat:
         return encode(loaded.tokenizer, prompt)
-    if not loaded.info.has_chat_template:
-        raise InvalidInputError("this model's tokenizer has no chat template; turn the chat toggle off")
-    rendered = loaded.tokenizer.apply_chat_template(
-        [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True, return_dict=True
-    )
-    return list(rendered["input_ids"])  # type: ignore[call-overload,index,arg-type]
+    return _chat_prompt(loaded, prompt).ids
 
 
 def generate(
     loaded: LoadedModel,
-    prompt: str | Sequence[str | Sequence[int]],
+    prompt: str | RenderedChat | Sequence[str | Sequence[int] | RenderedChat],
     steering: SteeringPlan | Sequence[Sequence[Steer]] | None = None,
     sampling: SamplingConfig | None = None,
     *,
@@ -217,7 +219,8 @@ def generate(
 ) -> GenerationResult:
     """Generate one continuation per steering row (one unsteered row when `steering` is None).
 
-    `prompt` is shared by all rows, or one per row (a row may be token ids already, e.g. a rendered chat).
+    `prompt` is shared by all rows, or one per row: text (wrapped as one user turn when `chat`), token ids,
+    or a `RenderedChat` (engine/chat.py), whose front vectors start at the last user message.
     Each row samples from its own generator, seeded with `row_seeds[row]` (default: `sampling.seed` for
     every row), so rows with the same seed and prompt differ by steering alone, and a row's text does not
     depend on the other rows of the batch. `effect_rows` are the rows whose token events (and
@@ -228,16 +231,27 @@ def generate(
     sampling = sampling or SamplingConfig()
     sampling.validate()
     plan = steering if isinstance(steering, SteeringPlan) else SteeringPlan(steering or [[]])
-    prompts = [prompt] * plan.n_rows if isinstance(prompt, str) else list(prompt)
+    prompts = [prompt] * plan.n_rows if isinstance(prompt, (str, RenderedChat)) else list(prompt)
     if len(prompts) != plan.n_rows:
         raise InvalidInputError(f"{len(prompts)} prompts for {plan.n_rows} steering rows")
     seeds = resolve_row_seeds(sampling.seed, row_seeds, plan.n_rows)
     measured = list(dict.fromkeys(effect_rows))
     if bad := [r for r in measured if isinstance(r, bool) or not 0 <= r < plan.n_rows]:
         raise InvalidInputError(f"effect row {bad[0]} is not a row of this batch (0-{plan.n_rows - 1})")
-    rows = [prompt_ids(loaded, p, chat) if isinstance(p, str) else list(p) for p in prompts]
-    for row, row_ids in enumerate(rows):
-        if (needed := plan.max_front_tokens(row)) > len(row_ids):
+    # A chat row's front starts at the user's message (engine/chat.py), a plain row's at its first token.
+    rendered = [_chat_prompt(loaded, p) if chat and isinstance(p, str) and p.strip() else p for p in prompts]
+    rows = [
+        r.ids if isinstance(r, RenderedChat) else prompt_ids(loaded, r) if isinstance(r, str) else list(r)
+        for r in rendered
+    ]
+    # None (a template that hides the message) only with no front vector: front_refusal refuses the rest
+    front_offsets = [(r.front_offset or 0) if isinstance(r, RenderedChat) else 0 for r in rendered]
+    for row, (row_ids, chat_row) in enumerate(zip(rows, rendered, strict=True)):
+        needed = plan.max_front_tokens(row)
+        if isinstance(chat_row, RenderedChat):
+            if needed and (reason := front_refusal(chat_row, needed)) is not None:
+                raise InvalidInputError(reason)
+        elif needed > len(row_ids):
             raise InvalidInputError(
                 f"the ActAdd vector has {needed} tokens but the prompt has only {len(row_ids)}; front injection "
                 "needs a prompt at least as long as the vector (lengthen the prompt or use mode all)"
@@ -273,7 +287,9 @@ def generate(
             cancel_between_blocks(loaded.blocks, cancel),
             torch.inference_mode(),
         ):
-            plan.bind(mask)  # each row's left padding, so front positions count from its first real token
+            # Each row's left padding (and chat front offset): front positions count from its first real
+            # token, or from the user's message under a chat template.
+            plan.bind(mask, front_offsets + [front_offsets[r] for r in measured])  # shadows copy their row
             loaded.model.generate(  # type: ignore[operator]
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),

@@ -7,7 +7,8 @@ The CLI, the GUI worker, the experiments and the benchmarks all steer through th
 
 Modes (per vector, per row):
 - front:     ActAdd. Add `c * h[0..n-1]` at the first n positions of each row's prompt (front alignment,
-             counted from the row's first real token when the batch is left-padded). Decode steps come
+             counted from the row's first real token when the batch is left-padded, plus the row's front
+             offset: the user's message under a chat template, engine/chat.py). Decode steps come
              after the prompt, so they are untouched, as in the paper.
 - all:       add `c * r` at every position, prompt and generated tokens alike (CAA / repeng style).
 - generated: add `c * r` only at positions after the prompt.
@@ -197,15 +198,30 @@ class SteeringPlan:
                 term.version += 1
             self._values[(row, index)] = value
 
-    def bind(self, attention_mask: Tensor | None) -> None:
-        """Start a new sequence: record each row's left padding and reset position counters."""
-        if attention_mask is None:
+    def bind(self, attention_mask: Tensor | None, front_offsets: Sequence[int] | None = None) -> None:
+        """Start a new sequence: record each row's left padding and reset position counters.
+
+        `front_offsets` ([rows]) moves each row's front past its first real tokens: under a chat template
+        the front starts at the user's message, not at the template's boilerplate (engine/chat.py).
+        """
+        if attention_mask is None and front_offsets is None:
             self._offsets, self._prompt_len, self._max_offset = None, None, 0
         else:
-            # [batch, seq] with left padding: the number of leading zeros is where the prompt starts.
-            self._offsets = (attention_mask.shape[1] - attention_mask.sum(dim=1)).long()
-            self._prompt_len = attention_mask.shape[1]
-            self._max_offset = int(self._offsets.max())
+            self._prompt_len = None
+            if attention_mask is None:
+                offsets = torch.zeros(len(front_offsets or ()), dtype=torch.long)
+            else:
+                # [batch, seq] with left padding: the number of leading zeros is where the prompt starts.
+                offsets = (attention_mask.shape[1] - attention_mask.sum(dim=1)).long()
+                self._prompt_len = attention_mask.shape[1]
+            if front_offsets is not None:
+                if len(front_offsets) != len(offsets) or min(front_offsets, default=0) < 0:
+                    raise InvalidInputError(
+                        f"need {len(offsets)} front offsets >= 0, got {list(front_offsets)}"
+                    )
+                offsets = offsets + torch.tensor(list(front_offsets), dtype=torch.long)  # [rows]
+            self._offsets = offsets
+            self._max_offset = int(offsets.max())
         self._seen = {}
 
     # ---- the hook -------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from engine.resources import resources_dir
 from gui.context import AppContext
 from gui.controller import wait_for_orphans
 from gui.panels.capture import CapturePanel
+from gui.panels.chat import ChatPanel
 from gui.panels.generate import GeneratePanel
 from gui.panels.library import LibraryPanel
 from gui.panels.model import ModelPanel
@@ -111,6 +112,7 @@ class MainWindow(QMainWindow):
         self.generate_panel = GeneratePanel(self.context)
         self.library_panel = LibraryPanel(self.context)
         self.sweep_panel = SweepPanel(self.context)
+        self.chat_panel = ChatPanel(self.context, self.generate_panel.vector_rows)  # Generate's vectors
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         for panel, title, tip in (
@@ -119,6 +121,7 @@ class MainWindow(QMainWindow):
             (self.generate_panel, "Generate", "Steered and unsteered text side by side"),
             (self.library_panel, "Library", "Your saved vectors"),
             (self.sweep_panel, "Sweep", "Which layer, how strong?"),
+            (self.chat_panel, "Chat", "Chat under the model's template, steered on every assistant turn"),
         ):
             self.tabs.addTab(panel, title)
             self.tabs.setTabToolTip(self.tabs.count() - 1, tip)
@@ -146,6 +149,12 @@ class MainWindow(QMainWindow):
         self.context.status.connect(lambda message: self.statusBar().showMessage(message, 6000))
         self.context.model_changed.connect(self._on_model_changed)
         self.context.use_vector.connect(lambda _: self.tabs.setCurrentWidget(self.generate_panel))
+        self.context.model_changed.connect(  # the Chat tab is there for models with a chat template
+            lambda _: self.tabs.setTabVisible(
+                self.tabs.indexOf(self.chat_panel), self.chat_panel.has_template()
+            )
+        )
+        self.tabs.setTabVisible(self.tabs.indexOf(self.chat_panel), False)
 
         self.read_settings()
         self.context.refresh_library()

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from PySide6.QtCore import QObject, Signal
 
+from engine.chat import ChatTurn
 from engine.experiments.sweep import SweepSpec
 from engine.generation import GenerationResult, SamplingConfig
 from engine.pairs import PromptPair
@@ -92,12 +93,24 @@ class GenerateRequest:
 
 
 @dataclass
+class ChatRequest:
+    """One assistant turn of the Chat tab: the whole conversation so far is its prompt (engine/chat.py)."""
+
+    system: str
+    turns: list[ChatTurn]  # ends with the user's message
+    vectors: list[ActiveVector]  # applied to every assistant turn; front starts at the last user message
+    sampling: SamplingConfig
+
+
+@dataclass
 class SweepRequest:
     spec: SweepSpec  # the engine's sweep, vector included; `layers` are run one per call, live
     vector_path: str  # where the vector came from, for the exported script
 
 
-Request = LoadRequest | UnloadRequest | NormsRequest | CaptureRequest | GenerateRequest | SweepRequest
+Request = (
+    LoadRequest | UnloadRequest | NormsRequest | CaptureRequest | GenerateRequest | ChatRequest | SweepRequest
+)
 
 
 # ---- what the GUI adds to the engine's results -----------------------------------------------------------
@@ -145,6 +158,7 @@ KINDS = {
     NormsRequest: "norms",
     CaptureRequest: "capture",
     GenerateRequest: "generate",
+    ChatRequest: "chat",
     SweepRequest: "sweep",
 }
 
@@ -156,12 +170,12 @@ class Job(QObject):
 
     started = Signal()
     progress = Signal(object)  # load: (stage, fraction); capture and sweep: (done, total)
-    token = Signal(object)  # engine TokenEvent (generate)
+    token = Signal(object)  # engine TokenEvent (generate, chat)
     coefficient_applied = Signal(object)  # LiveChange (generate)
     partial = Signal(object)  # SweepResult with the layers finished so far (sweep)
     done = Signal(
         object
-    )  # CaptureOutcome | GenerationOutcome | SweepResult | ModelInfo | ResidualNorms | None
+    )  # CaptureOutcome | GenerationOutcome (generate, chat) | SweepResult | ModelInfo | ResidualNorms | None
     failed = Signal(str)
     aborted = Signal()  # stopped by the user or by shutdown
     finished = Signal()

@@ -36,11 +36,14 @@ from PySide6.QtCore import QObject, Signal, Slot
 from engine.errors import ActAddError, CancelledError
 from engine.generation import TokenEvent
 from engine.models import LoadedModel
+from engine.steering import Steer
 from engine.threads import use_app_threads
 from engine.vector import SteeringVector
 from gui.jobs import (
+    ActiveVector,
     CaptureOutcome,
     CaptureRequest,
+    ChatRequest,
     GenerateRequest,
     GenerationOutcome,
     Job,
@@ -78,6 +81,7 @@ class ModelWorker(QObject):
             NormsRequest: self._norms,
             CaptureRequest: self._capture,
             GenerateRequest: self._generate,
+            ChatRequest: self._chat,
             SweepRequest: self._sweep,
         }
 
@@ -283,31 +287,36 @@ class ModelWorker(QObject):
             )
         )
 
-    def _generate(self, job: Job, request: GenerateRequest) -> None:
-        from engine.generation import generate
-        from engine.steering import Steer, SteeringPlan
+    def _steers(self, loaded: LoadedModel, vectors: list[ActiveVector]) -> tuple[list[Steer], list[str]]:
+        """The request's active vectors as engine Steers (a disabled one at c = 0), and their warnings."""
         from engine.tokens import legacy_bos_warning
         from engine.vector import check_fits
 
-        loaded = self._need_model()
-        steers = []
+        steers: list[Steer] = []
         warnings: list[str] = []
-        for active in request.vectors:
+        for active in vectors:
             vector = self._vector(active.path)
             warnings += check_fits(vector, loaded.fingerprint, allow_other_model=True)
             if warning := legacy_bos_warning(vector, loaded.tokenizer):
                 warnings.append(warning)
-            coeff = active.coeff if active.enabled else 0.0
             steers.append(
                 Steer(
                     vector,
-                    coeff,
+                    active.coeff if active.enabled else 0.0,
                     mode=active.mode,
                     at_layer=active.at_layer,
                     profile=active.profile,
                     strength=active.strength if active.enabled else None,
                 )
             )
+        return steers, warnings
+
+    def _generate(self, job: Job, request: GenerateRequest) -> None:
+        from engine.generation import generate
+        from engine.steering import SteeringPlan
+
+        loaded = self._need_model()
+        steers, warnings = self._steers(loaded, request.vectors)
         # Row 0 is the unsteered pane, row 1 the steered one: one batch, so both share the seed.
         plan = SteeringPlan([[], steers])
         job.take_live_changes()  # values queued before the plan existed are in the request already
@@ -339,6 +348,26 @@ class ModelWorker(QObject):
             effect_rows=[1] if request.effect else (),  # KL against an unsteered shadow on the same text
         )
         job.done.emit(GenerationOutcome(result=result, live_changes=changes, warnings=warnings))
+        if result.cancelled:
+            raise CancelledError("stopped")
+
+    def _chat(self, job: Job, request: ChatRequest) -> None:
+        """One assistant turn: the conversation rendered with the chat template, one steered row."""
+        from engine.chat import render_chat
+        from engine.generation import generate
+
+        loaded = self._need_model()
+        steers, _ = self._steers(loaded, request.vectors)
+        rendered = render_chat(loaded.tokenizer, request.system, request.turns)
+
+        def on_token(event: TokenEvent) -> None:
+            if self.pace_s:
+                time.sleep(self.pace_s)
+            if event.text:
+                job.token.emit(event)
+
+        result = generate(loaded, rendered, [steers], request.sampling, cancel=job.cancel, on_token=on_token)
+        job.done.emit(GenerationOutcome(result=result, live_changes=[]))
         if result.cancelled:
             raise CancelledError("stopped")
 

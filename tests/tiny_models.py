@@ -285,3 +285,35 @@ def build_tiny_llama_with_tokenizer(kind: str, folder: Path, seed: int = 0) -> P
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+# Chat templates for the chat tests (engine/chat.py). CHATML is SmolLM2's shape, default system prompt
+# included; BOS_TEMPLATE renders `{{ bos_token }}` itself, as Llama's and Gemma's do; REWRITING changes the
+# user's words (upper case), so the start of the message cannot be located.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful assistant<|im_end|>\n' }}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+BOS_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{{ message['role'] + ': ' + message['content'] | trim + '\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}"
+)
+REWRITING_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'] + ': ' + message['content'] | upper + '\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}"
+)
+
+
+def build_tiny_chat_model(kind: str, template: str, folder: Path, seed: int = 0) -> Path:
+    """A tiny llama folder (tokenizer of `kind`, see TOKENIZER_KINDS) whose tokenizer has `template`."""
+    from transformers import AutoTokenizer
+
+    build_tiny_llama_with_tokenizer(kind, folder, seed)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.chat_template = template
+    tokenizer.save_pretrained(folder)
+    return folder

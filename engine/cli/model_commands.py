@@ -66,7 +66,12 @@ def register(sub) -> None:
     gen.add_argument("--presence-penalty", type=_float, default=0.0)
     gen.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
+    gen.add_argument(
+        "--chat",
+        action="store_true",
+        help="wrap the prompt as a user turn in the model's chat template (front vectors start at it)",
+    )
+    gen.add_argument("--system", metavar="TEXT", help="with --chat: the system prompt")
     gen.add_argument(
         "--compare",
         action="store_true",
@@ -212,6 +217,15 @@ def resolve_steers(steers: list, loaded) -> list:
     ]
 
 
+def chat_prompt(loaded, prompt: str, system: str):
+    """`generate --chat`: the prompt as one user turn after `system`, rendered as the GUI's Chat tab does."""
+    from engine.chat import ChatTurn, render_chat
+
+    if not loaded.info.has_chat_template:
+        raise InvalidInputError("this model's tokenizer has no chat template; drop --chat")
+    return render_chat(loaded.tokenizer, system, [ChatTurn("user", prompt)])
+
+
 def run_generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -224,6 +238,8 @@ def run_generate(args: argparse.Namespace) -> int:
         raise InvalidInputError("the prompt is empty")
     if args.effect and not args.json:
         raise InvalidInputError("--effect adds a field to the JSON output; use it with --json")
+    if args.system is not None and not args.chat:
+        raise InvalidInputError("--system needs --chat")
     sampling = SamplingConfig(
         temperature=args.temperature,
         top_p=args.top_p,
@@ -264,13 +280,13 @@ def run_generate(args: argparse.Namespace) -> int:
             if live and event.row == steered_row:
                 print(event.text, end="", flush=True)
 
+        prompt = chat_prompt(loaded, args.prompt, args.system or "") if args.chat else args.prompt
         result = generate(
             loaded,
-            args.prompt,
+            prompt,
             rows,
             sampling,
             on_token=on_token,
-            chat=args.chat,
             effect_rows=[steered_row] if args.effect else (),
         )
     steered = result.rows[steered_row]
@@ -297,13 +313,17 @@ def run_generate(args: argparse.Namespace) -> int:
         payload["effect"] = steered.effect
     if args.compare:
         payload["unsteered"] = {"text": result.rows[0].text, "token_ids": result.rows[0].token_ids}
+    if not isinstance(prompt, str):
+        payload["chat_front_offset"] = prompt.front_offset  # where front vectors start (the user's message)
     if args.json:
         emit(args, payload, "")
     elif live:
         print()
     else:
-        human = args.prompt + steered.text
+        # A chat answer is the assistant's own turn: never glue it to the user's words ("saidOh no…").
+        shown = "" if args.chat else args.prompt
+        human = shown + steered.text
         if args.compare:
-            human = f"--- steered ---\n{human}\n--- unsteered ---\n{args.prompt + result.rows[0].text}"
+            human = f"--- steered ---\n{human}\n--- unsteered ---\n{shown + result.rows[0].text}"
         print(human)
     return 0

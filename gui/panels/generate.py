@@ -402,8 +402,10 @@ class GeneratePanel(QWidget):
         self._failed = False
         self.warnings_label.setVisible(False)
         self._set_generating(True)
-        self.unsteered.clear_text(request.prompt)
-        self.steered.clear_text(request.prompt)
+        # A chat answer is the assistant's own turn: shown below the message, never glued to it.
+        shown = request.prompt + "\n\n" if request.chat else request.prompt
+        self.unsteered.clear_text(shown)
+        self.steered.clear_text(shown)
         self._tokens = 0
         self._started_at = time.perf_counter()
         self.speed.setText("starting…")
