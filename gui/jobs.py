@@ -82,12 +82,17 @@ class GenerateRequest:
 
 
 @dataclass
+class NormsRequest:
+    """The loaded model's typical residual norm per layer (`engine.residual_norms`), cached per model."""
+
+
+@dataclass
 class SweepRequest:
     spec: SweepSpec  # the engine's sweep, vector included; `layers` are run one per call, live
     vector_path: str  # where the vector came from, for the exported script
 
 
-Request = LoadRequest | UnloadRequest | CaptureRequest | GenerateRequest | SweepRequest
+Request = LoadRequest | UnloadRequest | CaptureRequest | GenerateRequest | SweepRequest | NormsRequest
 
 
 # ---- what the GUI adds to the engine's results -----------------------------------------------------------
@@ -134,6 +139,7 @@ KINDS = {
     CaptureRequest: "capture",
     GenerateRequest: "generate",
     SweepRequest: "sweep",
+    NormsRequest: "norms",
 }
 
 
@@ -147,7 +153,7 @@ class Job(QObject):
     token = Signal(object)  # engine TokenEvent (generate)
     coefficient_applied = Signal(object)  # LiveChange (generate)
     partial = Signal(object)  # SweepResult with the layers finished so far (sweep)
-    done = Signal(object)  # CaptureOutcome | GenerationOutcome | SweepResult | ModelInfo | None
+    done = Signal(object)  # CaptureOutcome | GenerationOutcome | SweepResult | ResidualNorms | ModelInfo | None
     failed = Signal(str)
     aborted = Signal()  # stopped by the user or by shutdown
     finished = Signal()

@@ -21,13 +21,14 @@ until it has really ended.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from gui.jobs import (
     Job,
     LiveChange,
     LoadRequest,
+    NormsRequest,
     SweepRequest,
     UnloadRequest,
 )
@@ -77,7 +79,11 @@ class ModelWorker(QObject):
             CaptureRequest: self._capture,
             GenerateRequest: self._generate,
             SweepRequest: self._sweep,
+            NormsRequest: self._norms,
         }
+        # Held while a job runs; other users of the loaded model (the Serve tab's server) take it too, so
+        # their forward passes never run concurrently with this worker's.
+        self.model_lock = threading.Lock()
 
     # ---- called from other threads (thread-safe, no event loop needed) ---------------------------------
     def request_shutdown(self) -> None:
@@ -104,7 +110,8 @@ class ModelWorker(QObject):
             if self._stopped(job):
                 raise CancelledError("stopped before it started")
             self._wait_for_straggler(job)
-            self._handlers[type(job.request)](job, job.request)
+            with self._model_held(job):
+                self._handlers[type(job.request)](job, job.request)
         except CancelledError:
             job.aborted.emit()
         except ActAddError as exc:
@@ -147,6 +154,17 @@ class ModelWorker(QObject):
         if "error" in box:
             raise box["error"]
         return box["value"]
+
+    @contextlib.contextmanager
+    def _model_held(self, job: Job) -> Iterator[None]:
+        """Hold `model_lock` for the job, waiting for it in 50 ms slices so Stop and close still work."""
+        while not self.model_lock.acquire(timeout=0.05):
+            if self._stopped(job):
+                raise CancelledError("stopped")
+        try:
+            yield
+        finally:
+            self.model_lock.release()
 
     def _wait_for_straggler(self, job: Job) -> None:
         """Let an abandoned load or capture finish before the next job uses the model (interruptibly)."""
@@ -320,6 +338,11 @@ class ModelWorker(QObject):
         job.done.emit(GenerationOutcome(result=result, live_changes=changes))
         if result.cancelled:
             raise CancelledError("stopped")
+
+    def _norms(self, job: Job, request: NormsRequest) -> None:
+        from engine.residual_norms import residual_norms
+
+        job.done.emit(residual_norms(self._need_model()))  # one forward pass, or the cache
 
     def _sweep(self, job: Job, request: SweepRequest) -> None:
         from engine.experiments.sweep import SweepResult, run_sweep
