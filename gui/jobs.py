@@ -153,7 +153,9 @@ class Job(QObject):
     token = Signal(object)  # engine TokenEvent (generate)
     coefficient_applied = Signal(object)  # LiveChange (generate)
     partial = Signal(object)  # SweepResult with the layers finished so far (sweep)
-    done = Signal(object)  # CaptureOutcome | GenerationOutcome | SweepResult | ResidualNorms | ModelInfo | None
+    done = Signal(
+        object
+    )  # CaptureOutcome | GenerationOutcome | SweepResult | ResidualNorms | ModelInfo | None
     failed = Signal(str)
     aborted = Signal()  # stopped by the user or by shutdown
     finished = Signal()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
 from PySide6.QtCore import Qt, QTimer, Slot
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
@@ -27,9 +29,6 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-from matplotlib.figure import Figure
 
 from engine.errors import ActAddError
 from engine.pairs import PromptPair, check_pair, read_pairs
@@ -281,7 +280,9 @@ class CapturePanel(QWidget):
         if hasattr(self, "profile") and handle is not self._profile_model:
             self.profile, self._profile_model = None, None
             self.profile_note.setText(
-                "Measure the layer profile of this model." if handle else "Load a model, then measure its layer profile."
+                "Measure the layer profile of this model."
+                if handle
+                else "Load a model, then measure its layer profile."
             )
             self.profile_button.setEnabled(handle is not None and self._profile_job is None)
             self._draw_profile()
@@ -464,7 +465,9 @@ class CapturePanel(QWidget):
     def check_pairs(self) -> None:
         """Refuse a half-filled row, naming it as the table numbers it (the engine's one rule)."""
         for number, pair in self.pair_rows():
-            blanked = PromptPair(pair.positive.strip() and pair.positive, pair.negative.strip() and pair.negative)
+            blanked = PromptPair(
+                pair.positive.strip() and pair.positive, pair.negative.strip() and pair.negative
+            )
             check_pair(blanked, f"pair row {number}")
 
     @Slot()
