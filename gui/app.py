@@ -24,6 +24,7 @@ from gui.panels.capture import CapturePanel
 from gui.panels.generate import GeneratePanel
 from gui.panels.library import LibraryPanel
 from gui.panels.model import ModelPanel
+from gui.panels.serve import ServePanel
 from gui.panels.sweep import SweepPanel
 
 APP_NAME = "ActAdd Studio"
@@ -111,6 +112,7 @@ class MainWindow(QMainWindow):
         self.generate_panel = GeneratePanel(self.context)
         self.library_panel = LibraryPanel(self.context)
         self.sweep_panel = SweepPanel(self.context)
+        self.serve_panel = ServePanel(self.context)
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         for panel, title, tip in (
@@ -119,6 +121,7 @@ class MainWindow(QMainWindow):
             (self.generate_panel, "Generate", "Steered and unsteered text side by side"),
             (self.library_panel, "Library", "Your saved vectors"),
             (self.sweep_panel, "Sweep", "Which layer, how strong?"),
+            (self.serve_panel, "Serve", "The loaded model as an OpenAI-compatible local endpoint"),
         ):
             self.tabs.addTab(panel, title)
             self.tabs.setTabToolTip(self.tabs.count() - 1, tip)
@@ -146,6 +149,7 @@ class MainWindow(QMainWindow):
         self.context.status.connect(lambda message: self.statusBar().showMessage(message, 6000))
         self.context.model_changed.connect(self._on_model_changed)
         self.context.use_vector.connect(lambda _: self.tabs.setCurrentWidget(self.generate_panel))
+        self.context.apply_steering.connect(lambda _: self.tabs.setCurrentWidget(self.generate_panel))
 
         self.read_settings()
         self.context.refresh_library()
@@ -297,13 +301,20 @@ class MainWindow(QMainWindow):
         self._settings.setValue("window/state", self.saveState())
         self._settings.setValue("window/tab", self.tabs.currentIndex())
         self._settings.setValue("library/path", str(self.context.library.root))
-        for panel in (self.model_panel, self.capture_panel, self.generate_panel, self.sweep_panel):
+        for panel in (
+            self.model_panel,
+            self.capture_panel,
+            self.generate_panel,
+            self.sweep_panel,
+            self.serve_panel,
+        ):
             panel.write_settings()
         self._settings.sync()
 
     def closeEvent(self, event: QCloseEvent) -> None:
         started = time.monotonic()
         self.write_settings()
+        self.serve_panel.shutdown(200)  # stop listening first; open requests finish on a daemon thread
         # Cancel whatever runs, quit the worker's event loop and wait, all within the budget.
         budget = CLOSE_BUDGET_MS - int((time.monotonic() - started) * 1000)
         self.context.controller.shutdown(max(100, budget - 100))

@@ -64,6 +64,7 @@ def test_half_filled_pair_is_refused_naming_the_table_row(loaded_window, qtbot):
     panel.capture_button.click()
     assert not submitted  # nothing reached the worker
     title, message = loaded_window.errors[-1]
+    assert title == "Capture"
     assert "pair row 3" in message and "negative" in message
     assert "pair row 3" in panel._result.text()
     # Filled in: it captures.
