@@ -34,7 +34,7 @@ from engine.errors import ActAddError
 from engine.pairs import PromptPair, check_pair, read_pairs
 from engine.residual_norms import ResidualNorms
 from engine.tokens import alignment_preview
-from gui.context import AppContext
+from gui.context import AppContext, ModelHandle
 from gui.item_models import PairTableModel
 from gui.jobs import CaptureOutcome, CaptureRequest, Job, NormsRequest
 from gui.panels.common import bare_column, double_spin, fill_with_splitter
@@ -62,6 +62,9 @@ class CapturePanel(QWidget):
         self._ctx = context
         self._controller = context.controller
         self._capturing = False
+        self.profile: ResidualNorms | None = None  # the loaded model's layer profile, once measured
+        self._profile_job: Job | None = None
+        self._profile_model: ModelHandle | None = None  # the model the profile was measured on
 
         self._method = QComboBox()
         for method, tip in METHOD_TIPS.items():
@@ -277,7 +280,7 @@ class CapturePanel(QWidget):
 
     @Slot(object)
     def _on_model_changed(self, handle) -> None:
-        if hasattr(self, "profile") and handle is not self._profile_model:
+        if handle is not self._profile_model:
             self.profile, self._profile_model = None, None
             self.profile_note.setText(
                 "Measure the layer profile of this model."
@@ -302,9 +305,6 @@ class CapturePanel(QWidget):
 
     # ---- the per-layer residual-norm profile -------------------------------------------------------------
     def _build_profile_box(self) -> QGroupBox:
-        self.profile: ResidualNorms | None = None
-        self._profile_job: Job | None = None
-        self._profile_model: object = None  # the ModelHandle the profile was measured on
         self.profile_figure = Figure(figsize=(4, 1.8), layout="constrained")
         self.profile_canvas = FigureCanvasQTAgg(self.profile_figure)
         self.profile_canvas.setMinimumHeight(150)
@@ -345,7 +345,7 @@ class CapturePanel(QWidget):
         job.aborted.connect(lambda: self.profile_note.setText("Measurement stopped."))
         job.finished.connect(self._on_profile_finished)
 
-    def _on_profile(self, model: object, norms: ResidualNorms) -> None:
+    def _on_profile(self, model: ModelHandle | None, norms: ResidualNorms) -> None:
         if model is not self._ctx.model:  # another model was loaded meanwhile
             return
         self.profile, self._profile_model = norms, model

@@ -322,14 +322,18 @@ class ServePanel(QWidget):
     def log_rows(self) -> list[list[str]]:
         table = self.log_table
         return [
-            [table.item(r, c).text() for c in range(table.columnCount())] for r in range(table.rowCount())
+            [
+                item.text() if (item := table.item(r, c)) is not None else ""
+                for c in range(table.columnCount())
+            ]
+            for r in range(table.rowCount())
         ]
 
     # ---- settings -----------------------------------------------------------------------------------------
     def read_settings(self) -> None:
         settings = self._ctx.settings
         self.host.setText(str(settings.value("serve/host", DEFAULT_HOST)))
-        self.port.setValue(int(settings.value("serve/port", DEFAULT_PORT)))
+        self.port.setValue(int(str(settings.value("serve/port", DEFAULT_PORT))))
 
     def write_settings(self) -> None:
         # The API key is a secret: it is not written to the settings file.

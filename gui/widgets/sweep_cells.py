@@ -165,7 +165,8 @@ class SweepCellTable(QTableWidget):
         for row, cell in enumerate(self._cells):
             if cell.layer == layer and float(cell.coeff) == float(coeff):
                 self.selectRow(row)
-                self.scrollToItem(self.item(row, 0))
+                if (item := self.item(row, 0)) is not None:
+                    self.scrollToItem(item)
                 return True
         return False
 
