@@ -84,6 +84,8 @@ class ModelWorker(QObject):
         # Held while a job runs; other users of the loaded model (the Serve tab's server) take it too, so
         # their forward passes never run concurrently with this worker's.
         self.model_lock = threading.Lock()
+        self._holding_lock = False  # this thread holds model_lock for the running job
+        self._lock_handed_off = False  # ...and handed it to an abandoned load or capture
 
     # ---- called from other threads (thread-safe, no event loop needed) ---------------------------------
     def request_shutdown(self) -> None:
@@ -137,18 +139,29 @@ class ModelWorker(QObject):
         """
         self._wait_for_straggler(job)
         box: dict[str, Any] = {}
+        handoff = threading.Lock()
 
         def target() -> None:
             try:
                 box["value"] = fn()
             except BaseException as exc:
                 box["error"] = exc
+            finally:
+                with handoff:
+                    box["done"] = True
+                    if box.get("holds_lock"):
+                        self.model_lock.release()  # the abandoned work was still using the model
 
         thread = threading.Thread(target=target, name="actadd-worker-job", daemon=True)
         thread.start()
         while thread.is_alive():
             thread.join(0.05)
             if self._stopped(job):
+                # The abandoned work keeps the model lock until it really ends, so the server's forward
+                # passes never overlap with it either.
+                with handoff:
+                    if not box.get("done") and self._holding_lock:
+                        box["holds_lock"], self._lock_handed_off = True, True
                 self._straggler = thread
                 raise CancelledError("stopped")
         if "error" in box:
@@ -161,10 +174,15 @@ class ModelWorker(QObject):
         while not self.model_lock.acquire(timeout=0.05):
             if self._stopped(job):
                 raise CancelledError("stopped")
+        self._holding_lock = True
         try:
             yield
         finally:
-            self.model_lock.release()
+            self._holding_lock = False
+            if self._lock_handed_off:  # an abandoned load or capture releases it when it ends
+                self._lock_handed_off = False
+            else:
+                self.model_lock.release()
 
     def _wait_for_straggler(self, job: Job) -> None:
         """Let an abandoned load or capture finish before the next job uses the model (interruptibly)."""

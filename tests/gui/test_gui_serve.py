@@ -122,3 +122,27 @@ def test_worker_jobs_wait_for_the_model_lock(loaded_window, qtbot):
             job.stop()
     finally:
         lock.release()
+
+
+def test_an_abandoned_capture_keeps_the_model_lock_until_it_ends(qtbot):
+    """Stop abandons a running capture; the model lock goes with it, so the server still waits for it."""
+    import threading
+
+    from engine.errors import CancelledError
+    from gui.jobs import Job, UnloadRequest
+    from gui.worker import ModelWorker
+
+    worker = ModelWorker()  # not on a thread: driven directly, as its `run` does
+    job = Job(UnloadRequest())
+    release = threading.Event()
+    job.stop()
+    with pytest.raises(CancelledError), worker._model_held(Job(UnloadRequest())):
+        worker._interruptible(lambda: release.wait(10), job)
+    assert worker.model_lock.locked()  # held for the straggler, not released with the job
+    release.set()
+    worker._straggler.join(10)
+    assert not worker.model_lock.locked()
+    # A job that finishes normally releases it as before.
+    with worker._model_held(Job(UnloadRequest())):
+        assert worker._interruptible(lambda: 7, Job(UnloadRequest())) == 7
+    assert not worker.model_lock.locked()
