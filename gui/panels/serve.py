@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, Qt, Signal, Slot
 from PySide6.QtGui import QGuiApplication
@@ -35,12 +36,19 @@ from PySide6.QtWidgets import (
 )
 
 from engine.errors import ActAddError
-from engine.serve.app import RequestLog
-from engine.serve.server import DEFAULT_HOST, DEFAULT_PORT, SteeringServer, check_bind, is_loopback
 from gui.context import AppContext
 from gui.jobs import Job, LoadRequest, UnloadRequest
 
+if TYPE_CHECKING:  # FastAPI, uvicorn and pydantic load when serving starts, not with the window
+    from engine.serve.app import RequestLog
+    from engine.serve.server import SteeringServer
+
 log = logging.getLogger(__name__)
+# engine.serve.server's DEFAULT_HOST and DEFAULT_PORT (tests/gui/test_gui_serve.py checks they agree),
+# spelled out so that opening the app does not import the web stack: every object it creates is one
+# more for the garbage collector to walk when the window closes, within the 1 s closing budget.
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
 MAX_LOG_ROWS = 1000  # oldest rows dropped beyond this: the log never grows without bound
 SHUTDOWN_TIMEOUT_S = 5.0  # a graceful stop lets open requests run this long
 
@@ -158,7 +166,12 @@ class ServePanel(QWidget):
 
     @Slot(str)
     def _update_key_hint(self, host: str) -> None:
-        needs = bool(host.strip()) and not is_loopback(host.strip())
+        host = host.strip()
+        needs = False
+        if host not in ("", DEFAULT_HOST, "localhost"):
+            from engine.serve.server import is_loopback  # the engine's one rule
+
+            needs = not is_loopback(host)
         self.api_key.setPlaceholderText(
             "required: this address is reachable from other computers" if needs else "optional on 127.0.0.1"
         )
@@ -180,6 +193,8 @@ class ServePanel(QWidget):
             self._refuse("Load a model first.")
             return
         host, key = self.host.text().strip() or DEFAULT_HOST, self.api_key.text().strip() or None
+        from engine.serve.server import SteeringServer, check_bind
+
         try:
             check_bind(host, key)
             server = SteeringServer(

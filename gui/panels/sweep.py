@@ -7,7 +7,6 @@ layer × coefficient heatmap with degenerate cells hatched and the best cell sta
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 
@@ -48,7 +47,15 @@ from gui.context import AppContext, SteeringChoice
 from gui.item_models import INCOMPATIBLE, OTHER_MODEL
 from gui.jobs import Job, SweepRequest
 from gui.panels.common import bare_column, double_spin, fill_with_splitter
-from gui.widgets.sweep_cells import NONNEGATIVE_METRICS, SweepCellTable, cell_interval, describe, judge
+from gui.widgets.sweep_cells import (
+    NONNEGATIVE_METRICS,
+    SweepCellTable,
+    cell_interval,
+    describe,
+    judge,
+    shown,
+    suggest_region,
+)
 
 METRIC_TIPS = {
     "target-words": "Share of sampled completions that contain one of the target words (the paper's topic metric)",
@@ -62,64 +69,6 @@ def linspace(first: float, last: float, count: int) -> list[float]:
         return [first]
     step = (last - first) / (count - 1)
     return [round(first + i * step, 6) for i in range(count)]
-
-
-def suggest_region(result) -> str:
-    """A one-paragraph answer to "which layer, how strong?" from a finished (or partial) sweep; a cell is
-    called best only when its 95% interval says so (`gui.widgets.sweep_cells.judge`)."""
-    verdict = judge(result)
-    best = verdict.best
-    degenerate = [c for c in result.cells if c.degenerate]
-    if verdict.top is None:
-        return "No usable cell yet: every finished cell is degenerate or missing." if result.cells else ""
-    label = METRIC_LABELS.get(result.spec.metric, "")
-    if best is None:
-        top = verdict.top
-        text = (
-            f"No cell is clearly better than no steering: the top one, {layer_label(top.layer)}, "
-            f"c = {top.coeff:g}, has {label} {describe(result, top)}, and {verdict.reason}. "
-            "Take more samples or prompts."
-        )
-    else:
-        higher = result.higher_is_better
-        values = [c.value for c in result.cells if not c.degenerate and math.isfinite(c.value)]
-        spread = (max(values) - min(values)) or 1.0
-        near = [
-            c
-            for c in result.cells
-            if c.layer == best.layer
-            and not c.degenerate
-            and math.isfinite(c.value)
-            and (best.value - c.value if higher else c.value - best.value) <= 0.1 * spread
-        ]
-        coeffs = sorted(c.coeff for c in near)
-        region = f"c = {coeffs[0]:g}" if len(coeffs) == 1 else f"c from {coeffs[0]:g} to {coeffs[-1]:g}"
-        text = (
-            f"Best: {layer_label(best.layer)}, c = {best.coeff:g} ({label} {describe(result, best)}). "
-            f"Within 10% of it: {layer_label(best.layer)}, {region}."
-        )
-    if degenerate:
-        worst = sorted({abs(c.coeff) for c in degenerate})
-        text += f" {len(degenerate)} degenerate cell(s) (✕, hatched) from |c| = {worst[0]:g}: stay below."
-    if result.cancelled:
-        text += " (partial: the sweep was stopped)"
-    return text
-
-
-class _Shown(SweepResult):
-    """A result as the panel draws it: the engine's plots star `best()`, and here that is the clearly
-    best cell by its interval (or none), the same cell the text and the table name."""
-
-    _verdict_best: SweepCell | None = None
-
-    def best(self) -> SweepCell | None:
-        return self._verdict_best
-
-
-def shown(result: SweepResult, best: SweepCell | None) -> SweepResult:
-    copy = _Shown(**{f.name: getattr(result, f.name) for f in dataclasses.fields(result)})
-    copy._verdict_best = best
-    return copy
 
 
 class SweepPanel(QWidget):

@@ -146,3 +146,10 @@ def test_an_abandoned_capture_keeps_the_model_lock_until_it_ends(qtbot):
     with worker._model_held(Job(UnloadRequest())):
         assert worker._interruptible(lambda: 7, Job(UnloadRequest())) == 7
     assert not worker.model_lock.locked()
+
+
+def test_serve_defaults_match_the_engine():
+    from engine.serve import server
+    from gui.panels import serve
+
+    assert (serve.DEFAULT_HOST, serve.DEFAULT_PORT) == (server.DEFAULT_HOST, server.DEFAULT_PORT)
