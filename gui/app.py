@@ -25,6 +25,7 @@ from gui.panels.chat import ChatPanel
 from gui.panels.generate import GeneratePanel
 from gui.panels.library import LibraryPanel
 from gui.panels.model import ModelPanel
+from gui.panels.serve import ServePanel
 from gui.panels.sweep import SweepPanel
 
 APP_NAME = "ActAdd Studio"
@@ -113,6 +114,7 @@ class MainWindow(QMainWindow):
         self.library_panel = LibraryPanel(self.context)
         self.sweep_panel = SweepPanel(self.context)
         self.chat_panel = ChatPanel(self.context, self.generate_panel.vector_rows)  # Generate's vectors
+        self.serve_panel = ServePanel(self.context)
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         for panel, title, tip in (
@@ -122,6 +124,7 @@ class MainWindow(QMainWindow):
             (self.library_panel, "Library", "Your saved vectors"),
             (self.sweep_panel, "Sweep", "Which layer, how strong?"),
             (self.chat_panel, "Chat", "Chat under the model's template, steered on every assistant turn"),
+            (self.serve_panel, "Serve", "The loaded model as an OpenAI-compatible local endpoint"),
         ):
             self.tabs.addTab(panel, title)
             self.tabs.setTabToolTip(self.tabs.count() - 1, tip)
@@ -155,6 +158,7 @@ class MainWindow(QMainWindow):
             )
         )
         self.tabs.setTabVisible(self.tabs.indexOf(self.chat_panel), False)
+        self.context.apply_steering.connect(lambda _: self.tabs.setCurrentWidget(self.generate_panel))
 
         self.read_settings()
         self.context.refresh_library()
@@ -306,13 +310,20 @@ class MainWindow(QMainWindow):
         self._settings.setValue("window/state", self.saveState())
         self._settings.setValue("window/tab", self.tabs.currentIndex())
         self._settings.setValue("library/path", str(self.context.library.root))
-        for panel in (self.model_panel, self.capture_panel, self.generate_panel, self.sweep_panel):
+        for panel in (
+            self.model_panel,
+            self.capture_panel,
+            self.generate_panel,
+            self.sweep_panel,
+            self.serve_panel,
+        ):
             panel.write_settings()
         self._settings.sync()
 
     def closeEvent(self, event: QCloseEvent) -> None:
         started = time.monotonic()
         self.write_settings()
+        self.serve_panel.shutdown(200)  # stop listening first; open requests finish on a daemon thread
         # Cancel whatever runs, quit the worker's event loop and wait, all within the budget.
         budget = CLOSE_BUDGET_MS - int((time.monotonic() - started) * 1000)
         self.context.controller.shutdown(max(100, budget - 100))

@@ -34,6 +34,20 @@ class ModelHandle:
     tokenizer: object  # a copy for token previews; the worker keeps its own
 
 
+@dataclass(frozen=True)
+class SteeringChoice:
+    """A steering setting chosen elsewhere (a sweep cell) for the Generate tab to take over."""
+
+    vector_key: str  # the library entry's key
+    vector_path: str
+    coeff: float
+    layer: int | None = None  # None: the vector's own layer(s)
+    mode: str | None = None  # None: the vector's default mode
+    # False when the sweep re-captured the vector at `layer` from its stored prompts and that layer is not
+    # one of the vector's own: moving the stored vector there (at_layer) is then a different vector.
+    exact: bool = True
+
+
 class AppContext(QObject):
     model_changed = Signal(object)  # ModelHandle or None
     library_changed = Signal()  # a fresh listing is in `listing`
@@ -47,6 +61,7 @@ class AppContext(QObject):
     vector_deleted = Signal(str, str)  # key, trash id
     vector_restored = Signal(str, str)  # trash id, the path it is back at
     residual_norms_changed = Signal(object)  # list[float] | None: typical resid_pre norm per layer
+    apply_steering = Signal(object)  # SteeringChoice: set the generate panel's vector, layer, c and mode
 
     def __init__(self, settings: QSettings, library_root: str | Path | None = None, parent=None):
         super().__init__(parent)

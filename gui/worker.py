@@ -21,13 +21,14 @@ until it has really ended.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,11 @@ class ModelWorker(QObject):
             ChatRequest: self._chat,
             SweepRequest: self._sweep,
         }
+        # Held while a job runs; other users of the loaded model (the Serve tab's server) take it too, so
+        # their forward passes never run concurrently with this worker's.
+        self.model_lock = threading.Lock()
+        self._holding_lock = False  # this thread holds model_lock for the running job
+        self._lock_handed_off = False  # ...and handed it to an abandoned load or capture
 
     # ---- called from other threads (thread-safe, no event loop needed) ---------------------------------
     def request_shutdown(self) -> None:
@@ -110,7 +116,8 @@ class ModelWorker(QObject):
             if self._stopped(job):
                 raise CancelledError("stopped before it started")
             self._wait_for_straggler(job)
-            self._handlers[type(job.request)](job, job.request)
+            with self._model_held(job):
+                self._handlers[type(job.request)](job, job.request)
         except CancelledError:
             job.aborted.emit()
         except ActAddError as exc:
@@ -136,23 +143,50 @@ class ModelWorker(QObject):
         """
         self._wait_for_straggler(job)
         box: dict[str, Any] = {}
+        handoff = threading.Lock()
 
         def target() -> None:
             try:
                 box["value"] = fn()
             except BaseException as exc:
                 box["error"] = exc
+            finally:
+                with handoff:
+                    box["done"] = True
+                    if box.get("holds_lock"):
+                        self.model_lock.release()  # the abandoned work was still using the model
 
         thread = threading.Thread(target=target, name="actadd-worker-job", daemon=True)
         thread.start()
         while thread.is_alive():
             thread.join(0.05)
             if self._stopped(job):
+                # The abandoned work keeps the model lock until it really ends, so the server's forward
+                # passes never overlap with it either.
+                with handoff:
+                    if not box.get("done") and self._holding_lock:
+                        box["holds_lock"], self._lock_handed_off = True, True
                 self._straggler = thread
                 raise CancelledError("stopped")
         if "error" in box:
             raise box["error"]
         return box["value"]
+
+    @contextlib.contextmanager
+    def _model_held(self, job: Job) -> Iterator[None]:
+        """Hold `model_lock` for the job, waiting for it in 50 ms slices so Stop and close still work."""
+        while not self.model_lock.acquire(timeout=0.05):
+            if self._stopped(job):
+                raise CancelledError("stopped")
+        self._holding_lock = True
+        try:
+            yield
+        finally:
+            self._holding_lock = False
+            if self._lock_handed_off:  # an abandoned load or capture releases it when it ends
+                self._lock_handed_off = False
+            else:
+                self.model_lock.release()
 
     def _wait_for_straggler(self, job: Job) -> None:
         """Let an abandoned load or capture finish before the next job uses the model (interruptibly)."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
 from PySide6.QtCore import Qt, QTimer, Slot
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
@@ -29,11 +31,12 @@ from PySide6.QtWidgets import (
 )
 
 from engine.errors import ActAddError
-from engine.pairs import read_pairs
+from engine.pairs import PromptPair, check_pair, read_pairs
+from engine.residual_norms import ResidualNorms
 from engine.tokens import alignment_preview
-from gui.context import AppContext
+from gui.context import AppContext, ModelHandle
 from gui.item_models import PairTableModel
-from gui.jobs import CaptureOutcome, CaptureRequest
+from gui.jobs import CaptureOutcome, CaptureRequest, Job, NormsRequest
 from gui.panels.common import bare_column, double_spin, fill_with_splitter
 
 METHOD_TIPS = {
@@ -59,6 +62,9 @@ class CapturePanel(QWidget):
         self._ctx = context
         self._controller = context.controller
         self._capturing = False
+        self.profile: ResidualNorms | None = None  # the loaded model's layer profile, once measured
+        self._profile_job: Job | None = None
+        self._profile_model: ModelHandle | None = None  # the model the profile was measured on
 
         self._method = QComboBox()
         for method, tip in METHOD_TIPS.items():
@@ -120,6 +126,7 @@ class CapturePanel(QWidget):
             self.pairs_model.rowsInserted,
             self.pairs_model.rowsRemoved,
             self.pairs_model.modelReset,
+            self.pairs_model.dataChanged,  # every edit of a cell, not only added or removed rows
         ):
             signal.connect(self._update_pair_count)
 
@@ -132,11 +139,12 @@ class CapturePanel(QWidget):
         self.layer_from.setToolTip("The first decoder layer to capture at (resid_pre of that block)")
         self.layer_to = QSpinBox()
         self.layer_to.setToolTip("The last layer; equal to the first for a single-layer vector")
-        self.layer_from.valueChanged.connect(lambda v: self.layer_to.setValue(max(v, self.layer_to.value())))
-        self.layer_to.valueChanged.connect(
-            lambda v: self.layer_from.setValue(min(v, self.layer_from.value()))
-        )
+        self._last_from = 0
+        self.layer_from.valueChanged.connect(self._on_first_layer_changed)
+        self.layer_to.valueChanged.connect(self._on_last_layer_changed)
         self._depth = QLabel("(no model)")
+        self.layer_count = QLabel("")
+        self.layer_count.setToolTip("How many layers the captured vector will have")
         self.name = QLineEdit()
         self.name.setPlaceholderText("e.g. love-hate")
         self.name.setToolTip("The vector's name in the library (letters, digits, - and _ are safest)")
@@ -193,6 +201,7 @@ class CapturePanel(QWidget):
         layer_row.addWidget(self._depth)
         layer_row.addStretch(1)
         save_form.addRow("Layers:", layer_row)
+        save_form.addRow("", self.layer_count)
         save_form.addRow("Name:", self.name)
         save_form.addRow("Collection:", self.collection)
         save_form.addRow("Tags:", self.tags)
@@ -208,6 +217,7 @@ class CapturePanel(QWidget):
 
         save_column, save_column_layout = bare_column()
         save_column_layout.addWidget(save_box)
+        save_column_layout.addWidget(self._build_profile_box())
         save_column_layout.addStretch(1)
         fill_with_splitter(self, source_box, save_column, stretch=(3, 2))
 
@@ -234,16 +244,53 @@ class CapturePanel(QWidget):
         self._pages.setCurrentIndex(0 if method == "actadd" else 1)
         self._method_tip.setText(METHOD_TIPS.get(method, ""))
 
+    @Slot(int)
+    def _on_first_layer_changed(self, first: int) -> None:
+        """A single-layer range moves with its first layer ("from 6" with "to 7" left behind silently made
+        a 2-layer vector); a wider range keeps its last layer, clamped so it never ends before it starts."""
+        last = self.layer_to.value()
+        if last == self._last_from or last < first:
+            last = first
+        self._last_from = first
+        self.layer_to.setValue(last)
+        self._update_layer_count()
+
+    @Slot(int)
+    def _on_last_layer_changed(self, last: int) -> None:
+        if last < self.layer_from.value():
+            self.layer_from.setValue(last)  # moves "to" along with it (a single layer)
+        self._update_layer_count()
+
+    def _update_layer_count(self) -> None:
+        first, last = self.layer_from.value(), self.layer_to.value()
+        n = last - first + 1
+        self.layer_count.setText(
+            f"→ a single-layer vector at layer {first}"
+            if n == 1
+            else f"→ a {n}-layer vector (layers {first}–{last}, each its own direction)"
+        )
+
     def layers(self) -> list[int]:
         return list(range(self.layer_from.value(), self.layer_to.value() + 1))
 
     def set_layers(self, first: int, last: int | None = None) -> None:
-        self.layer_to.setValue(last if last is not None else first)
         self.layer_from.setValue(first)
         self.layer_to.setValue(last if last is not None else first)
+        self._update_layer_count()
 
     @Slot(object)
     def _on_model_changed(self, handle) -> None:
+        if handle is not self._profile_model:
+            self.profile, self._profile_model = None, None
+            self.profile_note.setText(
+                "Measure the layer profile of this model."
+                if handle
+                else "Load a model, then measure its layer profile."
+            )
+            self.profile_button.setEnabled(handle is not None and self._profile_job is None)
+            self._draw_profile()
+            if handle is not None and self.isVisible():
+                self.measure_profile()
         depth = handle.info.n_layers if handle is not None else 0
         for spin in (self.layer_from, self.layer_to):
             spin.setRange(0, max(0, depth - 1))
@@ -255,6 +302,100 @@ class CapturePanel(QWidget):
                 self.set_layers(min(depth - 1, max(1, depth // 4)))
         self.capture_button.setEnabled(handle is not None and not self._capturing)
         self.update_preview()
+
+    # ---- the per-layer residual-norm profile -------------------------------------------------------------
+    def _build_profile_box(self) -> QGroupBox:
+        self.profile_figure = Figure(figsize=(4, 1.8), layout="constrained")
+        self.profile_canvas = FigureCanvasQTAgg(self.profile_figure)
+        self.profile_canvas.setMinimumHeight(150)
+        self.profile_canvas.setToolTip(
+            "Typical residual-stream norm entering each layer, on neutral text; the chosen layers are "
+            "orange. Click a bar to capture at that layer."
+        )
+        self.profile_canvas.mpl_connect("button_press_event", self._on_profile_click)
+        self.profile_button = QPushButton("Measure layer profile")
+        self.profile_button.setToolTip(
+            "One forward pass over a neutral text on the worker (cached per model afterwards)"
+        )
+        self.profile_button.clicked.connect(self.measure_profile)
+        self.profile_note = QLabel("Load a model, then measure its layer profile.")
+        self.profile_note.setWordWrap(True)
+        box = QGroupBox("Layer profile (residual norm)")
+        layout = QVBoxLayout(box)
+        layout.addWidget(self.profile_canvas)
+        row = QHBoxLayout()
+        row.addWidget(self.profile_button)
+        row.addWidget(self.profile_note, 1)
+        layout.addLayout(row)
+        self.layer_from.valueChanged.connect(self._draw_profile)
+        self.layer_to.valueChanged.connect(self._draw_profile)
+        self._draw_profile()
+        return box
+
+    @Slot()
+    def measure_profile(self) -> None:
+        if self._ctx.model is None or self._profile_job is not None:
+            return
+        self.profile_button.setEnabled(False)
+        self.profile_note.setText("Measuring…")
+        model = self._ctx.model
+        job = self._profile_job = self._controller.submit(NormsRequest())
+        job.done.connect(lambda norms: self._on_profile(model, norms))
+        job.failed.connect(lambda message: self.profile_note.setText("Could not measure: " + message))
+        job.aborted.connect(lambda: self.profile_note.setText("Measurement stopped."))
+        job.finished.connect(self._on_profile_finished)
+
+    def _on_profile(self, model: ModelHandle | None, norms: ResidualNorms) -> None:
+        if model is not self._ctx.model:  # another model was loaded meanwhile
+            return
+        self.profile, self._profile_model = norms, model
+        where = "from the cache" if norms.cached else f"measured on {norms.n_tokens} tokens"
+        self.profile_note.setText(f"{len(norms.norms)} layers, {where}.")
+        self._draw_profile()
+
+    @Slot()
+    def _on_profile_finished(self) -> None:
+        self._profile_job = None
+        self.profile_button.setEnabled(self._ctx.model is not None)
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        # Measured when first needed: opening the tab with a model that has no profile yet.
+        if self._ctx.model is not None and self._profile_model is not self._ctx.model:
+            self.measure_profile()
+
+    @Slot()
+    def _draw_profile(self) -> None:
+        fig = self.profile_figure
+        fig.clear()
+        ax = fig.add_subplot()
+        if self.profile is None:
+            ax.set_axis_off()
+            ax.text(0.5, 0.5, "no profile yet", ha="center", va="center", color="grey")
+        else:
+            norms = self.profile.norms
+            chosen = set(self.layers())
+            colors = ["tab:orange" if layer in chosen else "tab:blue" for layer in range(len(norms))]
+            ax.bar(range(len(norms)), norms, color=colors)
+            ax.set_xlabel("layer", fontsize=8)
+            ax.set_ylabel("‖resid_pre‖", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.set_ylim(bottom=0)
+        self.profile_canvas.draw_idle()
+
+    def profile_colors(self) -> list[str]:
+        """The bars' colours, layer by layer (orange: chosen), as drawn."""
+        from matplotlib.colors import to_hex
+
+        axes = self.profile_figure.get_axes()
+        return [to_hex(bar.get_facecolor()) for bar in axes[0].patches] if axes else []
+
+    def _on_profile_click(self, event) -> None:
+        if self.profile is None or event.inaxes is None or event.xdata is None:
+            return
+        layer = round(event.xdata)
+        if 0 <= layer < len(self.profile.norms):
+            self.set_layers(layer)
 
     # ---- preview ------------------------------------------------------------------------------------------
     @Slot()
@@ -299,7 +440,35 @@ class CapturePanel(QWidget):
     # ---- pairs --------------------------------------------------------------------------------------------
     @Slot()
     def _update_pair_count(self) -> None:
-        self._pairs_note.setText(f"{len(self.pairs_model.pairs())} pairs")
+        pairs = self.pairs_model.pairs()
+        half = len(self.half_filled_rows())
+        text = f"{len(pairs)} pair{'s' if len(pairs) != 1 else ''}"
+        if half:
+            text += f" ({half} half-filled)"
+        self._pairs_note.setText(text)
+
+    def pair_rows(self) -> list[tuple[int, PromptPair]]:
+        """(the row number the table shows, its pair) for every row with any text; blank rows are skipped."""
+        model = self.pairs_model
+        rows = []
+        for row in range(model.rowCount()):
+            positive, negative = (str(model.data(model.index(row, c)) or "") for c in (0, 1))
+            if positive.strip() or negative.strip():
+                number = int(model.headerData(row, Qt.Orientation.Vertical) or row + 1)
+                rows.append((number, PromptPair(positive, negative)))
+        return rows
+
+    def half_filled_rows(self) -> list[int]:
+        """The shown row numbers of pairs with one side empty (or only spaces)."""
+        return [n for n, p in self.pair_rows() if not (p.positive.strip() and p.negative.strip())]
+
+    def check_pairs(self) -> None:
+        """Refuse a half-filled row, naming it as the table numbers it (the engine's one rule)."""
+        for number, pair in self.pair_rows():
+            blanked = PromptPair(
+                pair.positive.strip() and pair.positive, pair.negative.strip() and pair.negative
+            )
+            check_pair(blanked, f"pair row {number}")
 
     @Slot()
     def _remove_selected_pairs(self) -> None:
@@ -350,6 +519,14 @@ class CapturePanel(QWidget):
 
     @Slot()
     def capture(self) -> None:
+        if self.method() != "actadd":
+            try:
+                self.check_pairs()
+            except ActAddError as exc:
+                self._result.setText("Not captured: " + str(exc))
+                self._ctx.report_error("Capture", str(exc))
+                self._pairs_view.setFocus()
+                return
         request = self.request()
         if not request.name:
             request.name = self._suggest_name()

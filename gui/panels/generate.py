@@ -36,7 +36,7 @@ from PySide6.QtWidgets import (
 from engine.generation import SamplingConfig, TokenEvent
 from engine.library import VectorEntry
 from engine.transcript import Transcript, model_record
-from gui.context import AppContext
+from gui.context import AppContext, SteeringChoice
 from gui.item_models import INCOMPATIBLE, OTHER_MODEL
 from gui.jobs import GenerateRequest, GenerationOutcome, Job, LiveChange
 from gui.panels.common import bare_column, fill_with_splitter
@@ -208,6 +208,7 @@ class GeneratePanel(QWidget):
         context.library_changed.connect(self._refresh_choices)
         context.use_vector.connect(self.add_vector)
         context.residual_norms_changed.connect(lambda _: self._load_scales(self._rows))
+        context.apply_steering.connect(self.apply_choice)
         context.vector_moved.connect(self._on_vector_moved)
         context.vector_deleted.connect(self._on_vector_deleted)
         context.vector_restored.connect(self._on_vector_restored)
@@ -260,6 +261,33 @@ class GeneratePanel(QWidget):
         self._rows_layout.insertWidget(self._rows_layout.count() - 1, row)
         self._empty_note.setVisible(False)
         self._load_scales([row])
+        return row
+
+    @Slot(object)
+    def apply_choice(self, choice: SteeringChoice) -> VectorRow | None:
+        """Take over a setting chosen elsewhere (a sweep cell): that vector alone, at its layer, c and mode."""
+        entry = self._ctx.entry(choice.vector_key)
+        if self._generating:
+            self._ctx.show_status("Stop the generation before applying a sweep cell")
+            return None
+        if entry is None:
+            self._ctx.show_status(f"{choice.vector_key} is no longer in the library")
+            return None
+        for old in list(self._rows):
+            self.remove_vector(old, force=True)
+        row = self.add_vector(entry)
+        state = row.state()
+        if choice.mode is not None:
+            state["mode"] = choice.mode
+        if choice.layer is not None:
+            state["layer"] = choice.layer
+        state["coeff"] = choice.coeff
+        row.restore_state(state)
+        if not choice.exact:
+            self._ctx.show_status(
+                f"{choice.vector_key} moved to layer {choice.layer}: the sweep re-captured it there, so the "
+                "text can differ from the sweep's cell"
+            )
         return row
 
     def _load_scales(self, rows: list[VectorRow]) -> None:

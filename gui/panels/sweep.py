@@ -26,19 +26,36 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSpinBox,
+    QSplitter,
     QWidget,
 )
 
 from engine.errors import ActAddError
 from engine.experiments.plots import METRIC_LABELS, draw_sweep
-from engine.experiments.sweep import DEFAULT_PROMPTS, SweepResult, SweepSpec, layer_label
+from engine.experiments.sweep import (
+    DEFAULT_PROMPTS,
+    OWN_LAYERS,
+    SweepCell,
+    SweepResult,
+    SweepSpec,
+    layer_label,
+)
 from engine.generation import SamplingConfig
 from engine.modes import MODES
 from engine.transcript import model_record, sweep_script
-from gui.context import AppContext
+from gui.context import AppContext, SteeringChoice
 from gui.item_models import INCOMPATIBLE, OTHER_MODEL
 from gui.jobs import Job, SweepRequest
 from gui.panels.common import bare_column, double_spin, fill_with_splitter
+from gui.widgets.sweep_cells import (
+    NONNEGATIVE_METRICS,
+    SweepCellTable,
+    cell_interval,
+    describe,
+    judge,
+    shown,
+    suggest_region,
+)
 
 METRIC_TIPS = {
     "target-words": "Share of sampled completions that contain one of the target words (the paper's topic metric)",
@@ -54,39 +71,6 @@ def linspace(first: float, last: float, count: int) -> list[float]:
     return [round(first + i * step, 6) for i in range(count)]
 
 
-def suggest_region(result) -> str:
-    """A one-paragraph answer to "which layer, how strong?" from a finished (or partial) sweep."""
-    best = result.best()
-    degenerate = [c for c in result.cells if c.degenerate]
-    if best is None:
-        return "No usable cell yet: every finished cell is degenerate or missing." if result.cells else ""
-    higher = result.higher_is_better
-    values = [c.value for c in result.cells if not c.degenerate and math.isfinite(c.value)]
-    spread = (max(values) - min(values)) or 1.0
-    near = [
-        c
-        for c in result.cells
-        if c.layer == best.layer
-        and not c.degenerate
-        and math.isfinite(c.value)
-        and (best.value - c.value if higher else c.value - best.value) <= 0.1 * spread
-    ]
-    coeffs = sorted(c.coeff for c in near)
-    region = f"c = {coeffs[0]:g}" if len(coeffs) == 1 else f"c from {coeffs[0]:g} to {coeffs[-1]:g}"
-    text = (
-        f"Best: {layer_label(best.layer)}, c = {best.coeff:g} ({METRIC_LABELS.get(result.spec.metric, '')} "
-        f"{best.value:.3g}"
-        + (f"; effect {best.effect:.3g} nats per token" if math.isfinite(best.effect) else "")
-        + f"). Within 10% of it: {layer_label(best.layer)}, {region}."
-    )
-    if degenerate:
-        worst = sorted({abs(c.coeff) for c in degenerate})
-        text += f" {len(degenerate)} degenerate cell(s) (✕, hatched) from |c| = {worst[0]:g}: stay below."
-    if result.cancelled:
-        text += " (partial: the sweep was stopped)"
-    return text
-
-
 class SweepPanel(QWidget):
     def __init__(self, context: AppContext, parent=None):
         super().__init__(parent)
@@ -96,6 +80,9 @@ class SweepPanel(QWidget):
         self.result = None
         self._request: SweepRequest | None = None
         self._job: Job | None = None
+        self._vector_key = ""  # the library key of the swept vector
+        self._shown: SweepResult | None = None  # what is drawn (partial or final)
+        self._chosen: SweepCell | None = None
 
         self._vector = QComboBox()
         self._vector.setToolTip("The library vector to sweep")
@@ -212,8 +199,29 @@ class SweepPanel(QWidget):
         exports.addStretch(1)
         for button in (self._csv, self._png, self._script):
             exports.addWidget(button)
+        self.canvas.mpl_connect("button_press_event", self._on_plot_click)
+        self.canvas.setToolTip("Click a point or a heatmap cell to read its samples")
+        self.cell_table = SweepCellTable()
+        self.cell_table.cell_chosen.connect(self._on_cell_chosen)
+        self.cell_samples = QPlainTextEdit()
+        self.cell_samples.setReadOnly(True)
+        self.cell_samples.setPlaceholderText("Click a cell of the plot or the table to read its samples.")
+        self.apply_button = QPushButton("Apply to Generate")
+        self.apply_button.setToolTip("Steer the Generate tab with this vector, layer, coefficient and mode")
+        self.apply_button.setEnabled(False)
+        self.apply_button.clicked.connect(self.apply_to_generate)
+        exports.insertWidget(0, self.apply_button)
+        cells_split = QSplitter()
+        cells_split.addWidget(self.cell_table)
+        cells_split.addWidget(self.cell_samples)
+        cells_split.setSizes([420, 480])
+        plot_split = QSplitter(Qt.Orientation.Vertical)
+        plot_split.addWidget(self.canvas)
+        plot_split.addWidget(cells_split)
+        plot_split.setStretchFactor(0, 3)
+        plot_split.setStretchFactor(1, 2)
         right, right_layout = bare_column()
-        right_layout.addWidget(self.canvas, 1)
+        right_layout.addWidget(plot_split, 1)
         right_layout.addWidget(self.suggestion)
         right_layout.addLayout(exports)
 
@@ -313,6 +321,7 @@ class SweepPanel(QWidget):
             self._ctx.report_error("Sweep", str(exc))
             return
         self._request = request
+        self._vector_key = str(self._vector.currentData())
         self.result = None
         self._running = True
         self.run_button.setEnabled(False)
@@ -375,16 +384,123 @@ class SweepPanel(QWidget):
 
     # ---- the plot -----------------------------------------------------------------------------------------
     def _draw(self, result) -> None:
+        self._shown = result if result is not None and result.cells else None
+        self.cell_table.show_result(self._shown, judge(result) if self._shown is not None else None)
+        if self._shown is None:
+            self._choose(None)
+        self._draw_plot()
+
+    def _draw_plot(self) -> None:
         fig = self.figure
         fig.clear()
-        if result is None or not result.cells:
+        result = self._shown
+        if result is None:
             ax = fig.add_subplot()
             ax.set_axis_off()
             ax.text(0.5, 0.5, "The plot fills in as the sweep runs", ha="center", va="center", color="grey")
             self.canvas.draw_idle()
             return
-        draw_sweep(fig, result)
+        draw_sweep(fig, shown(result, judge(result).best))
+        self._draw_intervals(result)
+        self._mark_chosen()
         self.canvas.draw_idle()
+
+    def _draw_intervals(self, result: SweepResult) -> None:
+        """Each cell's 95% interval as an error bar on its layer's line; share axes start at 0."""
+        line_ax = self.figure.get_axes()[0]
+        layers = result.grid()[0]
+        lines = line_ax.get_lines()
+        for i, layer in enumerate(layers):
+            cells = [c for c in result.cells if c.layer == layer]
+            bars = [(c.coeff, c.value, *cell_interval(result, c)) for c in cells]
+            bars = [b for b in bars if math.isfinite(b[2]) and math.isfinite(b[3])]
+            if not bars:
+                continue
+            xs, ys, lows, highs = zip(*bars, strict=True)
+            yerr = [[max(0.0, y - lo) for y, lo in zip(ys, lows, strict=True)],
+                    [max(0.0, hi - y) for y, hi in zip(ys, highs, strict=True)]]  # fmt: skip
+            color = lines[i].get_color() if i < len(lines) else None
+            line_ax.errorbar(xs, ys, yerr=yerr, fmt="none", ecolor=color, capsize=2, lw=0.8, alpha=0.8)
+        if result.spec.metric in NONNEGATIVE_METRICS:  # a share or a probability is never below 0
+            top = line_ax.get_ylim()[1]
+            line_ax.set_ylim(0.0, min(top, 1.05) if result.spec.metric != "target-prob" else top)
+
+    def _mark_chosen(self) -> None:
+        axes = self.figure.get_axes()
+        if self._chosen is None or self._shown is None or len(axes) < 2:
+            return
+        layers, coeffs, _ = self._shown.grid()
+        if self._chosen.layer in layers and float(self._chosen.coeff) in coeffs:
+            from matplotlib.patches import Rectangle
+
+            i, j = layers.index(self._chosen.layer), coeffs.index(float(self._chosen.coeff))
+            axes[1].add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", lw=2.2))
+            axes[0].scatter([self._chosen.coeff], [self._chosen.value], s=120, facecolors="none",
+                            edgecolors="red", lw=1.8, zorder=5)  # fmt: skip
+
+    # ---- a chosen cell ----------------------------------------------------------------------------------
+    def _on_plot_click(self, event) -> None:
+        """A click on the heatmap picks that cell; on the line plot, the nearest point."""
+        result = self._shown
+        axes = self.figure.get_axes()
+        if result is None or event.inaxes is None or event.xdata is None or len(axes) < 2:
+            return
+        layers, coeffs, values = result.grid()
+        if event.inaxes is axes[1]:
+            i, j = round(event.ydata), round(event.xdata)
+            if 0 <= i < len(layers) and 0 <= j < len(coeffs):
+                self.cell_table.select(layers[i], coeffs[j])
+        elif event.inaxes is axes[0]:
+            j = min(range(len(coeffs)), key=lambda k: abs(coeffs[k] - event.xdata))
+            rows = [i for i in range(len(layers)) if math.isfinite(values[i][j])]
+            if rows:
+                i = min(rows, key=lambda k: abs(values[k][j] - event.ydata))
+                self.cell_table.select(layers[i], coeffs[j])
+
+    @Slot(object)
+    def _on_cell_chosen(self, cell: SweepCell | None) -> None:
+        self._choose(cell)
+        self._draw_plot()
+
+    def _choose(self, cell: SweepCell | None) -> None:
+        self._chosen = cell
+        self.apply_button.setEnabled(cell is not None and bool(self._vector_key))
+        if cell is None or self._shown is None:
+            self.cell_samples.clear()
+            return
+        head = (
+            f"{layer_label(cell.layer)}, c = {cell.coeff:g}: "
+            f"{METRIC_LABELS.get(self._shown.spec.metric, '')} {describe(self._shown, cell)}"
+        )
+        if cell.degenerate:
+            head += f" — degenerate ({cell.degenerate_share:.0%} of samples)"
+        body = "\n\n".join(f"[{k + 1}] {sample}" for k, sample in enumerate(cell.samples))
+        self.cell_samples.setPlainText(head + "\n\n" + body)
+
+    def chosen_cell(self) -> SweepCell | None:
+        return self._chosen
+
+    @Slot()
+    def apply_to_generate(self) -> None:
+        """Hand the chosen cell's setting to the Generate tab through the context (not its widgets)."""
+        cell, request = self._chosen, self._request
+        if cell is None or request is None:
+            return
+        vector = request.spec.vector
+        layer = None if cell.layer == OWN_LAYERS or request.spec.layers is None else cell.layer
+        exact = layer is None or layer in vector.layer_ids or not vector.prompts
+        choice = SteeringChoice(
+            vector_key=self._vector_key,
+            vector_path=request.vector_path,
+            coeff=float(cell.coeff),
+            layer=layer,
+            mode=request.spec.mode,
+            exact=exact,
+        )
+        self._ctx.apply_steering.emit(choice)
+        where = layer_label(cell.layer) if layer is not None else "its own layers"
+        note = "" if exact else " (the sweep re-captured it there from its prompts)"
+        self._ctx.show_status(f"Generate: {self._vector_key} at {where}{note}, c = {cell.coeff:g}")
 
     # ---- exports ------------------------------------------------------------------------------------------
     def _ask_export(self, kind: str) -> None:

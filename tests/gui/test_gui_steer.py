@@ -306,3 +306,25 @@ def test_the_library_details_compare_a_vector_with_the_models_residual(loaded_wi
     assert isinstance(report, dict) and list(report) == ["1"]
     expected = f"× typical residual here: L1: {report['1']:.2f}"
     qtbot.waitUntil(lambda: expected in library._fields["Norms"].text(), timeout=10_000)
+
+
+def test_apply_to_generate_takes_over_a_sweep_cells_setting(loaded_window, qtbot, capture_in):
+    from gui.context import SteeringChoice
+
+    entry = capture_in(loaded_window, name="applied", layer=1)
+    other = capture_in(loaded_window, name="other", layer=1)
+    panel = loaded_window.generate_panel
+    panel.add_vector(other)
+    choice = SteeringChoice(
+        vector_key="applied", vector_path=str(entry.path), coeff=-3.5, layer=2, mode="all"
+    )
+    loaded_window.context.apply_steering.emit(choice)
+    rows = panel.vector_rows()
+    assert [r.entry.key for r in rows] == ["applied"]  # the cell's vector alone
+    active = rows[0].active_vector()
+    assert active.coeff == pytest.approx(-3.5) and active.mode == "all" and active.at_layer == 2
+    assert loaded_window.tabs.currentWidget() is panel
+    statuses = _statuses(loaded_window)
+    loaded_window.context.apply_steering.emit(SteeringChoice("gone", "/no/such.safetensors", 1.0))
+    assert any("no longer in the library" in m for m in statuses)
+    assert [r.entry.key for r in panel.vector_rows()] == ["applied"]  # nothing changed
