@@ -16,7 +16,6 @@ from PySide6.QtWidgets import QApplication, QFileDialog, QLabel, QMainWindow, QM
 from engine import __version__
 from engine.log_filters import install_log_filters
 from engine.model_stats import format_megabytes
-from engine.models import DEMO_MODEL_DIR
 from engine.resources import resources_dir
 from gui.context import AppContext
 from gui.controller import wait_for_orphans
@@ -163,7 +162,17 @@ class MainWindow(QMainWindow):
         self.read_settings()
         self.context.refresh_library()
         if autoload:
-            QTimer.singleShot(0, lambda: self.model_panel.load_source(autoload))
+            QTimer.singleShot(0, lambda: self._autoload(autoload))
+
+    def _autoload(self, source: str) -> None:
+        """Load the start-up model; a last-used model that no longer loads falls back to the demo."""
+        job = self.model_panel.load_source(source)
+        if source != "demo":
+            job.failed.connect(lambda message: self._fall_back_to_demo(source, message))
+
+    def _fall_back_to_demo(self, source: str, message: str) -> None:
+        self.context.show_status(f"Could not reopen {source} ({message}); loaded the demo model instead")
+        QTimer.singleShot(0, lambda: self.model_panel.load_source("demo"))
 
     # ---- menus and shortcuts -----------------------------------------------------------------------------
     def _build_menus(self) -> None:
@@ -349,15 +358,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def startup_model(args: argparse.Namespace, settings: QSettings) -> str | None:
-    """What to load at start: --model, else the demo model, else the last model used."""
+    """What to load at start: --model, else the last model used (the workspace comes back, with its
+    quantization, device and dtype from the Model tab's settings), else the demo model. A last model that
+    fails to load falls back to the demo (MainWindow._autoload)."""
     if args.no_autoload:
         return None
     if args.model:
         return args.model
-    if (DEMO_MODEL_DIR / "config.json").exists():
-        return "demo"
     last = str(settings.value("model/last", "") or "")
-    return last or "demo"  # "demo" then reports clearly that it is missing
+    return last or "demo"  # "demo" reports clearly when it is missing
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
@@ -579,9 +580,19 @@ class CapturePanel(QWidget):
         method = str(settings.value("capture/method", "actadd"))
         if method in METHOD_TIPS:
             self.set_method(method)
+        try:  # the pair table comes back as it was left (half-filled rows too: they are refused on capture)
+            saved = json.loads(str(settings.value("capture/pairs", "[]") or "[]"))
+            pairs = [PromptPair(str(p), str(n)) for p, n in saved]
+        except (ValueError, TypeError):
+            pairs = []
+        if pairs:
+            self.pairs_model.set_pairs(pairs)
 
     def write_settings(self) -> None:
         settings = self._ctx.settings
         settings.setValue("capture/positive", self.positive.text())
         settings.setValue("capture/negative", self.negative.text())
         settings.setValue("capture/method", self.method())
+        settings.setValue(
+            "capture/pairs", json.dumps([[p.positive, p.negative] for p in self.pairs_model.pairs()])
+        )

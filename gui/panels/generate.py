@@ -63,6 +63,7 @@ class GeneratePanel(QWidget):
         self._started_at = 0.0
         self._tokens = 0  # tokens shown so far, all panes together
         self._rows: list[VectorRow] = []
+        self._saved_vectors: list = []  # active vectors saved at the last close, restored once listed
         self._failed = False  # the running generation reported an error
         # rows removed because their vector was deleted, by trash id: restoring it re-adds them
         self._deleted_rows: dict[str, list[tuple[VectorEntry, dict]]] = {}
@@ -620,6 +621,33 @@ class GeneratePanel(QWidget):
         self.effect.setChecked(settings.value("generate/effect", False, type=bool))
         self.chat.setChecked(settings.value("generate/chat", False, type=bool))
         self.raw_scale.setChecked(bool(settings.value("generate/raw_scale", False, type=bool)))
+        try:  # the active vectors come back once the library listing is in (they are found by key)
+            self._saved_vectors = list(json.loads(str(settings.value("generate/vectors", "[]") or "[]")))
+        except (ValueError, TypeError):
+            self._saved_vectors = []
+        if self._saved_vectors:
+            self._ctx.library_changed.connect(self._restore_vectors)
+
+    @Slot()
+    def _restore_vectors(self) -> None:
+        """Re-add the vectors active when the app was closed, with their c, mode, layer and on/off."""
+        self._ctx.library_changed.disconnect(self._restore_vectors)
+        saved, self._saved_vectors = self._saved_vectors, []
+        missing = []
+        for item in saved:
+            entry = self._ctx.entry(str(item.get("key", ""))) if isinstance(item, dict) else None
+            if entry is None:
+                missing.append(str(item.get("key", "?")) if isinstance(item, dict) else "?")
+                continue
+            try:
+                row = self.add_vector(entry)
+                # Before the model is in, the layer box only knows the vector's own depth.
+                row.layer.setMaximum(max(row.layer.maximum(), int(item.get("layer", 0))))
+                row.restore_state(item)
+            except (KeyError, TypeError, ValueError):
+                missing.append(entry.key)
+        if missing:
+            self._ctx.show_status(f"Not restored (no longer in the library): {', '.join(missing)}")
 
     def write_settings(self) -> None:
         settings = self._ctx.settings
@@ -629,6 +657,8 @@ class GeneratePanel(QWidget):
         settings.setValue("generate/effect", self.effect.isChecked())
         settings.setValue("generate/chat", self.chat.isChecked())
         settings.setValue("generate/raw_scale", self.raw_scale.isChecked())
+        vectors = [{"key": row.entry.key, **row.state()} for row in self._rows]
+        settings.setValue("generate/vectors", json.dumps(vectors))
 
 
 __all__ = ["GeneratePanel"]

@@ -193,7 +193,7 @@ class ModelPanel(QWidget):
         source = self.source() or "demo"
         self.load_source(source)
 
-    def load_source(self, source: str) -> None:
+    def load_source(self, source: str) -> Job:
         self.set_source(source)
         self._loading = True
         self._set_busy(True)
@@ -213,6 +213,7 @@ class ModelPanel(QWidget):
         job.failed.connect(self._on_failed)
         job.aborted.connect(self._on_aborted)
         job.finished.connect(self._on_finished)
+        return job
 
     @Slot()
     def cancel(self) -> None:
