@@ -146,10 +146,10 @@ def _prompt_pass_inputs(loaded, prompt, steering) -> torch.Tensor:
 
     original = SteeringPlan.apply
 
-    def apply_then_record(self, blocks):  # our hook runs after the plan's: it sees the steered input
+    def apply_then_record(self, blocks, **kwargs):  # our hook runs after the plan's: it sees the steered input
         class _Both:
             def __enter__(inner):
-                inner.ctx = original(self, blocks)
+                inner.ctx = original(self, blocks, **kwargs)
                 inner.ctx.__enter__()
                 inner.handle = blocks[LAYER].register_forward_pre_hook(record, with_kwargs=True)
                 return self
