@@ -146,7 +146,9 @@ def _prompt_pass_inputs(loaded, prompt, steering) -> torch.Tensor:
 
     original = SteeringPlan.apply
 
-    def apply_then_record(self, blocks, **kwargs):  # our hook runs after the plan's: it sees the steered input
+    def apply_then_record(
+        self, blocks, **kwargs
+    ):  # our hook runs after the plan's: it sees the steered input
         class _Both:
             def __enter__(inner):
                 inner.ctx = original(self, blocks, **kwargs)

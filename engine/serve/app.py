@@ -159,18 +159,18 @@ def create_app(state: ServeState, max_body_bytes: int = 1024 * 1024) -> FastAPI:
         sampling = req.sampling(state.default_max_tokens)
         sampling.validate()
         loaded = state.resolver.loaded
-        ids = (
-            prompts.chat_ids(loaded, req.messages)
+        prompt = (
+            prompts.chat_prompt(loaded, req.messages)
             if chat
             else prompts.completion_ids(loaded, req.prompt_text())
         )
-        prompts.check_fits_model(loaded, ids, steers)
+        prompts.check_fits_model(loaded, prompt, steers)
         described = [
             f"{s.vector.name}:{s.coeff:g}{'' if s.at_layer is None else f'@{s.at_layer}'} ({s.resolved_mode})"
             for s in steers
         ]
         return Job(
-            prompt_ids=ids, steers=steers, sampling=sampling, sink=lambda kind, payload: None
+            prompt=prompt, steers=steers, sampling=sampling, sink=lambda kind, payload: None
         ), described
 
     async def run(request: Request, chat: bool):

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from transformers import StoppingCriteria
 
+from engine.chat import RenderedChat
 from engine.errors import ActAddError
 from engine.generation import SamplingConfig, TokenEvent, generate, stop_holdback
 from engine.models import LoadedModel
@@ -50,7 +51,7 @@ Sink = Callable[[str, object], None]
 class Job:
     """One request: one row of a batch."""
 
-    prompt_ids: list[int]
+    prompt: RenderedChat | list[int]  # a rendered chat keeps where its front vectors start
     steers: list[Steer]
     sampling: SamplingConfig  # this request's own settings; max_new_tokens and stop act per row
     sink: Sink
@@ -60,6 +61,10 @@ class Job:
     shown: int = 0  # characters of `text` already sent to the sink
     finish_reason: str | None = None  # "stop" (eos or stop string), "length", "cancelled"
     cancelled: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def prompt_ids(self) -> list[int]:
+        return self.prompt.ids if isinstance(self.prompt, RenderedChat) else self.prompt
 
     @property
     def done(self) -> bool:
@@ -230,7 +235,7 @@ class Batcher:
             with self.lock:
                 generate(
                     self.loaded,
-                    [j.prompt_ids for j in jobs],
+                    [j.prompt for j in jobs],
                     [j.steers for j in jobs],
                     sampling,
                     cancel=self._abort,
