@@ -38,10 +38,10 @@ class FetchJob(QObject):
         self._downloader = downloader
         self._reported_abort = False
         self._lock = threading.Lock()
-        self.thread = threading.Thread(target=self._run, name=f"actadd-fetch-{name}", daemon=True)
+        self.worker_thread = threading.Thread(target=self._run, name=f"actadd-fetch-{name}", daemon=True)
 
     def start(self) -> None:
-        self.thread.start()
+        self.worker_thread.start()
 
     def stop(self) -> None:
         """Cancel: `aborted` now; the thread stops at its next progress report."""

@@ -24,14 +24,19 @@ def loader_without(*missing: str):
 def test_a_missing_xcb_cursor_gets_the_apt_command():
     hint = xcb_hint([], X_DESKTOP, "linux", loader_without("xcb-cursor"))
     assert hint is not None
-    assert "libxcb-cursor0" in hint and APT_COMMAND in hint and "could not load the Qt platform plugin" in hint
+    assert (
+        "libxcb-cursor0" in hint and APT_COMMAND in hint and "could not load the Qt platform plugin" in hint
+    )
     for package in ("libxkbcommon-x11-0", "libxcb-icccm4", "libxcb-keysyms1", "libxcb-xinerama0"):
         assert package in APT_COMMAND
 
 
 def test_every_library_is_checked_and_named():
     assert missing_xcb_packages(loader_without(*XCB_LIBRARIES)) == list(XCB_LIBRARIES.values())
-    assert missing_xcb_packages(loader_without("xcb-icccm", "xcb-keysyms")) == ["libxcb-icccm4", "libxcb-keysyms1"]
+    assert missing_xcb_packages(loader_without("xcb-icccm", "xcb-keysyms")) == [
+        "libxcb-icccm4",
+        "libxcb-keysyms1",
+    ]
 
 
 @pytest.mark.parametrize(

