@@ -216,7 +216,8 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def stop(self) -> None:
-        if self.context.controller.busy:
+        if self.context.controller.busy or self.model_panel.fetching:
+            self.model_panel.cancel_fetch()  # a model download is not a worker job
             self.context.controller.stop()
             self.statusBar().showMessage("Stopping…", 3000)
 
@@ -347,6 +348,7 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:
         started = time.monotonic()
+        self.model_panel.cancel_fetch()  # its thread stops at its next chunk, or with pip
         self.write_settings()
         # Cancel whatever runs, quit the worker's event loop and wait, all within the budget.
         budget = CLOSE_BUDGET_MS - int((time.monotonic() - started) * 1000)

@@ -306,10 +306,17 @@ class ModelPanel(QWidget):
         """Put what was opened at the top of the engine's recent list (the picker's "recent" rows)."""
         self._ctx.tasks.submit(lambda: remember_recent(source), lambda _: self.picker.refresh())
 
-    @Slot()
-    def cancel(self) -> None:
+    @property
+    def fetching(self) -> bool:
+        return self._fetch is not None
+
+    def cancel_fetch(self) -> None:
         if self._fetch is not None:
             self._fetch.stop()
+
+    @Slot()
+    def cancel(self) -> None:
+        self.cancel_fetch()
         if self._job is not None:
             self._job.stop()
 

@@ -321,7 +321,8 @@ def test_get_smollm2_fetches_verifies_and_opens(window, qtbot, smollm2_wheels, f
     assert panel.fetch_button.isEnabled()
 
 
-def test_cancel_stops_a_fetch_and_keeps_nothing(window, qtbot, smollm2_wheels, fresh_cache):
+@pytest.mark.parametrize("how", ["cancel button", "escape"])
+def test_cancel_stops_a_fetch_and_keeps_nothing(window, qtbot, smollm2_wheels, fresh_cache, how):
     panel = window.model_panel
     release = threading.Event()
 
@@ -337,7 +338,10 @@ def test_cancel_stops_a_fetch_and_keeps_nothing(window, qtbot, smollm2_wheels, f
         not panel.load_button.isEnabled() and not panel.fetch_button.isEnabled() and panel._cancel.isEnabled()
     )
     with qtbot.waitSignal(job.aborted, timeout=5_000):
-        panel._cancel.click()
+        if how == "escape":
+            qtbot.keyClick(window, Qt.Key.Key_Escape)
+        else:
+            panel._cancel.click()
     assert panel.progress.format() == "Fetch cancelled; no model loaded" and panel.fetch_button.isEnabled()
     release.set()
     with qtbot.waitSignal(job.finished, timeout=60_000):
