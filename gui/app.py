@@ -34,6 +34,7 @@ from gui.panels.capture import CapturePanel
 from gui.panels.generate import GeneratePanel
 from gui.panels.library import LibraryPanel
 from gui.panels.model import ModelPanel
+from gui.panels.model_info import display_name
 from gui.panels.sweep import SweepPanel
 from gui.qt_platform import warn_if_xcb_broken
 
@@ -323,7 +324,7 @@ class MainWindow(QMainWindow):
             self.setWindowTitle(APP_NAME)
             return
         info = handle.info
-        name = "demo model" if info.source == "demo" else Path(info.path).name
+        name = display_name(info)  # a .gguf by its file name, not its converted cache folder
         self._model_label.setText(f"{name} · {info.architecture} · {info.n_layers} layers · {info.device}")
         self.setWindowTitle(f"{APP_NAME} — {name}")
 

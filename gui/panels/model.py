@@ -25,7 +25,7 @@ from engine.model_store import remember_recent
 from gui.context import AppContext
 from gui.fetch import FetchJob
 from gui.jobs import Job, LoadRequest, UnloadRequest
-from gui.panels.model_info import ModelInfoBox
+from gui.panels.model_info import ModelInfoBox, display_name
 from gui.panels.model_picker import ModelPicker
 
 MAX_RECENT = 10
@@ -370,7 +370,7 @@ class ModelPanel(QWidget):
         if model is None:
             return f"{what}; no model loaded"
         info = model.info
-        name = "demo model" if info.source == "demo" else Path(info.path).name
+        name = display_name(info)
         return f"{what}; still loaded: {name}"
 
     @Slot(str)
@@ -395,7 +395,7 @@ class ModelPanel(QWidget):
         info = handle.info
         self._remember(info.source)
         self.progress.setValue(100)
-        self.progress.setFormat(f"Loaded {Path(info.path).name}")
+        self.progress.setFormat(f"Loaded {display_name(info)}")
         self.info_box.show_model(info)
         self._set_busy(False)
         self._ctx.show_status(f"Loaded {info.architecture} from {info.path}")

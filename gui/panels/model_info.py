@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFormLayout, QGroupBox, QLabel
 
@@ -23,6 +25,15 @@ ROWS = (
     ("weights", "Model weights", "Memory taken by the weights"),
     ("vram", "VRAM", "CUDA memory allocated / reserved by torch"),
 )
+
+
+def display_name(info: ModelInfo) -> str:
+    """What to call the loaded model: the file the user opened for a .gguf (not its converted cache folder)."""
+    if info.source == "demo":
+        return "demo model"
+    if info.source.lower().endswith(".gguf"):
+        return Path(info.source).name
+    return Path(info.path).name
 
 
 class ModelInfoBox(QGroupBox):

@@ -69,7 +69,8 @@ def test_browse_offers_gguf_files_and_folders_and_loads_on_choosing(window, qtbo
     assert model.info.architecture == "llama" and model.info.source == str(gguf_file)
     converting = [text for stage, text in stages if stage == "converting"]
     assert converting and all(text.startswith("Converting the GGUF") for text in converting)
-    assert panel.progress.format() == f"Loaded {Path(model.info.path).name}"
+    assert panel.progress.format() == "Loaded tiny-llama.gguf"  # the file opened, not its converted folder
+    assert window.windowTitle().endswith("tiny-llama.gguf")
     qtbot.waitUntil(lambda: recent_models_file().is_file(), timeout=10_000)  # the picker's "recent" rows
     assert str(gguf_file) in recent_models_file().read_text(encoding="utf-8")
 
