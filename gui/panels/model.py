@@ -336,7 +336,8 @@ class ModelPanel(QWidget):
     def _on_quantize_changed(self, quantize: str) -> None:
         if quantize != "none":  # name the devices, found off the GUI thread (importing bitsandbytes is slow)
             self._ctx.tasks.submit(
-                bnb_devices, lambda devices: self._quantize.setToolTip(quantize_tooltip(devices))
+                bnb_devices,
+                lambda devices: self._quantize.setToolTip(quantize_tooltip(frozenset(devices))),  # type: ignore[call-overload]
             )
 
     def _set_busy(self, busy: bool) -> None:
