@@ -4,6 +4,7 @@
         --targets wedding,bride,groom --prompt "Here is what I think about it:" --samples 4 --out sweeps
     python main.py sweep --vector love-hate --coeffs -8,-4,0,4,8 --metric target-prob --targets love
     python main.py sweep --experiment all --model demo --out docs/replication
+    python main.py sweep --suggest --model PATH --positive Love --negative Hate --json
 """
 
 from __future__ import annotations
@@ -71,16 +72,21 @@ def register(sub) -> None:
     grid.add_argument("--mode", choices=("front", "all", "generated", "ablate"), help="injection mode")
     measure = sweep.add_argument_group("measurement")
     measure.add_argument(
-        "--metric", choices=("target-words", "target-prob", "perplexity"), default="target-words"
+        "--metric",
+        choices=("target-words", "sentiment", "target-prob", "perplexity"),
+        help="default: follows the pair: sentiment (VADER) when p+ and p- differ in polarity, else "
+        "target-words on the words of p+",
     )
-    measure.add_argument("--targets", help="comma-separated target words (default: the words of p+)")
+    measure.add_argument(
+        "--targets", help="comma-separated target words (default: the words of p+ and their inflections)"
+    )
     measure.add_argument(
         "--prompt", action="append", default=[], metavar="TEXT", help="a prompt (repeat for several)"
     )
     measure.add_argument("--reference-text", default="", help="text whose perplexity is measured")
     measure.add_argument("--reference-file", metavar="FILE", help="read the reference text from a file")
     measure.add_argument("--samples", type=int, default=4, help="samples per prompt and cell (default 4)")
-    measure.add_argument("--max-new-tokens", type=int, default=32)
+    measure.add_argument("--max-new-tokens", type=int, help="default 32 (24 with --suggest)")
     measure.add_argument("--seed", type=int, default=0)
     measure.add_argument("--temperature", type=float, default=1.0)
     measure.add_argument("--top-p", type=float, default=0.3, help="default 0.3, the paper's")
@@ -95,6 +101,12 @@ def register(sub) -> None:
         help="run a replication experiment instead of a sweep (repeatable; 'all' for every one)",
     )
     sweep.add_argument("--quick", action="store_true", help="small-sample experiments (seconds, noisier)")
+    sweep.add_argument(
+        "--suggest",
+        action="store_true",
+        help="find a working (layer, coefficient): coarse layer sweep, then refinement; prints the setting "
+        "for generate --steer V:COEFF@LAYER --mode MODE",
+    )
     sweep.add_argument("--out", default="sweeps", metavar="DIR", help="output folder (default %(default)s)")
     sweep.add_argument("--name", default="sweep", help="file stem of the sweep's CSV and PNG")
     add_library_option(sweep)
@@ -110,8 +122,33 @@ def _progress_bar(args, desc: str):
 
 def run_sweep_command(args: argparse.Namespace) -> int:
     if args.experiment:
+        if args.suggest:
+            raise InvalidInputError("give either --experiment or --suggest")
         return _run_experiments(args)
+    if args.suggest:
+        from engine.cli.suggest_command import run_suggest
+
+        return run_suggest(args)
     return _run_single_sweep(args)
+
+
+def measure_from_args(args: argparse.Namespace, vector):
+    """(metric, targets, sentiment sign) from --metric/--targets, else following the vector's pair."""
+    from engine.experiments import defaults
+
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()] if args.targets else []
+    default = defaults.measure_for_vector(vector)
+    metric = args.metric or (default.metric if default else "target-words")
+    sign = default.sign if default and default.metric == "sentiment" else 1
+    if metric in ("target-words", "target-prob") and not targets:
+        if default is not None and default.targets:
+            targets = default.targets
+        else:
+            positive = (vector.prompts or {}).get("positive", "")
+            targets = defaults.word_family(positive) if isinstance(positive, str) else []
+        if not targets:
+            raise InvalidInputError(f"--metric {metric} needs --targets w1,w2")
+    return metric, targets, sign
 
 
 def _spec_from_args(args: argparse.Namespace, loaded):
@@ -133,14 +170,7 @@ def _spec_from_args(args: argparse.Namespace, loaded):
         vector = capture_actadd(loaded, args.positive, args.negative, first)
         if layers is None:
             layers = list(range(len(loaded.blocks)))
-    from engine.experiments import metrics
-
-    targets = [t.strip() for t in args.targets.split(",") if t.strip()] if args.targets else []
-    if not targets and args.metric != "perplexity":
-        positive = (vector.prompts or {}).get("positive", "")
-        targets = metrics.words(positive) if isinstance(positive, str) else []
-        if not targets:
-            raise InvalidInputError(f"--metric {args.metric} needs --targets w1,w2")
+    metric, targets, sign = measure_from_args(args, vector)
     reference = args.reference_text
     if args.reference_file:
         try:
@@ -149,7 +179,7 @@ def _spec_from_args(args: argparse.Namespace, loaded):
             raise InvalidInputError(f"cannot read {args.reference_file}: {exc}") from exc
     sampling = SamplingConfig.paper(
         seed=args.seed,
-        max_new_tokens=args.max_new_tokens,
+        max_new_tokens=args.max_new_tokens or 32,
         temperature=args.temperature,
         top_p=args.top_p,
         frequency_penalty=args.frequency_penalty,
@@ -158,8 +188,9 @@ def _spec_from_args(args: argparse.Namespace, loaded):
         vector=vector,
         coeffs=coeffs,
         layers=layers,
-        metric=args.metric,
+        metric=metric,
         targets=targets,
+        sentiment_sign=sign,
         reference_text=reference,
         samples_per_prompt=args.samples,
         sampling=sampling,
@@ -211,13 +242,21 @@ def _run_single_sweep(args: argparse.Namespace) -> int:
                 "layer": c.layer,
                 "coeff": c.coeff,
                 "value": c.value,
+                "ci": [c.ci_low, c.ci_high],
                 "repetition": c.repetition,
                 "degenerate": c.degenerate,
                 "example": c.samples[0] if c.samples else "",
             }
             for c in result.cells
         ],
-        "best": None if best is None else {"layer": best.layer, "coeff": best.coeff, "value": best.value},
+        "best": None
+        if best is None
+        else {
+            "layer": best.layer,
+            "coeff": best.coeff,
+            "value": best.value,
+            "ci": [best.ci_low, best.ci_high],
+        },
         "seconds": round(result.seconds, 2),
         "csv": str(csv_path),
         "png": str(png_path),
