@@ -36,8 +36,8 @@ from engine.experiments.paper.common import (
     Lexicon,
     Log,
     Settings,
-    text_sets,
     load_lexicon,
+    text_sets,
 )
 from engine.experiments.paper.injection import run_injection
 from engine.experiments.paper.overhead import run_overhead
@@ -58,10 +58,10 @@ __all__ = [
     "ExperimentReport",
     "Lexicon",
     "Settings",
-    "text_sets",
     "_text_sets",
     "load_lexicon",
     "run_experiments",
+    "text_sets",
 ]
 
 
@@ -135,5 +135,6 @@ def run_experiments(
         summary[name] = {**report.summary, "seconds": round(report.seconds, 2), "files": report.files}
     summary_path.write_text(json.dumps(summary, indent=1, default=float), encoding="utf-8")
     return reports
+
 
 _text_sets = text_sets  # the name older tests and scripts import

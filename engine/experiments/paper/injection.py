@@ -9,8 +9,8 @@ from engine.experiments.paper.common import (
     ExperimentReport,
     cells_at,
     fmt,
-    ppl_ratios,
     md_table,
+    ppl_ratios,
     write_csv,
 )
 from engine.experiments.sweep import SweepSpec, run_sweep
@@ -86,7 +86,9 @@ def run_injection(ctx: Context) -> ExperimentReport:
         logy_panels={"perplexity ratio, unrelated text (log scale)"},
     )
     shown = sorted({c for c in (working, max(coeffs)) if c in coeffs})
-    examples = {f"{m}, c = {c:g}": cells_at(r, layer)[c].samples[:2] for c in shown for m, r in results.items()}
+    examples = {
+        f"{m}, c = {c:g}": cells_at(r, layer)[c].samples[:2] for c in shown for m, r in results.items()
+    }
     markdown = (
         md_table(
             [

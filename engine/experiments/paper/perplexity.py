@@ -10,8 +10,8 @@ from engine.experiments.paper.common import (
     Context,
     ExperimentReport,
     fmt,
-    ppl_ratios,
     md_table,
+    ppl_ratios,
     text_sets,
     write_csv,
 )

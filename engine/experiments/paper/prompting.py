@@ -13,9 +13,9 @@ from engine.experiments.paper.common import (
     ExperimentReport,
     fmt,
     generate_rows,
+    md_table,
     pm,
     ppl_ratios,
-    md_table,
     write_csv,
 )
 from engine.steering import Steer

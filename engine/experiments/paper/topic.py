@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from engine.experiments import plots
-from engine.experiments.paper.common import Context, ExperimentReport, cells_at, fmt, pm, md_table
+from engine.experiments.paper.common import Context, ExperimentReport, cells_at, fmt, md_table, pm
 
 
 # ---- 1. topic ------------------------------------------------------------------------------------------
