@@ -24,6 +24,7 @@ EXPERIMENT_CHOICES = (
     "perplexity",
     "prompting",
     "injection",
+    "methods",
     "overhead",
     "quantization",
     "all",

@@ -18,9 +18,11 @@ from engine.experiments.sweep import SweepResult, layer_label
 
 METRIC_LABELS = {
     "target-words": "share of completions with a target word",
+    "sentiment": "share of completions on p+'s side (VADER)",
     "target-prob": "next-token probability of the targets",
     "perplexity": "perplexity of the reference text",
 }
+SHARE_METRICS = ("target-words", "sentiment")
 
 
 def _save(fig: Figure, path: str | Path) -> None:
@@ -52,6 +54,11 @@ def plot_sweep(result: SweepResult, path: str | Path) -> None:
         ax = fig.add_subplot()
         row = values[0] if values else []
         ax.plot(coeffs, row, marker="o", label=layer_label(layers[0]) if layers else "")
+        cells = {float(c.coeff): c for c in result.cells}
+        low = [cells[c].ci_low if c in cells else math.nan for c in coeffs]
+        high = [cells[c].ci_high if c in cells else math.nan for c in coeffs]
+        if any(math.isfinite(v) for v in low):
+            ax.fill_between(coeffs, low, high, alpha=0.2, label="95% CI")
         bad = [(c, v) for c, v in zip(coeffs, row, strict=True) if layers and (layers[0], c) in degenerate]
         if bad:
             ax.scatter(
@@ -70,6 +77,8 @@ def plot_sweep(result: SweepResult, path: str | Path) -> None:
             )
         ax.set_xlabel("coefficient c")
         ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+        if metric in SHARE_METRICS:  # a share never goes below 0 (or above 1)
+            ax.set_ylim(0.0, 1.02)
         ax.axvline(0, color="grey", lw=0.6)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -89,8 +98,8 @@ def plot_sweep(result: SweepResult, path: str | Path) -> None:
         hatched={(layers.index(l), coeffs.index(c)) for l, c in degenerate if l in layers and c in coeffs},
         star=(layers.index(best.layer), coeffs.index(float(best.coeff))) if best is not None else None,
         cmap=cmap,
-        vmin=0.0 if metric == "target-words" else None,
-        vmax=1.0 if metric == "target-words" else None,
+        vmin=0.0 if metric in SHARE_METRICS else None,
+        vmax=1.0 if metric in SHARE_METRICS else None,
     )
 
 
@@ -164,6 +173,8 @@ def plot_lines(
     panel_hlines: Mapping[str, Mapping[str, float]] | None = None,
     sharey: bool = True,
     logy_panels: set[str] | None = None,
+    bands: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+    share: bool = False,
 ) -> None:
     """Lines of y vs x (one per series), with optional labelled horizontal reference lines.
 
@@ -175,13 +186,17 @@ def plot_lines(
     axes = fig.subplots(1, len(groups), sharey=sharey, squeeze=False)[0]
     for ax, (panel_title, panel_series) in zip(axes, groups.items(), strict=True):
         for label, ys in panel_series.items():
-            ax.plot(list(x), list(ys), marker="o", ms=3.5, label=label)
+            line = ax.plot(list(x), list(ys), marker="o", ms=3.5, label=label)[0]
+            if bands and label in bands:  # a confidence interval around the series
+                ax.fill_between(list(x), *bands[label], color=line.get_color(), alpha=0.15)
         lines = {**(hlines or {}), **(panel_hlines or {}).get(panel_title, {})}
         for k, (label, y) in enumerate(lines.items()):
             ax.axhline(y, ls="--", lw=1.0, color=f"C{(k + len(panel_series)) % 10}", label=label)
         ax.axvline(0, color="grey", lw=0.6)
         if logy or panel_title in (logy_panels or ()):
             ax.set_yscale("log")
+        elif share:  # shares live in [0, 1]: the axis never shows negative values
+            ax.set_ylim(0.0, 1.02)
         ax.grid(alpha=0.3)
         ax.set_xlabel(xlabel)
         ax.set_title(panel_title if panels else title, fontsize=10)

@@ -3,10 +3,12 @@
 Experiments (each writes `<name>*.csv`, `<name>*.png` and a Markdown table `<name>.md` into `out_dir`):
 
 - topic:        wedding-topic fraction of sampled completions vs c, for every layer (" weddings" − " ").
-- sentiment:    positive / negative share of completions vs c for "Love" − "Hate", on held-out prompts.
+- sentiment:    VADER positive / negative share vs c for "Love" − "Hate", on neutral held-out prompts,
+                and both directions on prompts that already lean positive or negative.
 - perplexity:   off-target perplexity ratio (steered / unsteered) on held-out wedding text and unrelated text.
 - prompting:    the same measurements with the word prepended to the prompt (or text) instead of ActAdd.
 - injection:    the contrast between front injection (ActAdd) and adding at all positions.
+- methods:      ActAdd (one pair, front) vs mean-diff and PCA directions from 32 pairs (all positions).
 - overhead:     wall time of steered vs unsteered generation, measured in one run.
 - quantization: cosine similarity per layer of vectors captured on float32 / 8-bit / 4-bit loads, and
                 whether vectors from one load still steer another.
@@ -40,6 +42,7 @@ from engine.experiments.paper.common import (
     text_sets,
 )
 from engine.experiments.paper.injection import run_injection
+from engine.experiments.paper.methods import run_methods
 from engine.experiments.paper.overhead import run_overhead
 from engine.experiments.paper.perplexity import run_perplexity
 from engine.experiments.paper.prompting import run_prompting
@@ -85,6 +88,7 @@ RUNNERS: dict[str, Callable[[Context], ExperimentReport]] = {
     "perplexity": run_perplexity,
     "prompting": run_prompting,
     "injection": run_injection,
+    "methods": run_methods,
     "overhead": run_overhead,
     "quantization": run_quantization,
 }

@@ -319,7 +319,11 @@ def generation_cells(
     prompts = [p for p in spec.prompts if p.strip()]
     per_cell = len(prompts) * spec.samples_per_prompt
     has_zero = any(c == 0 for _, c in keys)
-    run_keys = list(keys) if has_zero or baseline_fluency is not None else [_BASELINE, *keys]
+    # c = 0 is unsteered at every layer (except for ablation, which ignores c): sample it once.
+    ablating = (spec.mode or spec.vector.default_mode) == "ablate"
+    zeros = [k for k in keys if k[1] == 0] if not ablating else []
+    distinct = [k for k in keys if k not in zeros[1:]]
+    run_keys = distinct if has_zero or baseline_fluency is not None else [_BASELINE, *distinct]
     row_steers_of = {**steers, _BASELINE: []}
     # Flat rows: every cell's prompts × samples, cut into batches of up to MAX_ROWS_PER_BATCH rows (a
     # batch may hold parts of two cells; a cancelled sweep keeps only the cells it finished).
@@ -355,6 +359,9 @@ def generation_cells(
     baseline = [f for k in done if k[1] == 0 for f in flu[k]] if has_zero or baseline_fluency is None else []
     baseline = baseline or list(baseline_fluency or [])
     scale = coherence.median(baseline)
+    for k in zeros[1:]:
+        if zeros[0] in done:
+            done[k], flu[k] = done[zeros[0]], flu[zeros[0]]
     cells = []
     for k in keys:
         if k not in done:

@@ -11,14 +11,16 @@ from pathlib import Path
 
 from engine.capture import capture_actadd
 from engine.errors import InvalidInputError
-from engine.experiments import metrics
+from engine.experiments import defaults, metrics, stats
 from engine.experiments.sweep import SweepCell, SweepResult, SweepSpec, run_sweep
 from engine.generation import SamplingConfig, generate
 from engine.models import LoadedModel
 from engine.steering import Steer
 from engine.vector import SteeringVector
 
-EXPERIMENTS = ("topic", "sentiment", "perplexity", "prompting", "injection", "overhead", "quantization")
+EXPERIMENTS = (
+    "topic", "sentiment", "perplexity", "prompting", "injection", "methods", "overhead", "quantization",
+)  # fmt: skip
 TOPIC_PAIR = (" weddings", " ")
 SENTIMENT_PAIR = ("Love", "Hate")
 
@@ -36,6 +38,9 @@ class Lexicon:
     offtarget_topic: list[str]  # held-out text on the wedding topic
     offtarget_unrelated: list[str]  # held-out text without wedding words
     source: str = "built-in"
+    # prompts that already lean one way, for sentiment steering against the grain
+    positive_prompts: list[str] = field(default_factory=lambda: list(POSITIVE_PROMPTS))
+    negative_prompts: list[str] = field(default_factory=lambda: list(NEGATIVE_PROMPTS))
 
 
 _DEFAULT_TOPIC_WORDS = (
@@ -54,6 +59,57 @@ _DEFAULT_NEGATIVE = (
     "nasty annoying disgusting upset loathe despise gloomy rotten poor dislike disliked"
 )
 
+POSITIVE_PROMPTS = (
+    "I had the best day at the park with my friends, and",
+    "The concert last night was wonderful, and",
+    "My grandmother's cooking always makes me happy because",
+    "We finally won the championship, so",
+    "The new puppy is so sweet that",
+    "Thanks to my kind neighbors, the move was easy and",
+)
+NEGATIVE_PROMPTS = (
+    "The traffic this morning was awful, and",
+    "I lost my wallet and my phone died, so",
+    "The food at that restaurant was disgusting, and",
+    "My boss yelled at me again today, and",
+    "The rain ruined our trip, and",
+    "I failed the exam after weeks of study, so",
+)
+
+# Off-target text, written for this project (not model output): plain English on the wedding topic, and
+# on everyday topics without a wedding word, two sentences each.
+WEDDING_TEXT = (
+    "The bride walked slowly down the aisle while the groom waited at the altar. Her father held her arm "
+    "and smiled at the guests.",
+    "After the ceremony the newlyweds greeted their friends at the reception. The band played until "
+    "midnight and nobody wanted to leave.",
+    "She tried on three wedding dresses before she found the right one. Her sister cried when she saw it.",
+    "The couple wrote their own vows and read them in a small stone chapel by the sea.",
+    "My cousin asked me to be his best man, so I spent the week writing a short speech about him.",
+    "The wedding cake had four layers and was covered in white roses made of sugar.",
+    "They sent the invitations in March and booked a hall for a hundred and twenty guests.",
+    "The flower girl threw petals on the floor, and the ring bearer dropped the rings twice.",
+    "After the honeymoon in Italy, they moved into a small flat near the river.",
+    "Planning a wedding takes months: the venue, the music, the photographer and the seating plan.",
+    "The bridesmaids wore pale blue dresses and carried bouquets of daisies.",
+    "At the end of the night the bride and groom cut the cake and danced their first dance.",
+)
+UNRELATED_TEXT = (
+    "The train left the station at noon and reached the coast by evening. We bought fish and chips and "
+    "walked along the harbour.",
+    "The team trained at the stadium all week, and the coach planned every detail of the next match.",
+    "My uncle made a pot of vegetable soup and baked fresh bread for dinner on Sunday.",
+    "The rain fell all afternoon, and the wind blew leaves through the empty streets of the town.",
+    "To repair the bicycle, first remove the wheel, then find the hole in the tube and patch it.",
+    "The museum opened a new room about ancient Egypt, with tools, jewellery and painted boxes.",
+    "Our garden has tomatoes, beans and a row of sunflowers that grow taller than the fence.",
+    "The library closes at six on weekdays, but students can study in the reading room until nine.",
+    "A cold front will move across the region tonight, bringing frost to the higher valleys.",
+    "He spent the morning fixing a leak under the kitchen sink and the afternoon painting the door.",
+    "The new software update makes the laptop start faster and fixes a problem with the keyboard.",
+    "Every summer the village holds a market where farmers sell cheese, honey and apples.",
+)
+
 DEFAULT_LEXICON = Lexicon(
     topic_words=_DEFAULT_TOPIC_WORDS.split(),
     positive=_DEFAULT_POSITIVE.split(),
@@ -69,18 +125,8 @@ DEFAULT_LEXICON = Lexicon(
         "Last year, my cousin",
     ],
     template_prompts=[],
-    offtarget_topic=[
-        "The bride walked down the aisle while the groom waited at the altar.",
-        "After the ceremony the newlyweds greeted their guests at the reception.",
-        "She tried on the wedding gown and the bridesmaids fixed her veil.",
-        "The couple exchanged rings and said their vows in the small chapel.",
-    ],
-    offtarget_unrelated=[
-        "The train left the station at noon and reached the coast by evening.",
-        "The team trained at the stadium and the coach planned the next match.",
-        "My uncle made a pot of soup and baked fresh bread for dinner.",
-        "The rain fell all afternoon and the wind blew through the streets.",
-    ],
+    offtarget_topic=list(WEDDING_TEXT),
+    offtarget_unrelated=list(UNRELATED_TEXT),
 )
 
 
@@ -113,28 +159,45 @@ class Settings:
 
     seed: int = 0
     n_prompts: int = 10  # held-out prompts used (the first n)
+    max_layers: int | None = None  # sweep at most this many layers, spread over the depth (None: every)
     samples: int = 5  # samples per prompt and setting
     max_new_tokens: int = 32
     topic_coeffs: list[float] = field(default_factory=lambda: [-4, -1, 0, 1, 2, 4, 8, 16])
     sentiment_coeffs: list[float] = field(default_factory=lambda: [-16, -8, -4, -2, 0, 2, 4, 8, 16])
     ppl_coeffs: list[float] = field(default_factory=lambda: [-4, -1, 0, 0.5, 1, 2, 4, 8, 16])
     injection_coeffs: list[float] = field(default_factory=lambda: [0, 1, 2, 4, 8, 16])
+    method_coeffs: list[float] = field(
+        default_factory=lambda: [0.5, 1, 2, 4]
+    )  # mean-diff / PCA, all positions
+    n_pairs: int = 32  # prompt pairs for mean-diff / PCA
     n_texts: int = 24  # off-target texts per set
     timing_repeats: int = 9
+    overhead_rows_per_prompt: int = 4
+    overhead_tokens: int = 32
+    quantization_steer: bool = True  # also steer each load with each load's vector (slow on real models)
     layers: list[int] | None = None  # None: every layer
 
     @classmethod
     def quick(cls) -> Settings:
+        # Sized for a 135M-parameter model on 2 CPU cores in under 10 minutes: 4 layers, 8 samples of 16
+        # tokens per cell, every cell of an experiment a row of the same batch. Shares of 8 samples carry
+        # Wilson intervals ~0.5 wide: a smoke test of the whole pipeline, not a measurement.
         return cls(
-            n_prompts=6,
-            samples=3,
-            max_new_tokens=24,
-            topic_coeffs=[0, 1, 4],
+            n_prompts=4,
+            samples=2,
+            max_new_tokens=16,
+            max_layers=4,
+            topic_coeffs=[0, 4, 16],
             sentiment_coeffs=[-8, 0, 8],
-            ppl_coeffs=[0, 1, 4],
+            ppl_coeffs=[0, 4],
             injection_coeffs=[0, 4],
-            n_texts=8,
-            timing_repeats=2,
+            method_coeffs=[1, 4],
+            n_pairs=8,
+            n_texts=6,
+            timing_repeats=1,
+            overhead_rows_per_prompt=1,
+            overhead_tokens=16,
+            quantization_steer=False,
         )
 
     def sampling(self, **overrides) -> SamplingConfig:
@@ -166,7 +229,9 @@ class Context:
 
     @property
     def layers(self) -> list[int]:
-        return self.settings.layers or list(range(len(self.loaded.blocks)))
+        if self.settings.layers:
+            return list(self.settings.layers)
+        return spread_layers(len(self.loaded.blocks), self.settings.max_layers)
 
     @property
     def prompts(self) -> list[str]:
@@ -195,19 +260,14 @@ class Context:
         return self._topic
 
     def topic_setting(self) -> tuple[int, float]:
-        """(layer, c): the best non-degenerate topic cell with c > 0, the 'working' setting."""
+        """(layer, c): the 'working' setting: the smallest c > 0 of a coherent cell whose value is inside
+        the confidence interval of the best cell (ranked by lower bound, `SweepResult.best`)."""
         result = self.topic_sweep()
         positive = [c for c in result.cells if c.coeff > 0 and not c.degenerate]
-        if not positive:
-            return self.layers[0], 4.0
-        top = max(c.value for c in positive)
-
-        def as_good(cell: SweepCell) -> bool:  # within 0.05, or within two standard errors, of the best
-            n = max(1, len(cell.completions))
-            return top - cell.value <= max(0.05, 2 * math.sqrt(cell.value * (1 - cell.value) / n))
-
-        # the smallest coefficient as good as the best fraction, at the layer that reaches it first
-        good = [c for c in positive if as_good(c)]
+        best = result.best()
+        if not positive or best is None or best.coeff <= 0:
+            return self.layers[0], max(self.settings.topic_coeffs)
+        good = [c for c in positive if c.value >= best.bound(True) and c.value > 0] or [best]
         chosen = min(good, key=lambda c: (c.coeff, -c.value))
         return chosen.layer, chosen.coeff
 
@@ -219,8 +279,8 @@ class Context:
                 coeffs=list(self.settings.sentiment_coeffs),
                 layers=self.layers,
                 prompts=self.prompts,
-                metric="target-words",
-                targets=self.lexicon.positive,
+                metric="sentiment",
+                sentiment_sign=1,
                 samples_per_prompt=self.settings.samples,
                 sampling=self.settings.sampling(),
             )
@@ -239,7 +299,8 @@ class Context:
         return max(self.layers, key=spread)
 
     def shares(self, texts: Sequence[str]) -> tuple[float, float]:
-        return metrics.sentiment_shares(texts, self.lexicon.positive, self.lexicon.negative)
+        """(positive, negative) share of `texts` by VADER."""
+        return defaults.vader_shares(texts)
 
     def polarity(self, texts: Sequence[str]) -> float:
         pos, neg = self.shares(texts)
@@ -247,15 +308,32 @@ class Context:
 
 
 # ---- helpers -------------------------------------------------------------------------------------------
+def spread_layers(n_layers: int, k: int | None) -> list[int]:
+    """`k` layers spread over the first 80% of the depth (every layer when k is None or >= n_layers).
+
+    The centres of k equal bins of [0, 0.8 n): 30 layers, k = 4 -> 3, 9, 15, 21. The last fifth is left
+    out: the paper's working layers are 6-20 of 48 (0.12-0.42), and late layers barely steer.
+    """
+    if k is None or k >= n_layers:
+        return list(range(n_layers))
+    return sorted({min(n_layers - 1, int((i + 0.5) / k * 0.8 * n_layers)) for i in range(k)})
+
+
+def ci_text(share: float, n: int) -> str:
+    """A share with its 95% Wilson interval, e.g. '0.80 [0.49, 0.94]'."""
+    if not n or not math.isfinite(share):
+        return fmt(share)
+    low, high = stats.wilson(round(share * n), n)
+    return f"{share:.2f} [{low:.2f}, {high:.2f}]"
+
+
 def fmt(value: float, digits: int = 2) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
 def pm(share: float, n: int) -> str:
-    """A share with its binomial standard error, e.g. '0.80 ± 0.06'."""
-    if not n or not math.isfinite(share):
-        return fmt(share)
-    return f"{share:.2f} ± {math.sqrt(share * (1 - share) / n):.2f}"
+    """A share of n samples with its 95% Wilson interval (see `ci_text`)."""
+    return ci_text(share, n)
 
 
 def md_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

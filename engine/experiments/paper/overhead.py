@@ -25,9 +25,10 @@ from engine.steering import Steer
 def run_overhead(ctx: Context) -> ExperimentReport:
     layer, coeff = ctx.topic_setting()
     vector = ctx.vector(TOPIC_PAIR, layer)
-    prompts = [p for p in ctx.prompts for _ in range(4)]  # a realistic batch: 4 rows per prompt
+    per_prompt = ctx.settings.overhead_rows_per_prompt  # a realistic batch: 4 rows per prompt
+    prompts = [p for p in ctx.prompts for _ in range(per_prompt)]
     n = len(prompts)
-    sampling = ctx.settings.sampling(max_new_tokens=max(32, ctx.settings.max_new_tokens))
+    sampling = ctx.settings.sampling(max_new_tokens=ctx.settings.overhead_tokens)
     settings = {
         "unsteered": [[] for _ in prompts],
         "ActAdd front, one c": [[Steer(vector, coeff)] for _ in prompts],
@@ -94,7 +95,7 @@ def run_overhead(ctx: Context) -> ExperimentReport:
     capture_text = ", ".join(f"{seconds * 1000:.1f} ms at {label}" for label, seconds in capture.items())
     markdown = (
         md_table(["setting", "CPU ms per decoding step", "ratio to unsteered", "median wall s"], rows)
-        + f"\n\nOne batch of {n} rows ({len(ctx.prompts)} prompts × 4) and up to {sampling.max_new_tokens} new "
+        + f"\n\nOne batch of {n} rows ({len(ctx.prompts)} prompts × {per_prompt}) and up to {sampling.max_new_tokens} new "
         f"tokens, median of {ctx.settings.timing_repeats} interleaved runs, {torch.get_num_threads()} CPU "
         f"thread(s). Capturing the vector (one forward pass over the two-row pair, stopped after the layer): "
         f"{capture_text}; unsteered generation of the batch takes {med_wall['unsteered'] * 1000:.0f} ms. "

@@ -88,7 +88,8 @@ def _quantization(ctx: Context) -> ExperimentReport:
     # Cross-steering: each load's topic vector on each load of the model, at the working setting.
     layer, coeff = ctx.topic_setting()
     grid = {}
-    for model_q, model in loads.items():
+    # Cross-steering runs a batch on every load (8-bit matmuls are slow on CPU): skipped by --quick.
+    for model_q, model in loads.items() if ctx.settings.quantization_steer else ():
         # the captured vectors hold every layer: steer with the working layer only
         settings = [[]] + [
             [
@@ -114,27 +115,31 @@ def _quantization(ctx: Context) -> ExperimentReport:
         ctx.path("quantization.csv"), ["what", "vector", "load", "layer", "value", "norm_ratio"], csv_rows
     )
     columns = ["unsteered", *loads]
-    plots.plot_heatmap(
-        ctx.path("quantization_steer.png"),
-        [f"model {q}" for q in loads],
-        [c if c == "unsteered" else f"vector {c}" for c in columns],
-        [[grid[m][c] for c in columns] for m in loads],
-        title=f"Wedding fraction with vectors from each load (layer {layer}, c = {coeff:g})",
-        colorbar="wedding-topic fraction",
-        vmin=0.0,
-        vmax=1.0,
+    markdown = "Cosine similarity with the float32 capture, per layer:\n\n" + md_table(
+        ["vector, load", *[f"layer {l}" for l in layers]], cos_rows
     )
-    markdown = (
-        "Cosine similarity with the float32 capture, per layer:\n\n"
-        + md_table(["vector, load", *[f"layer {l}" for l in layers]], cos_rows)
-        + f"\n\nWedding-topic fraction when a vector captured on one load steers another (layer {layer}, "
-        f"c = {coeff:g}):\n\n"
-        + md_table(
-            ["model \\ vector", *columns],
-            [[f"model {m}"] + [fmt(grid[m][c]) for c in columns] for m in loads],
+    if grid:
+        plots.plot_heatmap(
+            ctx.path("quantization_steer.png"),
+            [f"model {q}" for q in loads],
+            [c if c == "unsteered" else f"vector {c}" for c in columns],
+            [[grid[m][c] for c in columns] for m in loads],
+            title=f"Wedding fraction with vectors from each load (layer {layer}, c = {coeff:g})",
+            colorbar="wedding-topic fraction",
+            vmin=0.0,
+            vmax=1.0,
         )
-        + "\n"
-    )
+        markdown += (
+            f"\n\nWedding-topic fraction when a vector captured on one load steers another (layer {layer}, "
+            f"c = {coeff:g}):\n\n"
+            + md_table(
+                ["model \\ vector", *columns],
+                [[f"model {m}"] + [fmt(grid[m][c]) for c in columns] for m in loads],
+            )
+        )
+    else:
+        notes.append("cross-steering between loads skipped (--quick)")
+    markdown += "\n"
     if notes:
         markdown += "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
     summary = {
@@ -144,7 +149,8 @@ def _quantization(ctx: Context) -> ExperimentReport:
         "coeff": coeff,
         "notes": notes,
     }
-    files = ["quantization.csv", "quantization_steer.png"] + (["quantization_cosine.png"] if series else [])
+    files = ["quantization.csv"] + (["quantization_steer.png"] if grid else [])
+    files += ["quantization_cosine.png"] if series else []
     for q, model in loads.items():
         if q != "float32":
             unload(model)
