@@ -39,12 +39,17 @@ def run_topic(ctx: Context) -> ExperimentReport:
         if any(c.degenerate for c in result.cells)
         else "No cell is degenerate. "
     )
+    if best is None or best.coeff <= 0 or (base is not None and best.value <= base.value):
+        degenerate_note += (
+            "No steered cell beats the unsteered one: there is no working setting, and the later "
+            "experiments use the largest c at the first layer swept. "
+        )
     markdown = (
         f"{table}\n\n{degenerate_note}Working setting: layer {layer}, c = {coeff:g}: "
         f"{pm(chosen.value, len(chosen.samples))} against "
         f"{pm(base.value, len(base.samples)) if base else '–'} unsteered ({len(chosen.samples)} samples per cell). "
-        f"Best cell: layer {best.layer}, c = {best.coeff:g}, {fmt(best.value)}. "
-        f"Mean repetition at the working setting {fmt(chosen.repetition)} "
+        + (f"Best cell: layer {best.layer}, c = {best.coeff:g}, {fmt(best.value)}. " if best else "")
+        + f"Mean repetition at the working setting {fmt(chosen.repetition)} "
         f"(unsteered {fmt(base.repetition if base else math.nan)}).\n"
     )
     summary = {
