@@ -170,6 +170,7 @@ def test_suggest_json_contract_and_the_setting_is_usable_as_is(model_dirs, tmp_p
     assert payload["metric"] == "target-words" and "wedding" in payload["targets"]
     assert payload["mode"] == "front" and payload["layer"] in (0, 1)
     assert isinstance(payload["coherent"], bool) and payload["forward_passes"] > 0
+    assert payload["clear_effect"] == (payload["ci"][0] > payload["baseline_ci"][1])
     tried = payload["tried"]
     assert {t["layer"] for t in tried if t["stage"] == "coarse"} == {0, 1}
     assert (payload["layer"], payload["coeff"]) in {(t["layer"], t["coeff"]) for t in tried}

@@ -81,6 +81,8 @@ def run_suggest(args: argparse.Namespace) -> int:
     steer = f"{path}:{found.coeff:g}@{found.layer}"
     payload = {**found.to_dict(), "targets": targets, "vector": str(path), "steer": steer}
     verdict = "coherent" if found.coherent else "NOT coherent (no setting tried stayed in bounds)"
+    if not payload["clear_effect"]:
+        verdict += "; the effect is within sampling noise of the unsteered text (no clear effect found)"
     human = (
         f"suggested: layer {found.layer}, c = {found.coeff:g}, mode {found.mode}: {metric} "
         f"{found.score:.2f} (95% CI {found.ci_low:.2f}-{found.ci_high:.2f}; unsteered {found.baseline:.2f}), "

@@ -153,6 +153,7 @@ class Suggestion:
     coherent: bool
     forward_passes: int
     baseline: float  # the unsteered cell's score
+    baseline_ci: tuple[float, float]  # its 95% interval
     vector: SteeringVector  # the vector at `layer`, as steered (re-captured there when it has prompts)
     tried: list[Tried]
     grid_forward_passes: int  # the cost of the full grid: every layer × the coarse and refined ratios
@@ -170,6 +171,9 @@ class Suggestion:
             "forward_passes": self.forward_passes,
             "grid_forward_passes": self.grid_forward_passes,
             "baseline": self.baseline,
+            "baseline_ci": list(self.baseline_ci),
+            # the chosen cell's interval lies above the unsteered one's: an effect, not sampling noise
+            "clear_effect": bool(self.ci_low > self.baseline_ci[1]),
             "stopped_early": self.stopped_early,
             "tried": [
                 {
@@ -232,9 +236,10 @@ def suggest(
     tried: list[Tried] = []
     baseline_fluency: list[float] | None = None
     baseline_score = math.nan
+    baseline_ci = (math.nan, math.nan)
 
     def run(cells: list[tuple[int, float]], stage: str) -> None:
-        nonlocal passes, baseline_fluency, baseline_score
+        nonlocal passes, baseline_fluency, baseline_score, baseline_ci
         keys = [(layer, _round(units[layer] * ratio)) for layer, ratio in cells]
         steers = {
             key: [Steer(vectors[key[0]], key[1], mode=mode, at_layer=at_layers[key[0]])] for key in keys
@@ -249,6 +254,7 @@ def suggest(
         passes += per_cell_passes * len(done)
         if first and done:
             baseline_fluency, baseline_score = baseline, done[0].value
+            baseline_ci = (done[0].ci_low, done[0].ci_high)
             log(f"unsteered: {done[0].value:.2f}")
             done = done[1:]
         for (layer, ratio), cell in zip(cells, done, strict=False):
@@ -301,6 +307,7 @@ def suggest(
         coherent=coherent,
         forward_passes=passes,
         baseline=baseline_score,
+        baseline_ci=baseline_ci,
         vector=vectors[cell.layer],
         tried=tried,
         grid_forward_passes=grid_passes,

@@ -19,7 +19,8 @@ from engine.steering import Steer
 
 
 def run_perplexity(ctx: Context) -> ExperimentReport:
-    coeffs = list(ctx.settings.ppl_coeffs)
+    working = ctx.topic_setting()[1]
+    coeffs = sorted({*map(float, ctx.settings.ppl_coeffs), float(working)})  # always report the working c
     layers = ctx.layers
     vectors = {l: ctx.vector(TOPIC_PAIR, l) for l in layers}
     settings = [[Steer(vectors[l], c)] for l in layers for c in coeffs]
