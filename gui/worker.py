@@ -98,7 +98,7 @@ class SweepRequest:
     coeffs: list[float]
     layers: list[int] | None  # None: the vector's own layers
     prompts: list[str]
-    metric: str  # target-words | target-prob | perplexity
+    metric: str  # target-words | sentiment | target-prob | perplexity
     targets: list[str] = field(default_factory=list)
     reference_text: str = ""
     samples_per_prompt: int = 1
@@ -473,9 +473,14 @@ class ModelWorker(QObject):
 
             loaded = self._need_model()
 
+            from engine.experiments.defaults import measure_for_vector
+
             def spec_for(layers: list[int] | None) -> SweepSpec:
+                vector = self._vector(request.vector_path)
+                measure = measure_for_vector(vector)
                 return SweepSpec(
-                    vector=self._vector(request.vector_path),
+                    vector=vector,
+                    sentiment_sign=measure.sign if measure and measure.metric == "sentiment" else 1,
                     coeffs=list(request.coeffs),
                     layers=layers,
                     prompts=list(request.prompts),

@@ -127,10 +127,17 @@ def measure_for_pair(positive: str, negative: str) -> Measure:
 
 def measure_for_vector(vector: SteeringVector) -> Measure | None:
     """The default measure of a vector with stored ActAdd prompts (or pairs); None when it has none."""
-    prompts = vector.prompts or {}
+    return measure_for_prompts(vector.prompts or {})
+
+
+def measure_for_prompts(prompts: dict) -> Measure | None:
+    """`measure_for_vector` from a vector's stored prompts ({"positive", "negative"} or {"pairs"})."""
     positive, negative = prompts.get("positive"), prompts.get("negative")
     if isinstance(positive, str) and isinstance(negative, str):
-        return measure_for_pair(positive, negative)
+        try:
+            return measure_for_pair(positive, negative)
+        except InvalidInputError:  # nothing to derive targets from: the caller asks for them
+            return None
     pairs = prompts.get("pairs")
     if isinstance(pairs, list) and pairs:
         joined = [
