@@ -160,14 +160,15 @@ def _spec_from_args(args: argparse.Namespace, loaded):
 
     coeffs = _numbers(args.coeffs, float, "coeffs")
     layers = _numbers(args.layers, int, "layers") if args.layers else None
+    n_layers = len(loaded.blocks)
+    if layers and (bad := [l for l in layers if not 0 <= l < n_layers]):
+        raise InvalidInputError(
+            f"layer {bad[0]} is out of range: the model has {n_layers} layers (0-{n_layers - 1})"
+        )
     if args.vector:
         vector = Library(args.library).load(args.vector)
     else:
         first = layers[0] if layers else 0
-        if not 0 <= first < len(loaded.blocks):
-            raise InvalidInputError(
-                f"layer {first} is out of range: the model has {len(loaded.blocks)} layers"
-            )
         vector = capture_actadd(loaded, args.positive, args.negative, first)
         if layers is None:
             layers = list(range(len(loaded.blocks)))
