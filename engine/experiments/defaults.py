@@ -28,7 +28,7 @@ VADER_THRESHOLD = 0.05  # VADER's documented cut-off between neutral and positiv
 
 @lru_cache(maxsize=1)
 def _analyzer():
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer  # type: ignore[import-untyped]
 
     return SentimentIntensityAnalyzer()
 

@@ -59,7 +59,7 @@ _DEFAULT_NEGATIVE = (
     "nasty annoying disgusting upset loathe despise gloomy rotten poor dislike disliked"
 )
 
-POSITIVE_PROMPTS = (
+POSITIVE_PROMPTS: tuple[str, ...] = (
     "I had the best day at the park with my friends, and",
     "The concert last night was wonderful, and",
     "My grandmother's cooking always makes me happy because",
@@ -67,7 +67,7 @@ POSITIVE_PROMPTS = (
     "The new puppy is so sweet that",
     "Thanks to my kind neighbors, the move was easy and",
 )
-NEGATIVE_PROMPTS = (
+NEGATIVE_PROMPTS: tuple[str, ...] = (
     "The traffic this morning was awful, and",
     "I lost my wallet and my phone died, so",
     "The food at that restaurant was disgusting, and",
@@ -355,18 +355,23 @@ def cells_at(result: SweepResult, layer: int) -> dict[float, SweepCell]:
 
 
 def generate_rows(
-    ctx: Context, prompts: Sequence[str], steers: Sequence[Sequence[Steer]], sampling: SamplingConfig
+    ctx: Context,
+    prompts: Sequence[str] | Sequence[Sequence[str]],
+    steers: Sequence[Sequence[Steer]],
+    sampling: SamplingConfig,
 ) -> list[list[str]]:
     """For each setting (a steer list, or a prompt list of the same length as `steers`), its completions:
     prompts × samples rows per setting, all settings in as few generate calls as fit in a batch."""
     per_setting = prompts if prompts and isinstance(prompts[0], list) else [prompts] * len(steers)
     if len(per_setting) != len(steers):
         raise InvalidInputError(f"{len(per_setting)} prompt lists for {len(steers)} settings")
-    rows_prompts, rows_steers, bounds = [], [], [0]
+    rows_prompts: list[str] = []
+    rows_steers: list[list[Steer]] = []
+    bounds = [0]
     for steer, setting_prompts in zip(steers, per_setting, strict=True):
         for p in setting_prompts:
             for _ in range(ctx.settings.samples):
-                rows_prompts.append(p)
+                rows_prompts.append(str(p))
                 rows_steers.append(list(steer))
         bounds.append(len(rows_prompts))
     texts: list[str] = []
@@ -389,7 +394,7 @@ def ppl_ratios(
     ctx: Context, settings: Sequence[Sequence[Steer]], prefixes: Sequence[str] | None = None
 ) -> dict:
     """{text set: [perplexity ratio per setting]} against the plain unsteered model."""
-    out = {}
+    out: dict = {}
     for name, texts in text_sets(ctx).items():
         base = metrics.corpus_perplexities(ctx.loaded, texts, [[]])[0]
         values = metrics.corpus_perplexities(ctx.loaded, texts, settings, prefixes=prefixes)

@@ -67,11 +67,9 @@ def _compare(ctx: Context, task: str, layer: int, actadd_coeffs: list[float]) ->
     """[(setting label, cell)] for unsteered, ActAdd and the two 32-pair directions on one task."""
     n_pairs = ctx.settings.n_pairs
     if task == "topic":
-        pair, pairs = TOPIC_PAIR, TOPIC_PAIRS[:n_pairs]
-        spec_kw = {"metric": "target-words", "targets": ctx.lexicon.topic_words}
+        pair, pairs, metric = TOPIC_PAIR, TOPIC_PAIRS[:n_pairs], "target-words"
     else:
-        pair, pairs = SENTIMENT_PAIR, SENTIMENT_PAIRS[:n_pairs]
-        spec_kw = {"metric": "sentiment", "sentiment_sign": 1}
+        pair, pairs, metric = SENTIMENT_PAIR, SENTIMENT_PAIRS[:n_pairs], "sentiment"
     actadd = ctx.vector(pair, layer)
     mean_diff = capture_mean_diff(ctx.loaded, pairs, layer)
     pca = capture_pca(ctx.loaded, pairs, layer)
@@ -87,7 +85,9 @@ def _compare(ctx: Context, task: str, layer: int, actadd_coeffs: list[float]) ->
         prompts=ctx.prompts,
         samples_per_prompt=ctx.settings.samples,
         sampling=ctx.settings.sampling(),
-        **spec_kw,
+        metric=metric,
+        targets=list(ctx.lexicon.topic_words) if metric == "target-words" else [],
+        sentiment_sign=1,
     )
     # Keys are (setting index, c): labels of the batched cells, c = 0 only for the unsteered one.
     keys = [(i, 0.0 if not steer else 1.0) for i, (_, steer) in enumerate(settings)]
