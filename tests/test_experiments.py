@@ -14,7 +14,7 @@ import torch
 
 from engine import SamplingConfig, Steer, capture_actadd, capture_mean_diff, generate
 from engine.errors import ActAddError, InvalidInputError
-from engine.experiments import SweepSpec, metrics, plot_sweep, run_sweep, vector_for_layer
+from engine.experiments import SweepSpec, metrics, plot_sweep, run_sweep, stats, vector_for_layer
 from engine.experiments.sweep import SweepCell, SweepResult
 from engine.models import DEMO_MODEL_DIR
 from engine.pairs import PromptPair
@@ -158,25 +158,27 @@ def test_sweep_uses_few_generate_calls(gpt2, monkeypatch):
                      samples_per_prompt=3, sampling=SamplingConfig.paper(max_new_tokens=3))  # fmt: skip
     result = run_sweep(gpt2, spec)
     assert len(result.cells) == 15
-    assert sum(calls) == 15 * 2 * 3
+    assert sum(calls) == (15 - 2) * 2 * 3  # c = 0 is unsteered at every layer: sampled once, not 3 times
+    zero = [c for c in result.cells if c.coeff == 0]
+    assert len(zero) == 3 and all(c.completions == zero[0].completions for c in zero)
     assert len(calls) <= 2  # 90 rows: one or two batches, not one call per setting
 
 
-def test_fluency_perplexity_and_degenerate_flags(gpt2):
+def test_fluency_perplexity_and_the_coherence_guard(gpt2):
+    from engine.experiments.coherence import CoherenceGuard
+
     prompt = "I went up to my friend and said"
     greedy = generate(gpt2, prompt, [[]], SamplingConfig(temperature=0.0, max_new_tokens=8)).rows[0].text
     garbage = " zq xv jj kk pp zq ww"
     fluent, odd, empty = metrics.fluency_perplexities(gpt2, [prompt], [greedy, garbage, "  "])
     assert fluent < odd and math.isnan(empty)
-    threshold = metrics.fluency_threshold([fluent, fluent * 1.1, math.nan])
-    assert threshold == max(metrics.FLUENCY_FLOOR, metrics.FLUENCY_FACTOR * fluent * 1.1)
+    guard = CoherenceGuard(max_ppl_ratio=4.0)
     text = "the bride walked down the aisle while the groom waited at the altar"
-    assert metrics.degenerate_flags([text, text, ""], [1.0, threshold * 2, math.nan], threshold) == [
-        False,
-        True,
-        True,
-    ]
-    assert metrics.fluency_threshold([]) == math.inf
+    assert guard.sample_ok(text, 3.9, 1.0)
+    assert not guard.sample_ok(text, 4.1, 1.0)  # implausible to the unsteered model
+    assert not guard.sample_ok("", math.nan, 1.0)  # empty
+    assert guard.sample_ok(text, math.nan, 1.0)  # nothing scored: the word checks decide
+    assert guard.bad_share([text, text, ""], [1.0, 8.0, math.nan], 1.0) == pytest.approx(2 / 3)
 
 
 def test_sweep_without_zero_coefficient_adds_one_unsteered_baseline(gpt2, monkeypatch):
@@ -316,8 +318,9 @@ def test_replication_runs_end_to_end_on_a_tiny_model(gpt2, tmp_path):
     from engine.experiments.replication import Settings, run_experiments
 
     settings = Settings(n_prompts=2, samples=1, max_new_tokens=4, topic_coeffs=[0, 4], sentiment_coeffs=[-4, 0, 4],
-                        ppl_coeffs=[0, 4], injection_coeffs=[0, 4], n_texts=2, timing_repeats=1)  # fmt: skip
-    names = ["topic", "sentiment", "perplexity", "prompting", "injection", "overhead"]
+                        ppl_coeffs=[0, 4], injection_coeffs=[0, 4], method_coeffs=[1], n_pairs=4, n_texts=2,
+                        timing_repeats=1)  # fmt: skip
+    names = ["topic", "sentiment", "perplexity", "prompting", "injection", "methods", "overhead"]
     reports = run_experiments(gpt2, names, tmp_path, settings=settings)
     assert set(reports) == set(names)
     for report in reports.values():
@@ -416,12 +419,13 @@ def test_working_topic_setting_is_the_smallest_c_within_sampling_error_of_the_be
         for cell in result.cells:
             cell.value = values.get((cell.layer, cell.coeff), 0.0)
             cell.completions = ["text"] * n
+            cell.ci_low, cell.ci_high = stats.wilson(round(cell.value * n), n)
         context._topic = result
         return context.topic_setting()
 
-    # 0.94 vs 1.00 is one sample in 18: as good as the best, so the smaller c wins
+    # 0.94 vs 1.00 is one sample in 18: inside the best cell's interval (0.82-1), so the smaller c wins
     assert setting({(0, 1.0): 0.94, (0, 4.0): 1.0}) == (0, 1.0)
-    # 0.75 vs 1.00 is more than two standard errors (0.20) apart: the best cell wins
+    # 0.75 is below the best cell's lower bound (0.82): the best cell wins
     assert setting({(0, 1.0): 0.75, (0, 4.0): 1.0}) == (0, 4.0)
     # with 200 samples per cell the error is small, so 0.94 is no longer as good as 1.00
     assert setting({(0, 1.0): 0.94, (0, 4.0): 1.0}, n=200) == (0, 4.0)

@@ -4,6 +4,7 @@
         --targets wedding,bride,groom --prompt "Here is what I think about it:" --samples 4 --out sweeps
     python main.py sweep --vector love-hate --coeffs -8,-4,0,4,8 --metric target-prob --targets love
     python main.py sweep --experiment all --model demo --out docs/replication
+    python main.py sweep --suggest --model PATH --positive Love --negative Hate --json
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ EXPERIMENT_CHOICES = (
     "perplexity",
     "prompting",
     "injection",
+    "methods",
     "overhead",
     "quantization",
     "all",
@@ -73,16 +75,21 @@ def register(sub) -> None:
     grid.add_argument("--mode", choices=MODES, help="injection mode")
     measure = sweep.add_argument_group("measurement")
     measure.add_argument(
-        "--metric", choices=("target-words", "target-prob", "perplexity"), default="target-words"
+        "--metric",
+        choices=("target-words", "sentiment", "target-prob", "perplexity"),
+        help="default: follows the pair: sentiment (VADER) when p+ and p- differ in polarity, else "
+        "target-words on the words of p+",
     )
-    measure.add_argument("--targets", help="comma-separated target words (default: the words of p+)")
+    measure.add_argument(
+        "--targets", help="comma-separated target words (default: the words of p+ and their inflections)"
+    )
     measure.add_argument(
         "--prompt", action="append", default=[], metavar="TEXT", help="a prompt (repeat for several)"
     )
     measure.add_argument("--reference-text", default="", help="text whose perplexity is measured")
     measure.add_argument("--reference-file", metavar="FILE", help="read the reference text from a file")
     measure.add_argument("--samples", type=int, default=4, help="samples per prompt and cell (default 4)")
-    measure.add_argument("--max-new-tokens", type=int, default=32)
+    measure.add_argument("--max-new-tokens", type=int, help="default 32 (24 with --suggest)")
     measure.add_argument("--seed", type=int, default=0)
     measure.add_argument("--temperature", type=float, default=1.0)
     measure.add_argument("--top-p", type=float, default=0.3, help="default 0.3, the paper's")
@@ -97,6 +104,12 @@ def register(sub) -> None:
         help="run a replication experiment instead of a sweep (repeatable; 'all' for every one)",
     )
     sweep.add_argument("--quick", action="store_true", help="small-sample experiments (seconds, noisier)")
+    sweep.add_argument(
+        "--suggest",
+        action="store_true",
+        help="find a working (layer, coefficient): coarse layer sweep, then refinement; prints the setting "
+        "for generate --steer V:COEFF@LAYER --mode MODE",
+    )
     sweep.add_argument("--out", default="sweeps", metavar="DIR", help="output folder (default %(default)s)")
     sweep.add_argument("--name", default="sweep", help="file stem of the sweep's CSV and PNG")
     add_library_option(sweep)
@@ -112,8 +125,33 @@ def _progress_bar(args, desc: str):
 
 def run_sweep_command(args: argparse.Namespace) -> int:
     if args.experiment:
+        if args.suggest:
+            raise InvalidInputError("give either --experiment or --suggest")
         return _run_experiments(args)
+    if args.suggest:
+        from engine.cli.suggest_command import run_suggest
+
+        return run_suggest(args)
     return _run_single_sweep(args)
+
+
+def measure_from_args(args: argparse.Namespace, vector):
+    """(metric, targets, sentiment sign) from --metric/--targets, else following the vector's pair."""
+    from engine.experiments import defaults
+
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()] if args.targets else []
+    default = defaults.measure_for_vector(vector)
+    metric = args.metric or (default.metric if default else "target-words")
+    sign = default.sign if default and default.metric == "sentiment" else 1
+    if metric in ("target-words", "target-prob") and not targets:
+        if default is not None and default.targets:
+            targets = default.targets
+        else:
+            positive = (vector.prompts or {}).get("positive", "")
+            targets = defaults.word_family(positive) if isinstance(positive, str) else []
+        if not targets:
+            raise InvalidInputError(f"--metric {metric} needs --targets w1,w2")
+    return metric, targets, sign
 
 
 def _spec_from_args(args: argparse.Namespace, loaded):
@@ -124,25 +162,19 @@ def _spec_from_args(args: argparse.Namespace, loaded):
 
     coeffs = _numbers(args.coeffs, float, "coeffs")
     layers = _numbers(args.layers, int, "layers") if args.layers else None
+    n_layers = len(loaded.blocks)
+    if layers and (bad := [l for l in layers if not 0 <= l < n_layers]):
+        raise InvalidInputError(
+            f"layer {bad[0]} is out of range: the model has {n_layers} layers (0-{n_layers - 1})"
+        )
     if args.vector:
         vector = Library(args.library).load(args.vector)
     else:
         first = layers[0] if layers else 0
-        if not 0 <= first < len(loaded.blocks):
-            raise InvalidInputError(
-                f"layer {first} is out of range: the model has {len(loaded.blocks)} layers"
-            )
         vector = capture_actadd(loaded, args.positive, args.negative, first)
         if layers is None:
             layers = list(range(len(loaded.blocks)))
-    from engine.experiments import metrics
-
-    targets = [t.strip() for t in args.targets.split(",") if t.strip()] if args.targets else []
-    if not targets and args.metric != "perplexity":
-        positive = (vector.prompts or {}).get("positive", "")
-        targets = metrics.words(positive) if isinstance(positive, str) else []
-        if not targets:
-            raise InvalidInputError(f"--metric {args.metric} needs --targets w1,w2")
+    metric, targets, sign = measure_from_args(args, vector)
     reference = args.reference_text
     if args.reference_file:
         try:
@@ -151,7 +183,7 @@ def _spec_from_args(args: argparse.Namespace, loaded):
             raise InvalidInputError(f"cannot read {args.reference_file}: {exc}") from exc
     sampling = SamplingConfig.paper(
         seed=args.seed,
-        max_new_tokens=args.max_new_tokens,
+        max_new_tokens=args.max_new_tokens or 32,
         temperature=args.temperature,
         top_p=args.top_p,
         frequency_penalty=args.frequency_penalty,
@@ -160,8 +192,9 @@ def _spec_from_args(args: argparse.Namespace, loaded):
         vector=vector,
         coeffs=coeffs,
         layers=layers,
-        metric=args.metric,
+        metric=metric,
         targets=targets,
+        sentiment_sign=sign,
         reference_text=reference,
         samples_per_prompt=args.samples,
         sampling=sampling,
@@ -215,6 +248,7 @@ def _run_single_sweep(args: argparse.Namespace) -> int:
                 "layer": c.layer,
                 "coeff": c.coeff,
                 "value": c.value,
+                "ci": [c.ci_low, c.ci_high],
                 "repetition": c.repetition,
                 "degenerate": c.degenerate,
                 "effect": None if math.isnan(c.effect) else c.effect,
@@ -222,7 +256,14 @@ def _run_single_sweep(args: argparse.Namespace) -> int:
             }
             for c in result.cells
         ],
-        "best": None if best is None else {"layer": best.layer, "coeff": best.coeff, "value": best.value},
+        "best": None
+        if best is None
+        else {
+            "layer": best.layer,
+            "coeff": best.coeff,
+            "value": best.value,
+            "ci": [best.ci_low, best.ci_high],
+        },
         "seconds": round(result.seconds, 2),
         "csv": str(csv_path),
         "png": str(png_path),

@@ -44,13 +44,8 @@ _FUNCTION_WORDS = (
     "is are was were be been am has have had do did not no all there here what when while who which"
 )
 FUNCTION_WORDS = frozenset(_FUNCTION_WORDS.split())
-# A sweep cell is marked degenerate when at least this share of its samples is.
-DEGENERATE_CELL_SHARE = 0.5
-# Model-based check: a sample is degenerate when the unsteered model finds it far less likely than its
-# own unsteered samples (perplexity above FACTOR × their median, and above FLOOR). Fluent steered text
-# stays within ~2× (a topic the prompt did not ask for); word salad is 100-1000× and more.
-FLUENCY_FACTOR = 10.0
-FLUENCY_FLOOR = 20.0
+# The model-based checks (perplexity under the unsteered model, n-gram repetition) and the cell rule
+# live in `engine.experiments.coherence`.
 
 
 # ---- text metrics ---------------------------------------------------------------------------------------
@@ -326,23 +321,6 @@ def fluency_perplexities(
         for i, (nll, n) in zip(todo, scored, strict=True):
             out[i] = math.exp(nll / n)
     return out
-
-
-def fluency_threshold(baseline: Sequence[float]) -> float:
-    """The fluency perplexity above which a sample counts as degenerate, given unsteered samples' values."""
-    finite = sorted(v for v in baseline if math.isfinite(v))
-    if not finite:
-        return math.inf
-    median = finite[len(finite) // 2]
-    return max(FLUENCY_FLOOR, FLUENCY_FACTOR * median)
-
-
-def degenerate_flags(texts: Sequence[str], fluency: Sequence[float] | None, threshold: float) -> list[bool]:
-    """Per sample: `is_degenerate(text)`, or a fluency perplexity above `threshold`."""
-    fluency = list(fluency) if fluency is not None else [math.nan] * len(texts)
-    return [
-        is_degenerate(t) or (math.isfinite(f) and f > threshold) for t, f in zip(texts, fluency, strict=True)
-    ]
 
 
 def corpus_perplexities(

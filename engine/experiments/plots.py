@@ -20,9 +20,11 @@ from engine.experiments.sweep import SweepResult, layer_label
 
 METRIC_LABELS = {
     "target-words": "share of completions with a target word",
+    "sentiment": "share of completions on p+'s side (VADER)",
     "target-prob": "next-token probability of the targets",
     "perplexity": "perplexity of the reference text",
 }
+SHARE_METRICS = ("target-words", "sentiment")
 
 
 def _save(fig: Figure, path: str | Path) -> None:
@@ -46,8 +48,13 @@ def draw_sweep_lines(ax: Axes, result: SweepResult, *, small: bool = False) -> N
     effects = result.grid("effect")[2]
     best = result.best()
     degenerate = {(c.layer, float(c.coeff)) for c in result.cells if c.degenerate}
+    cells = {(c.layer, float(c.coeff)): c for c in result.cells}
     for i, layer in enumerate(layers):
         ax.plot(coeffs, values[i], marker="o", ms=4 if small else 6, label=layer_label(layer))
+        low = [cells[(layer, c)].ci_low if (layer, c) in cells else math.nan for c in coeffs]
+        high = [cells[(layer, c)].ci_high if (layer, c) in cells else math.nan for c in coeffs]
+        if any(math.isfinite(v) for v in low):  # each cell's 95% interval (Wilson for shares)
+            ax.fill_between(coeffs, low, high, alpha=0.15, label="95% CI" if i == 0 else None)
     bad = [
         (c, values[layers.index(l)][coeffs.index(c)]) for l, c in degenerate if l in layers and c in coeffs
     ]
@@ -67,6 +74,8 @@ def draw_sweep_lines(ax: Axes, result: SweepResult, *, small: bool = False) -> N
         )
     ax.set_xlabel("coefficient c")
     ax.set_ylabel(METRIC_LABELS.get(result.spec.metric, result.spec.metric))
+    if result.spec.metric in SHARE_METRICS:  # a share never goes below 0 (or above 1)
+        ax.set_ylim(0.0, 1.02)
     ax.axvline(0, color="grey", lw=0.6)
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
@@ -85,7 +94,7 @@ def draw_sweep_heatmap(fig: Figure, ax: Axes, result: SweepResult) -> None:
     effects = result.grid("effect")[2]
     best = result.best()
     degenerate = {(c.layer, float(c.coeff)) for c in result.cells if c.degenerate}
-    target_words = result.spec.metric == "target-words"
+    share = result.spec.metric in SHARE_METRICS
     draw_heatmap(
         fig,
         ax,
@@ -98,8 +107,8 @@ def draw_sweep_heatmap(fig: Figure, ax: Axes, result: SweepResult) -> None:
         hatched={(layers.index(l), coeffs.index(c)) for l, c in degenerate if l in layers and c in coeffs},
         star=(layers.index(best.layer), coeffs.index(float(best.coeff))) if best is not None else None,
         cmap="viridis" if result.higher_is_better else "viridis_r",
-        vmin=0.0 if target_words else None,
-        vmax=1.0 if target_words else None,
+        vmin=0.0 if share else None,
+        vmax=1.0 if share else None,
         notes=[[f"KL {v:.2g}" if math.isfinite(v) else "" for v in row] for row in effects],
     )
 
@@ -223,6 +232,8 @@ def plot_lines(
     panel_hlines: Mapping[str, Mapping[str, float]] | None = None,
     sharey: bool = True,
     logy_panels: set[str] | None = None,
+    bands: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+    share: bool = False,
 ) -> None:
     """Lines of y vs x (one per series), with optional labelled horizontal reference lines.
 
@@ -234,13 +245,17 @@ def plot_lines(
     axes = fig.subplots(1, len(groups), sharey=sharey, squeeze=False)[0]
     for ax, (panel_title, panel_series) in zip(axes, groups.items(), strict=True):
         for label, ys in panel_series.items():
-            ax.plot(list(x), list(ys), marker="o", ms=3.5, label=label)
+            line = ax.plot(list(x), list(ys), marker="o", ms=3.5, label=label)[0]
+            if bands and label in bands:  # a confidence interval around the series
+                ax.fill_between(list(x), *bands[label], color=line.get_color(), alpha=0.15)
         lines = {**(hlines or {}), **(panel_hlines or {}).get(panel_title, {})}
         for k, (label, y) in enumerate(lines.items()):
             ax.axhline(y, ls="--", lw=1.0, color=f"C{(k + len(panel_series)) % 10}", label=label)
         ax.axvline(0, color="grey", lw=0.6)
         if logy or panel_title in (logy_panels or ()):
             ax.set_yscale("log")
+        elif share:  # shares live in [0, 1]: the axis never shows negative values
+            ax.set_ylim(0.0, 1.02)
         ax.grid(alpha=0.3)
         ax.set_xlabel(xlabel)
         ax.set_title(panel_title if panels else title, fontsize=10)

@@ -7,6 +7,7 @@ mean-diff/PCA direction); only vectors without stored prompts are moved across l
 
 Metrics:
 - "target-words": the share of sampled completions containing one of `targets` (topic fraction).
+- "sentiment":    the share of sampled completions on the `sentiment_sign` side by VADER (`defaults`).
 - "target-prob":  the next-token probability mass of the targets' first tokens after each prompt (mean).
 - "perplexity":   the perplexity of `reference_text` with the vector applied at the front of it.
 
@@ -14,6 +15,10 @@ Sampled cells are fair comparisons: sample k of every cell (and of the unsteered
 seed `sampling.seed + k` (common random numbers, engine/sampling.py), so cells differ by their
 coefficients alone. Beside the metric, each sampled cell reports `effect`: the mean per-token
 KL(steered || unsteered) on the same context (engine/effect.py) over all its generated tokens.
+
+Every cell carries a 95% confidence interval (Wilson for shares, t for means; `stats`), and `best()`
+ranks by its lower bound. Sampled cells pass the coherence guard (`coherence`), measured against the
+sweep's own unsteered samples.
 """
 
 from __future__ import annotations
@@ -28,15 +33,17 @@ from pathlib import Path
 
 from engine.capture import capture_actadd, capture_mean_diff, capture_pca
 from engine.errors import InvalidInputError
-from engine.experiments import metrics
+from engine.experiments import coherence, defaults, metrics, stats
 from engine.generation import SamplingConfig, generate
 from engine.models import LoadedModel
+from engine.modes import MODES
 from engine.pairs import PromptPair
 from engine.sampling import resolve_row_seeds
 from engine.steering import Steer
-from engine.vector import MODES, SteeringVector, check_fits
+from engine.vector import SteeringVector, check_fits
 
-METRICS = ("target-words", "target-prob", "perplexity")
+METRICS = ("target-words", "sentiment", "target-prob", "perplexity")
+SAMPLED_METRICS = ("target-words", "sentiment")
 # The layer of a cell when the sweep uses a multi-layer vector's own layers together.
 OWN_LAYERS = -1
 # Neutral openings. (Not the paper's "I went up to my friend and said": the demo model, the default model,
@@ -67,6 +74,8 @@ class SweepSpec:
     sampling: SamplingConfig = field(default_factory=SamplingConfig.paper)
     mode: str | None = None  # None: the vector's default mode
     allow_other_model: bool = False  # use a vector captured on another model of the same width
+    sentiment_sign: int = 1  # metric "sentiment": +1 counts positive completions (VADER), -1 negative
+    guard: coherence.CoherenceGuard = field(default_factory=lambda: coherence.DEFAULT_GUARD)
     effect: bool = True  # measure the mean per-token KL of sampled cells (one shadow row per row)
 
     def validate(self) -> None:
@@ -80,11 +89,12 @@ class SweepSpec:
             raise InvalidInputError("give at least one layer, or leave layers unset")
         if self.mode is not None and self.mode not in MODES:
             raise InvalidInputError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
-        if self.metric in ("target-words", "target-prob"):
-            if not [t for t in self.targets if t.strip()]:
-                raise InvalidInputError(f"metric {self.metric} needs target words")
-            if not [p for p in self.prompts if p.strip()]:
-                raise InvalidInputError("give at least one prompt")
+        if self.metric in ("target-words", "target-prob") and not [t for t in self.targets if t.strip()]:
+            raise InvalidInputError(f"metric {self.metric} needs target words")
+        if self.metric != "perplexity" and not [p for p in self.prompts if p.strip()]:
+            raise InvalidInputError("give at least one prompt")
+        if self.sentiment_sign not in (1, -1):
+            raise InvalidInputError("sentiment_sign must be +1 or -1")
         if self.metric == "perplexity" and not self.reference_text.strip():
             raise InvalidInputError("metric perplexity needs a reference text")
         if not 1 <= self.samples_per_prompt <= 1000:
@@ -103,7 +113,15 @@ class SweepCell:
     completions: list[str] = field(default_factory=list)  # the generated text alone (target-words)
     fluency: float = math.nan  # median perplexity of the completions under the unsteered model
     degenerate_share: float = 0.0  # share of samples that are loops, salad, empty or implausible
+    ci_low: float = math.nan  # 95% confidence interval of `value` (Wilson for shares, t for means)
+    ci_high: float = math.nan
+    ppl_ratio: float = math.nan  # `fluency` / the unsteered samples' median fluency
     effect: float = math.nan  # mean per-token KL(steered || unsteered) on the same context, in nats
+
+    def bound(self, higher_is_better: bool = True) -> float:
+        """The pessimistic end of the interval (lower bound, or upper for lower-is-better), else value."""
+        edge = self.ci_low if higher_is_better else self.ci_high
+        return edge if math.isfinite(edge) else self.value
 
 
 @dataclass
@@ -129,12 +147,14 @@ class SweepResult:
         return layers, coeffs, values
 
     def best(self) -> SweepCell | None:
-        """The best non-degenerate cell: highest value (lowest for perplexity); ties go to the smaller |c|."""
+        """The best coherent cell by the pessimistic end of its confidence interval (so 1 hit in 6
+        samples does not win on luck), then by value; ties go to the smaller |c|."""
         candidates = [c for c in self.cells if not c.degenerate and math.isfinite(c.value)]
         if not candidates:
             return None
         sign = 1.0 if self.higher_is_better else -1.0
-        return max(candidates, key=lambda c: (sign * c.value, -abs(c.coeff)))
+        up = self.higher_is_better
+        return max(candidates, key=lambda c: (sign * c.bound(up), sign * c.value, -abs(c.coeff)))
 
     def to_csv(self, path: str | Path) -> None:
         path = Path(path)
@@ -143,8 +163,8 @@ class SweepResult:
             writer = csv.writer(handle)
             writer.writerow(
                 [
-                    "layer", "coeff", "metric", "value", "repetition", "degenerate", "degenerate_share",
-                    "fluency_ppl", "effect_kl", "n_samples", "example",
+                    "layer", "coeff", "metric", "value", "ci_low", "ci_high", "repetition", "degenerate",
+                    "degenerate_share", "fluency_ppl", "ppl_ratio", "effect_kl", "n_samples", "example",
                 ]
             )  # fmt: skip
             for c in self.cells:
@@ -154,10 +174,13 @@ class SweepResult:
                         c.coeff,
                         self.spec.metric,
                         f"{c.value:.6g}",
+                        f"{c.ci_low:.4g}",
+                        f"{c.ci_high:.4g}",
                         f"{c.repetition:.4f}",
                         int(c.degenerate),
                         f"{c.degenerate_share:.4f}",
                         f"{c.fluency:.4g}",
+                        f"{c.ppl_ratio:.4g}",
                         f"{c.effect:.4g}",
                         len(c.samples),
                         c.samples[0] if c.samples else "",
@@ -261,8 +284,8 @@ def run_sweep(
         for c in coeffs
     }
     keys = list(steers)  # (layer, coeff) in sweep order
-    if spec.metric == "target-words":
-        cells = _sweep_generation(loaded, spec, keys, steers, progress, cancel)
+    if spec.metric in SAMPLED_METRICS:
+        cells, _ = generation_cells(loaded, spec, keys, steers, progress=progress, cancel=cancel)
     else:
         cells = _sweep_forward(loaded, spec, keys, steers, progress, cancel)
     return SweepResult(
@@ -277,12 +300,42 @@ def run_sweep(
 _BASELINE = (None, 0.0)  # an unsteered pseudo-cell, run first when no coefficient is 0
 
 
-def _sweep_generation(loaded, spec, keys, steers, progress, cancel) -> list[SweepCell]:
+def score_completions(spec: SweepSpec, completions: list[str]) -> tuple[float, float, float]:
+    """(value, ci_low, ci_high) of one cell's completions under a sampled metric (a share, Wilson CI)."""
+    if spec.metric == "sentiment":
+        hits = sum(defaults.vader_label(t) == spec.sentiment_sign for t in completions)
+    else:
+        hits = sum(metrics.count_hits(t, spec.targets) > 0 for t in completions)
+    n = len(completions)
+    low, high = stats.wilson(hits, n)
+    return (hits / n if n else math.nan), low, high
+
+
+def generation_cells(
+    loaded: LoadedModel,
+    spec: SweepSpec,
+    keys: list[tuple[int, float]],
+    steers: dict[tuple[int, float], list[Steer]],
+    *,
+    baseline_fluency: list[float] | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> tuple[list[SweepCell], list[float]]:
+    """Sample every (layer, coeff) cell of `keys` and score it: (cells, the unsteered samples' fluency).
+
+    The unsteered samples set the scale of the coherence guard. They come from a c = 0 cell among `keys`,
+    else from `baseline_fluency` (an earlier call's), else from an extra unsteered pseudo-cell run first.
+    """
+    cancel = cancel or threading.Event()
     prompts = [p for p in spec.prompts if p.strip()]
     per_cell = len(prompts) * spec.samples_per_prompt
-    # The unsteered samples set the fluency scale for the degeneracy check; a c = 0 cell is unsteered.
-    run_keys = list(keys) if any(c == 0 for _, c in keys) else [_BASELINE, *keys]
-    row_steers_of = {**steers, _BASELINE: []}
+    has_zero = any(c == 0 for _, c in keys)
+    # c = 0 is unsteered at every layer (except for ablation, which ignores c): sample it once.
+    ablating = (spec.mode or spec.vector.default_mode) == "ablate"
+    zeros = [k for k in keys if k[1] == 0] if not ablating else []
+    distinct = [k for k in keys if k not in zeros[1:]]
+    run_keys = distinct if has_zero or baseline_fluency is not None else [_BASELINE, *distinct]
+    row_steers_of: dict[tuple, list[Steer]] = {**steers, _BASELINE: []}
     # Flat rows: every cell's prompts × samples, cut into batches of up to MAX_ROWS_PER_BATCH rows (a
     # batch may hold parts of two cells; a cancelled sweep keeps only the cells it finished).
     row_prompts = [p for _ in run_keys for p in prompts for _ in range(spec.samples_per_prompt)]
@@ -333,34 +386,41 @@ def _sweep_generation(loaded, spec, keys, steers, progress, cancel) -> list[Swee
         for i, k in enumerate(run_keys)
         if k in done
     }
-    baseline = [f for k in done if k[1] == 0 for f in flu[k]]
-    threshold = metrics.fluency_threshold(baseline)
+    baseline = [f for k in done if k[1] == 0 for f in flu[k]] if has_zero or baseline_fluency is None else []
+    baseline = baseline or list(baseline_fluency or [])
+    scale = coherence.median(baseline)
+    for k in zeros[1:]:
+        if zeros[0] in done:
+            done[k], flu[k], kls[k] = done[zeros[0]], flu[zeros[0]], kls[zeros[0]]
     cells = []
     for k in keys:
         if k not in done:
             break
         layer, coeff = k
         part, part_fluency = done[k], flu[k]
-        flags = metrics.degenerate_flags(part, part_fluency, threshold)
-        finite = sorted(f for f in part_fluency if math.isfinite(f))
-        share = sum(flags) / len(flags)
+        share = spec.guard.bad_share(part, part_fluency, scale)
+        value, low, high = score_completions(spec, part)
+        median = coherence.median(part_fluency)
         cells.append(
             SweepCell(
                 layer=layer,
                 coeff=coeff,
-                value=metrics.topic_fraction(part, spec.targets),
+                value=value,
                 repetition=sum(map(metrics.repetition_rate, part)) / len(part),
-                degenerate=share >= metrics.DEGENERATE_CELL_SHARE,
+                degenerate=not spec.guard.cell_ok(share),
                 samples=[
                     p + t for p, t in zip(prompts_of(prompts, spec.samples_per_prompt), part, strict=True)
                 ],
                 completions=list(part),
-                fluency=finite[len(finite) // 2] if finite else math.nan,
+                fluency=median,
                 degenerate_share=share,
+                ci_low=low,
+                ci_high=high,
+                ppl_ratio=median / scale if scale > 0 else math.nan,
                 effect=sum(kls[k]) / len(kls[k]) if kls[k] else math.nan,
             )
         )
-    return cells
+    return cells, baseline
 
 
 def prompts_of(prompts: list[str], samples: int) -> list[str]:
@@ -390,6 +450,7 @@ def _sweep_forward(loaded, spec, keys, steers, progress, cancel) -> list[SweepCe
         for j, (layer, coeff) in enumerate(batch_keys):
             part = values[j * per_cell : (j + 1) * per_cell]
             value = sum(part) / len(part)
+            low, high = stats.mean_ci(part) if len(part) > 1 else (math.nan, math.nan)
             label = "p(targets)" if spec.metric == "target-prob" else "perplexity"
             cells.append(
                 SweepCell(
@@ -398,6 +459,8 @@ def _sweep_forward(loaded, spec, keys, steers, progress, cancel) -> list[SweepCe
                     value=value,
                     repetition=0.0,
                     degenerate=not math.isfinite(value),
+                    ci_low=low,
+                    ci_high=high,
                     samples=[f"{label} {v:.4g}: {p[:60]}" for v, p in zip(part, prompts, strict=True)],
                 )
             )

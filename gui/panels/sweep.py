@@ -59,6 +59,7 @@ from gui.widgets.sweep_cells import (
 
 METRIC_TIPS = {
     "target-words": "Share of sampled completions that contain one of the target words (the paper's topic metric)",
+    "sentiment": "Share of sampled completions on p+'s side by VADER sentiment (chosen for sentiment pairs)",
     "target-prob": "Next-token probability of the targets' first tokens right after each prompt (no sampling)",
     "perplexity": "Perplexity of the reference text with the vector applied (lower: more fluent)",
 }
@@ -132,6 +133,7 @@ class SweepPanel(QWidget):
         self.seed.setRange(0, 2**31 - 1)
         self.seed.setToolTip("Seed of the paper sampling (temperature 1, top-p 0.3, frequency penalty 1)")
         self.metric.currentTextChanged.connect(self._on_metric_changed)
+        self._vector.currentIndexChanged.connect(self._on_vector_changed)
 
         self.run_button = QPushButton("Run sweep")
         self.run_button.setToolTip("Run every (layer, c) cell as batched rows on the worker")
@@ -241,10 +243,24 @@ class SweepPanel(QWidget):
     # ---- inputs -----------------------------------------------------------------------------------------
     @Slot(str)
     def _on_metric_changed(self, metric: str) -> None:
-        self.targets.setEnabled(metric != "perplexity")
+        self.targets.setEnabled(metric in ("target-words", "target-prob"))
         self.reference.setEnabled(metric == "perplexity")
-        self.samples.setEnabled(metric == "target-words")
-        self.max_tokens.setEnabled(metric == "target-words")
+        self.samples.setEnabled(metric in ("target-words", "sentiment"))
+        self.max_tokens.setEnabled(metric in ("target-words", "sentiment"))
+
+    @Slot(int)
+    def _on_vector_changed(self, _index: int) -> None:
+        """The metric and targets follow the chosen vector's pair (VADER for a sentiment pair, else the
+        words of p+), so a Love - Hate vector is not swept against wedding words."""
+        from engine.experiments.defaults import measure_for_prompts
+
+        entry = self._ctx.entry(self._vector.currentData() or "")
+        measure = measure_for_prompts(entry.prompts or {}) if entry is not None else None
+        if measure is None or self.metric.currentText() == "perplexity":
+            return
+        self.metric.setCurrentText(measure.metric)
+        if measure.targets:
+            self.targets.setText(", ".join(measure.targets))
 
     @Slot()
     def _refresh_vectors(self) -> None:
@@ -295,8 +311,13 @@ class SweepPanel(QWidget):
             first, last = sorted((self.layer_from.value(), self.layer_to.value()))
             layers = list(range(first, last + 1))
         mode = self._mode.currentText()
+        from engine.experiments.defaults import measure_for_vector
+
+        vector = self._ctx.library.load(str(entry.path))
+        measure = measure_for_vector(vector)  # a sentiment pair counts completions on p+'s side
         spec = SweepSpec(
-            vector=self._ctx.library.load(str(entry.path)),
+            vector=vector,
+            sentiment_sign=measure.sign if measure is not None and measure.metric == "sentiment" else 1,
             coeffs=linspace(self.coeff_from.value(), self.coeff_to.value(), self.coeff_count.value()),
             layers=layers,
             prompts=[p for p in self.prompts.toPlainText().splitlines() if p.strip()],

@@ -110,3 +110,16 @@ def test_close_during_a_sweep_is_fast(loaded_window, qtbot, capture_in):
     loaded_window.close()
     assert time.monotonic() - started < 1.0
     assert not controller._thread.isRunning()
+
+
+def test_metric_and_targets_follow_the_chosen_vector(loaded_window, capture_in):
+    capture_in(loaded_window, "love")
+    capture_in(loaded_window, "weddings", positive=" weddings", negative=" ")
+    panel = loaded_window.sweep_panel
+    assert panel.set_vector("love")
+    assert panel.metric.currentText() == "sentiment"  # Love - Hate: VADER, not wedding words
+    assert not panel.targets.isEnabled() and panel.samples.isEnabled()
+    assert panel.set_vector("weddings")
+    assert panel.metric.currentText() == "target-words"
+    assert panel.targets.text().startswith("wedding, weddings")
+    assert panel.request().metric == "target-words"
