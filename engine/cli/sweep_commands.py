@@ -150,7 +150,11 @@ def measure_from_args(args: argparse.Namespace, vector):
             positive = (vector.prompts or {}).get("positive", "")
             targets = defaults.word_family(positive) if isinstance(positive, str) else []
         if not targets:
-            raise InvalidInputError(f"--metric {metric} needs --targets w1,w2")
+            raise InvalidInputError(
+                f"cannot derive target words from p+ {positive!r}; --metric {metric} needs --targets w1,w2"
+                if isinstance(positive, str) and positive
+                else f"--metric {metric} needs --targets w1,w2"
+            )
     return metric, targets, sign
 
 
