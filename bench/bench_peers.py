@@ -57,10 +57,15 @@ def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     result = common.Result("peers", params=vars(args).copy())
     result.details["peer_versions"] = {name: md.version(name) for name in ("repeng", "steering-vectors")}
-    shape = "tiny-gpt2" if args.tiny else "gpt2-small"
     n_new = args.new_tokens or (4 if args.tiny else 12)
     reps = args.reps or (1 if args.tiny else 25)
-    loaded = common.load(shape)
+    if args.model:  # a real model (bench_real_models), opened as the app opens it (.gguf or folder)
+        from engine import load_model
+
+        loaded = load_model(args.model, device="cpu")
+        result.details["model"] = args.model
+    else:
+        loaded = common.load("tiny-gpt2" if args.tiny else "gpt2-small")
     model, tokenizer = loaded.model, loaded.tokenizer
     block = loaded.info.n_layers // 2 - 1  # the peers' block l; ours is layer l + 1, the next block's input
     direction = capture_mean_diff(loaded, make_pairs(16), layers=block + 1)
@@ -168,6 +173,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--clock", choices=("cpu", "wall"), default="cpu", help="clock of the checked ratios (default cpu)"
     )
+    p.add_argument("--model", default="", help="a model file or folder instead of the random gpt2-small")
     p.add_argument("--new-tokens", type=int, default=0, help="tokens per generation (default 12)")
     p.add_argument("--reps", type=int, default=0, help="interleaved repetitions (default 25)")
     p.add_argument("--out", type=Path, default=None, help="result file (default bench/results/peers.json)")

@@ -33,6 +33,7 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "soak": ("bench.soak", []),
     "model_listing": ("bench.bench_model_listing", []),
     "serve": ("bench.bench_serve", []),
+    "real_models": ("bench.bench_real_models", []),
 }
 TINY_ARGS = {
     "soak": ["--tiny", "--n", "14", "--sample-every", "7"],

@@ -92,6 +92,26 @@ def test_gui_latency_smoke(tmp_path):
     assert run["tokens"] > 0 and run["signals"] > 0
 
 
+def test_real_models_smoke(tmp_path):
+    # --tiny: a random tiny Llama stands in for SmolLM2 (tests must not rely on /tmp/models)
+    data = run_bench("bench.bench_real_models", "--tiny", out=tmp_path / "real_models.json")
+    check_result(data, "real_models")
+    details = data["details"]
+    assert [t["id"] for t in data["targets"] if t["id"] != "15c"] == ["15a", "15b", "15a"]
+    for quantize in ("none", "4bit"):
+        cost = details[f"cost_{quantize}"]
+        assert cost["layer"] == 3  # --layer 6 clamped to the tiny model's last layer
+        assert all(n > 0 for n in cost["new_tokens"].values())
+    # the steered row of a side-by-side batch is the steered row alone, token for token
+    assert details["cost_none"]["side_by_side_steered_row_matches_alone"]
+    if "peers_error" in details:  # bench/.venv-peers is not set up here
+        assert "setup_peers.sh" in details["peers_error"]
+    else:
+        names = {t["name"] for t in data["targets"] if t["id"] == "15c"}
+        assert any(name.endswith("steered tok/s, ours / repeng") for name in names)
+        assert details["peers"]["details"]["model"] == details["model"]
+
+
 def test_memory_smoke(tmp_path):
     data = run_bench("bench.bench_memory", "--tiny", out=tmp_path / "memory.json")
     check_result(data, "memory")
