@@ -49,7 +49,8 @@ def test_sweep_finishes_plots_and_suggests(loaded_window, qtbot, capture_in, tmp
     axes = panel.figure.get_axes()
     assert len(axes) >= 2 and len(axes[0].get_lines()) >= 3
     assert axes[1].images and axes[1].images[0].get_array().shape == (3, 3)
-    assert panel.suggestion.text().startswith("Best: layer")
+    # A verdict on the top cell: "Best: ..." only when its interval clears the unsteered cell (test_gui_sweep_cells)
+    assert panel.suggestion.text().startswith(("Best: layer", "No cell is clearly better than no steering"))
 
     for name in ("sweep.csv", "sweep.png", "sweep.py"):
         panel.export(tmp_path / name)
@@ -122,4 +123,4 @@ def test_metric_and_targets_follow_the_chosen_vector(loaded_window, capture_in):
     assert panel.set_vector("weddings")
     assert panel.metric.currentText() == "target-words"
     assert panel.targets.text().startswith("wedding, weddings")
-    assert panel.request().metric == "target-words"
+    assert panel.request().spec.metric == "target-words"
