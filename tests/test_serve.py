@@ -221,6 +221,49 @@ def test_concurrent_requests_with_different_steering_share_a_batch_and_each_equa
     assert len({text for text, _ in alone}) == 3 and alone[2][1] == 5
 
 
+def test_sampled_requests_with_their_own_seeds_share_a_batch_and_each_equal_alone(server, capsys, library):
+    """Each row samples from its own generator (engine row seeds): a seeded sampled request gives the
+    same text whatever shares its batch, and the same text as `generate` with that seed."""
+    api = client(server)
+    requests = [
+        {"model": "demo+love-hate:6", "seed": 7},
+        {"model": "demo", "seed": 11, "extra_body": {"steering": [{"vector": "calm", "coeff": -4}]}},
+        {"model": "demo", "seed": 7},
+    ]
+
+    def ask(args: dict) -> str:
+        options = {"max_tokens": 14, "temperature": 1.0, "top_p": 0.9, **args}
+        return api.completions.create(prompt=PROMPT, **options).choices[0].text
+
+    alone = [ask(r) for r in requests]
+    server.batcher.batch_sizes.clear()
+    together: list = [None] * len(requests)
+    threads = [
+        threading.Thread(target=lambda i=i: together.__setitem__(i, ask(requests[i]))) for i in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert list(server.batcher.batch_sizes) == [3]  # different seeds no longer split the batch
+    assert together == alone
+    expected = cli_generate(
+        capsys,
+        library,
+        "--prompt",
+        PROMPT,
+        "--max-new-tokens",
+        "14",
+        "--temperature",
+        "1.0",
+        "--top-p",
+        "0.9",
+        "--seed",
+        "7",
+    )
+    assert alone[2] == expected["text"]  # the unsteered seeded request is `generate --seed 7`
+
+
 def test_tiny_random_model_streams_and_matches_the_engine(loaded_models, tmp_path):
     llama = loaded_models["llama"]
     library = make_library(llama, tmp_path / "lib", layer=1)
