@@ -27,11 +27,11 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 SIZE = (1280, 820)
 # What the Generate and Chat tabs show on a real model (SmolLM2-135M-Instruct): picked with
-# `python main.py generate --steer love-hate:0.3n --mode all --compare --chat
+# `python main.py generate --steer love-hate:0.5n --mode all --compare --chat
 # --seed 2 --temperature 0.7 --top-p 0.9 --max-new-tokens 40` so that the steered answer
 # is clearly warmer than the unsteered one and still fluent.
 GENERATE_PROMPT = "What do you think of my neighbour?"
-GENERATE_STRENGTH = 0.3
+GENERATE_STRENGTH = 0.5
 GENERATE_SEED = 2
 
 
@@ -77,10 +77,19 @@ def pick_model(explicit: str | None) -> tuple[str, bool]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global GENERATE_STRENGTH, GENERATE_SEED  # the picture's settings, read by drive()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
     parser.add_argument("--model", help="a model folder or .gguf file instead of the demo model")
+    parser.add_argument(
+        "--strength",
+        type=float,
+        default=GENERATE_STRENGTH,
+        help="Generate's normalised strength (real models)",
+    )
+    parser.add_argument("--seed", type=int, default=GENERATE_SEED, help="Generate's and Chat's seed")
     args = parser.parse_args(argv)
+    GENERATE_STRENGTH, GENERATE_SEED = args.strength, args.seed
 
     from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
@@ -244,22 +253,24 @@ def drive(app, window, source: str, is_demo: bool, out: Path) -> int:
     # ---- Sweep: which layer, how strong? --------------------------------------------------------------
     sweep = window.sweep_panel
     if real:
-        # Small on purpose (a few minutes on 2 CPU cores): the next-token probability of positive words
-        # (no sampling) over 5 layers x 4 coefficients, Love-Hate in mode `all`.
+        # Small on purpose (a few minutes on 2 CPU cores): the share of sampled chat-free continuations
+        # with a warm word, Love-Hate in mode `all`, 5 layers x 3 strengths x 2 prompts x 2 samples.
         if not sweep.set_vector("love-hate"):
             raise SystemExit("the sweep panel does not offer the love-hate vector")
         scale = row.scale()
         per_unit = scale.per_unit if scale is not None else 0.1
         sweep.coeff_from.setValue(0)
-        sweep.coeff_to.setValue(round(1.0 * per_unit, 3))  # up to a normalised strength of 1 at layer 6
-        sweep.coeff_count.setValue(4)
+        sweep.coeff_to.setValue(round(0.8 * per_unit, 3))  # up to a normalised strength of 0.8 at layer 6
+        sweep.coeff_count.setValue(3)
         sweep.sweep_layers.setChecked(True)
-        sweep.layer_from.setValue(2)
-        sweep.layer_to.setValue(10)
+        sweep.layer_from.setValue(4)
+        sweep.layer_to.setValue(8)
         sweep._mode.setCurrentText("all")
-        sweep.metric.setCurrentText("target-prob")
-        sweep.targets.setText(" love, happy, wonderful, great, beautiful")
-        sweep.prompts.setPlainText("I think my neighbour is\nToday I feel\nThe movie was")
+        sweep.metric.setCurrentText("target-words")
+        sweep.targets.setText("love, loved, happy, wonderful, great, beautiful, kind, joy, proud")
+        sweep.prompts.setPlainText("I think my neighbour is\nToday I feel")
+        sweep.samples.setValue(2)
+        sweep.max_tokens.setValue(16)
     else:
         if not sweep.set_vector("weddings"):
             raise SystemExit("the sweep panel does not offer the weddings vector")
@@ -284,6 +295,11 @@ def drive(app, window, source: str, is_demo: bool, out: Path) -> int:
     wait_until(app, lambda: not sweep.is_running() and idle(), timeout=900, what="the sweep")
     if sweep.result is None:
         raise SystemExit(f"the sweep failed: {window.errors}")
+    if real:  # show the samples of Generate's layer at the strongest coefficient
+        from gui.panels.sweep import linspace
+
+        coeffs = linspace(sweep.coeff_from.value(), sweep.coeff_to.value(), sweep.coeff_count.value())
+        sweep.cell_table.select(mood_layer, coeffs[-1])
     shoot(sweep, "sweep")
     return 0
 
