@@ -87,13 +87,17 @@ class VectorDetails(QGroupBox):
         model's residual norms), also each layer's norm as a multiple of the typical residual there."""
         text = ", ".join(f"L{l}: {n:.3g}" for l, n in norms.items())
         if isinstance(relative, dict):
-            text += "\n× typical residual here: " + ", ".join(f"L{l}: {r:.2f}" for l, r in relative.items())
+            text += "\n× typical residual here (the vector's default mode): " + ", ".join(
+                f"L{l}: {r:.2f}" for l, r in relative.items()
+            )
         elif isinstance(relative, str):
             text += f"\n(not comparable with the loaded model: {relative})"
         self.fields["Norms"].setText(text)
         self.fields["Norms"].setToolTip(
             "The vector's L2 norm per layer (per position for an ActAdd vector: the RMS over positions). "
-            "'× typical residual' is the strength c = 1 amounts to on the loaded model."
+            "'× typical residual' is the strength c = 1 amounts to on the loaded model, in the vector's "
+            "default mode (front adds each position's row, all adds one direction: a Generate row in "
+            "another mode shows its own ratio)."
             if relative is not None
             else "The vector's L2 norm per layer"
         )

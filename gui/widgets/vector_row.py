@@ -267,10 +267,11 @@ class VectorRow(QFrame):
             f"c = {self._coeff:.3g}" if strength else f"= {self._coeff / scale.per_unit:.2f} of residual"
         )
         relative = ", ".join(f"L{layer}: {r:.2f}×" for layer, r in sorted(scale.layers.items()))
-        self.norm_label.setText(f"‖v‖ / typical residual: {relative}")
+        self.norm_label.setText(f"‖v‖ / typical residual ({self.mode.currentText()} mode): {relative}")
         self.norm_label.setToolTip(
-            "The vector's norm next to the typical residual norm at its layer: the strength that c = 1 "
-            "amounts to. Above ~1, c = 1 already outweighs the model's own activations."
+            "The norm of what this row adds, next to the typical residual norm at its layer: the strength "
+            "that c = 1 amounts to. Above ~1, c = 1 already outweighs the model's own activations. It "
+            "depends on the mode: front adds each position's own row, all and generated add one direction."
         )
 
     # ---- edits ------------------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ def test_the_slider_is_a_normalised_strength_resolved_exactly_to_c(
     assert cache_file(loaded.fingerprint).is_file()
     vector = load_vector(entry.path)
     relative = relative_norms(vector, norms, mode="all")
-    assert row.norm_label.text() == "‖v‖ / typical residual: " + ", ".join(
+    assert row.norm_label.text() == "‖v‖ / typical residual (all mode): " + ", ".join(
         f"L{layer}: {r:.2f}×" for layer, r in sorted(relative.items())
     )
 
@@ -304,7 +304,7 @@ def test_the_library_details_compare_a_vector_with_the_models_residual(loaded_wi
     assert library.select("love")
     report = relative_norm_report(load_vector(entry.path), window.context.residual_norms)
     assert isinstance(report, dict) and list(report) == ["1"]
-    expected = f"× typical residual here: L1: {report['1']:.2f}"
+    expected = f"× typical residual here (the vector's default mode): L1: {report['1']:.2f}"
     qtbot.waitUntil(lambda: expected in library._fields["Norms"].text(), timeout=10_000)
 
 
