@@ -32,7 +32,10 @@ class _Task(QRunnable):
         except Exception as exc:
             log.error("background task failed:\n%s", traceback.format_exc())
             value, ok = f"unexpected error ({type(exc).__name__}): {exc}", False
-        self._runner.delivered.emit(self._id, ok, value)
+        try:
+            self._runner.delivered.emit(self._id, ok, value)
+        except RuntimeError:  # "Signal source has been deleted": its window closed while the task ran
+            log.debug("a background task finished after its runner was deleted; result dropped")
 
 
 class TaskRunner(QObject):

@@ -210,6 +210,7 @@ def _block_spy(loaded, set_on_call: int, event: threading.Event):
 def test_cancel_stops_within_the_current_forward_pass(gpt2, set_on_call, tokens):
     event = threading.Event()
     vector = capture_actadd(gpt2, "Love", "Hate", 1)
+    before = [(dict(b._forward_pre_hooks), dict(b._forward_hooks)) for b in gpt2.blocks]
     state, handles = _block_spy(gpt2, set_on_call, event)
     try:
         result = generate(
@@ -227,7 +228,8 @@ def test_cancel_stops_within_the_current_forward_pass(gpt2, set_on_call, tokens)
     assert result.cancelled and [r.finish_reason for r in result.rows] == ["cancelled", "cancelled"]
     assert [len(r.token_ids) for r in result.rows] == [tokens, tokens]
     assert hook_count(gpt2.blocks) == 0
-    assert all(not b._forward_pre_hooks and not b._forward_hooks for b in gpt2.blocks)
+    after = [(dict(b._forward_pre_hooks), dict(b._forward_hooks)) for b in gpt2.blocks]
+    assert after == before, f"hooks left on the blocks: before {before}, after {after}"
 
 
 def test_generation_after_a_mid_pass_cancel_is_unaffected(gpt2):
