@@ -195,6 +195,19 @@ def _chat_prompt(loaded: LoadedModel, prompt: str) -> RenderedChat:
     return render_chat(loaded.tokenizer, "", [ChatTurn("user", prompt)])
 
 
+def front_refusal_of(prompt: RenderedChat | Sequence[int], needed: int) -> str | None:
+    """Why a front vector of `needed` tokens can't act on this prompt row, or None: THE rule, shared by
+    `generate` and the server's checks before a request joins a batch."""
+    if isinstance(prompt, RenderedChat):
+        return front_refusal(prompt, needed) if needed else None
+    if needed > len(prompt):
+        return (
+            f"the ActAdd vector has {needed} tokens but the prompt has only {len(prompt)}; front injection "
+            "needs a prompt at least as long as the vector (lengthen the prompt or use mode all)"
+        )
+    return None
+
+
 def prompt_ids(loaded: LoadedModel, prompt: str, chat: bool = False) -> list[int]:
     """The token ids of a user prompt: plain text as `tokens.encode` begins it, or the chat template's."""
     if not prompt or not prompt.strip():
@@ -247,15 +260,9 @@ def generate(
     # None (a template that hides the message) only with no front vector: front_refusal refuses the rest
     front_offsets = [(r.front_offset or 0) if isinstance(r, RenderedChat) else 0 for r in rendered]
     for row, (row_ids, chat_row) in enumerate(zip(rows, rendered, strict=True)):
-        needed = plan.max_front_tokens(row)
-        if isinstance(chat_row, RenderedChat):
-            if needed and (reason := front_refusal(chat_row, needed)) is not None:
-                raise InvalidInputError(reason)
-        elif needed > len(row_ids):
-            raise InvalidInputError(
-                f"the ActAdd vector has {needed} tokens but the prompt has only {len(row_ids)}; front injection "
-                "needs a prompt at least as long as the vector (lengthen the prompt or use mode all)"
-            )
+        prompt_row = chat_row if isinstance(chat_row, RenderedChat) else row_ids
+        if (reason := front_refusal_of(prompt_row, plan.max_front_tokens(row))) is not None:
+            raise InvalidInputError(reason)
     # Shadow rows: one unsteered copy of each measured row, at the end of the batch (not shown).
     shadows = {plan.n_rows + i: row for i, row in enumerate(measured)}
     tokenizer = loaded.tokenizer

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from engine.architectures import context_limit
-from engine.chat import ChatTurn, RenderedChat, front_refusal, render_chat
+from engine.chat import ChatTurn, RenderedChat, render_chat
 from engine.errors import InvalidInputError
-from engine.generation import prompt_ids
+from engine.generation import front_refusal_of, prompt_ids
 from engine.models import LoadedModel
 from engine.serve.schemas import ChatMessage
 from engine.steering import Steer, SteeringPlan
@@ -57,12 +57,5 @@ def check_fits_model(loaded: LoadedModel, prompt: RenderedChat | list[int], stee
     limit = context_limit(loaded.model.config)
     if limit is not None and len(ids) >= limit:
         raise InvalidInputError(f"the prompt has {len(ids)} tokens; this model's context is {limit}")
-    needed = SteeringPlan([steers]).max_front_tokens(0)
-    if isinstance(prompt, RenderedChat):
-        if needed and (reason := front_refusal(prompt, needed)) is not None:
-            raise InvalidInputError(reason)
-    elif needed > len(ids):
-        raise InvalidInputError(
-            f"the ActAdd vector has {needed} tokens but the prompt has only {len(ids)}; front injection "
-            "needs a prompt at least as long as the vector (lengthen the prompt or use mode all)"
-        )
+    if (reason := front_refusal_of(prompt, SteeringPlan([steers]).max_front_tokens(0))) is not None:
+        raise InvalidInputError(reason)
