@@ -121,7 +121,7 @@ class SuggestSpec:
 
     def sweep_spec(self) -> SweepSpec:
         return SweepSpec(
-            effect=False,  # the paper's measures only: the effect's shadow rows double the rows
+            effect=False,  # suggest ranks by the metric; the effect's shadow rows would double its cost
             vector=self.vector,
             coeffs=[1.0],
             prompts=self.prompts,
