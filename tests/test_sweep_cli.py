@@ -78,6 +78,12 @@ def test_sweep_library_vector_perplexity(model_dirs, tmp_path, capsys):
         (["--experiment", "topic", "--positive", "a", "--negative", "b"], "uses its own vectors"),
         (["--experiment", "nonsense"], "invalid choice"),
         (["--positive", "a", "--negative", "b", "--samples", "0", "--targets", "a"], "samples per prompt"),
+        (["--positive", "a", "--negative", "b", "--coeffs", "0,2n,4"], "mixes raw coefficients (4)"),
+        (["--positive", "a", "--negative", "b", "--coeffs", "2xn"], "'2x' is not a valid float"),
+        (
+            ["--positive", "a", "--negative", "b", "--coeffs", "1n", "--mode", "ablate", "--targets", "a"],
+            "mode ablate takes raw",
+        ),
     ],
 )
 def test_sweep_bad_input_is_one_line_and_exit_2(model_dirs, tmp_path, capsys, args, message):
@@ -90,6 +96,48 @@ def test_sweep_bad_input_is_one_line_and_exit_2(model_dirs, tmp_path, capsys, ar
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and message in lines[0], err
     assert "Traceback" not in err
+
+
+def test_sweep_in_normalised_strengths_applies_s_residual_norms_per_layer(model_dirs, gpt2, tmp_path, capsys):
+    """`--coeffs 0,2n,8n`: the grid is in strengths; each cell applies c = s * r_l / |v_l| at its layer."""
+    from engine import capture_actadd
+    from engine.residual_norms import residual_norm_profile
+    from engine.strength import per_position_norm
+
+    code, out, err = _run(
+        capsys, "sweep", "--model", str(model_dirs["gpt2"]), "--positive", "Love", "--negative", "Hate",
+        "--coeffs", "0,2n,8n", "--layers", "0,2", "--prompt", "I think", "--samples", "1",
+        "--max-new-tokens", "2", "--out", str(tmp_path), "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    payload = json.loads(out)
+    assert payload["strengths"] is True and payload["coeffs"] == [0.0, 2.0, 8.0]
+    norms = residual_norm_profile(gpt2)
+    applied = {}
+    for cell in payload["cells"]:
+        size = per_position_norm(capture_actadd(gpt2, "Love", "Hate", cell["layer"]).layers[cell["layer"]])
+        assert cell["steer_coeff"] == pytest.approx(cell["coeff"] * norms[cell["layer"]] / size, rel=1e-4)
+        applied[(cell["layer"], cell["coeff"])] = cell["steer_coeff"]
+    assert applied[(0, 0.0)] == 0.0 and applied[(0, 8.0)] != pytest.approx(applied[(2, 8.0)])
+    rows = list(csv.DictReader((tmp_path / "sweep.csv").open()))
+    assert sorted(float(r["steer_coeff"]) for r in rows) == pytest.approx(sorted(applied.values()), rel=1e-5)
+
+
+def test_sweep_without_coeffs_uses_strengths_for_the_vectors_mode(model_dirs, tmp_path, capsys):
+    base = ["sweep", "--model", str(model_dirs["gpt2"]), "--positive", "Love", "--negative", "Hate",
+            "--layers", "1", "--prompt", "I think", "--samples", "1", "--max-new-tokens", "2",
+            "--out", str(tmp_path), "--json"]  # fmt: skip
+    code, out, err = _run(capsys, *base)
+    assert code == 0, err
+    front = json.loads(out)
+    assert front["strengths"] and front["coeffs"] == [-16.0, -4.0, 0.0, 4.0, 16.0]
+    code, out, err = _run(capsys, *base, "--mode", "all")
+    assert code == 0, err
+    assert json.loads(out)["coeffs"] == [-1.0, -0.25, 0.0, 0.25, 1.0]
+    code, out, err = _run(capsys, *base, "--coeffs", "-4,0,4")  # raw c stays raw
+    assert code == 0, err
+    raw = json.loads(out)
+    assert not raw["strengths"] and all(c["steer_coeff"] == c["coeff"] for c in raw["cells"])
 
 
 def test_sweep_help_lists_experiments(capsys):

@@ -33,6 +33,40 @@ EXPERIMENT_CHOICES = (
 )
 
 
+# Default coefficient ranges, as normalised strengths so that one range suits every model and layer. Front
+# injection replaces a position's residual and needs several residual norms to matter; a direction added
+# at every position breaks text at about one norm (docs/replication.md, "Suggest settings").
+DEFAULT_STRENGTH_TEXT = {
+    "front": ["-16n", "-4n", "0", "4n", "16n"],
+    "direction": ["-1n", "-0.25n", "0", "0.25n", "1n"],
+}
+
+
+def coefficients(text: str) -> tuple[list[float], bool]:
+    """(values, strengths) of a --coeffs list: all raw numbers, or all normalised strengths ("2n"); 0 may
+    be written bare in either."""
+    parts = [p for p in text.replace(" ", "").split(",") if p]
+    marked = [_is_strength(p) for p in parts]
+    strengths = any(marked)
+    if strengths and (raw := [p for p, m in zip(parts, marked, strict=True) if not m and _float(p) != 0.0]):
+        raise InvalidInputError(
+            f"--coeffs mixes raw coefficients ({raw[0]}) with normalised strengths; write every one with n, or none"
+        )
+    numbers = ",".join(p[:-1] if m else p for p, m in zip(parts, marked, strict=True))
+    return _numbers(numbers, float, "coeffs"), strengths
+
+
+def _is_strength(part: str) -> bool:
+    return part.lower().endswith("n") and part.lower().lstrip("+-") != "nan"
+
+
+def _float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
 def _numbers(text: str, kind: type, what: str) -> list:
     values = []
     for part in text.replace(" ", "").split(","):
@@ -65,7 +99,11 @@ def register(sub) -> None:
     what.add_argument("--negative", help="p- of the pair, e.g. ' '")
     grid = sweep.add_argument_group("grid")
     grid.add_argument(
-        "--coeffs", default="-8,-4,0,4,8", help="comma-separated coefficients (default %(default)s)"
+        "--coeffs",
+        help="comma-separated coefficients: raw c (-8,-4,0,4,8) or normalised strengths with an n suffix "
+        "(0,2n,8n: n = the typical residual norm at each layer; the same units as generate --steer V:0.5n). "
+        f"Default: {','.join(DEFAULT_STRENGTH_TEXT['front'])} for front vectors, "
+        f"{','.join(DEFAULT_STRENGTH_TEXT['direction'])} for directions",
     )
     grid.add_argument(
         "--layers",
@@ -164,7 +202,6 @@ def _spec_from_args(args: argparse.Namespace, loaded):
     from engine.generation import SamplingConfig
     from engine.library import Library
 
-    coeffs = _numbers(args.coeffs, float, "coeffs")
     layers = _numbers(args.layers, int, "layers") if args.layers else None
     n_layers = len(loaded.blocks)
     if layers and (bad := [l for l in layers if not 0 <= l < n_layers]):
@@ -179,6 +216,11 @@ def _spec_from_args(args: argparse.Namespace, loaded):
         if layers is None:
             layers = list(range(len(loaded.blocks)))
     metric, targets, sign = measure_from_args(args, vector)
+    mode = args.mode or vector.default_mode
+    coeff_text = args.coeffs or ",".join(DEFAULT_STRENGTH_TEXT["front" if mode == "front" else "direction"])
+    if args.coeffs is None and mode == "ablate":
+        coeff_text = "0,0.5,1"  # ablate's coefficient is already a fraction of the direction
+    coeffs, strengths = coefficients(coeff_text)
     reference = args.reference_text
     if args.reference_file:
         try:
@@ -204,6 +246,7 @@ def _spec_from_args(args: argparse.Namespace, loaded):
         sampling=sampling,
         mode=args.mode,
         allow_other_model=args.allow_other_model,
+        strengths=strengths,
     )
     if args.prompt:
         spec.prompts = list(args.prompt)
@@ -218,7 +261,8 @@ def _run_single_sweep(args: argparse.Namespace) -> int:
     if args.vector and (args.positive is not None or args.negative is not None):
         raise InvalidInputError("give either --vector or --positive/--negative, not both")
     # Check the cheap arguments before loading the model.
-    _numbers(args.coeffs, float, "coeffs")
+    if args.coeffs is not None:
+        coefficients(args.coeffs)
     if args.layers:
         _numbers(args.layers, int, "layers")
     if args.metric == "perplexity" and not (args.reference_text.strip() or args.reference_file):
@@ -246,11 +290,13 @@ def _run_single_sweep(args: argparse.Namespace) -> int:
         "metric": spec.metric,
         "layers": layers,
         "coeffs": coeffs,
+        "strengths": spec.strengths,  # coeffs (and each cell's coeff) are normalised strengths; steer_coeff is c
         "values": values,
         "cells": [
             {
                 "layer": c.layer,
                 "coeff": c.coeff,
+                "steer_coeff": c.steer_coeff,
                 "value": c.value,
                 "ci": [c.ci_low, c.ci_high],
                 "repetition": c.repetition,
@@ -265,6 +311,7 @@ def _run_single_sweep(args: argparse.Namespace) -> int:
         else {
             "layer": best.layer,
             "coeff": best.coeff,
+            "steer_coeff": best.steer_coeff,
             "value": best.value,
             "ci": [best.ci_low, best.ci_high],
         },
@@ -272,9 +319,9 @@ def _run_single_sweep(args: argparse.Namespace) -> int:
         "csv": str(csv_path),
         "png": str(png_path),
     }
-    width = max(8, *(len(f"{c:g}") + 2 for c in coeffs))
+    width = max(8, *(len(spec.coeff_text(c)) + 2 for c in coeffs))
     lines = [f"{spec.metric} ({len(result.cells)} cells, {result.seconds:.1f} s)"]
-    lines.append("layer".ljust(8) + "".join(f"{c:g}".rjust(width) for c in coeffs))
+    lines.append("layer".ljust(8) + "".join(spec.coeff_text(c).rjust(width) for c in coeffs))
     for layer, row in zip(layers, values, strict=True):
         label = "own" if layer < 0 else str(layer)
         lines.append(label.ljust(8) + "".join(f"{v:.3f}".rjust(width) for v in row))
@@ -285,7 +332,8 @@ def _run_single_sweep(args: argparse.Namespace) -> int:
             label = "own" if layer < 0 else str(layer)
             lines.append(label.ljust(8) + "".join(f"{v:.3f}".rjust(width) for v in row))
     if best is not None:
-        lines.append(f"best: layer {best.layer}, c = {best.coeff:g}: {best.value:.3f}")
+        setting = f"{best.coeff:g}n (c = {best.steer_coeff:.3g})" if spec.strengths else f"c = {best.coeff:g}"
+        lines.append(f"best: layer {best.layer}, {setting}: {best.value:.3f}")
     lines.append(f"wrote {csv_path} and {png_path}")
     emit(args, payload, "\n".join(lines))
     return 0

@@ -70,9 +70,9 @@ def draw_sweep_lines(ax: Axes, result: SweepResult, *, small: bool = False) -> N
             color="gold",
             edgecolor="black",
             zorder=4,
-            label=f"best (c={best.coeff:g})",
+            label=f"best ({'' if result.spec.strengths else 'c='}{result.spec.coeff_text(best.coeff)})",
         )
-    ax.set_xlabel("coefficient c")
+    ax.set_xlabel(result.spec.axis_label)
     ax.set_ylabel(METRIC_LABELS.get(result.spec.metric, result.spec.metric))
     if result.spec.metric in SHARE_METRICS:  # a share never goes below 0 (or above 1)
         ax.set_ylim(0.0, 1.02)
@@ -99,9 +99,9 @@ def draw_sweep_heatmap(fig: Figure, ax: Axes, result: SweepResult) -> None:
         fig,
         ax,
         [layer_label(l) for l in layers],
-        [f"{c:g}" for c in coeffs],
+        [result.spec.coeff_text(c) for c in coeffs],
         values,
-        xlabel="coefficient c",
+        xlabel=result.spec.axis_label,
         ylabel="layer",
         colorbar=METRIC_LABELS.get(result.spec.metric, result.spec.metric),
         hatched={(layers.index(l), coeffs.index(c)) for l, c in degenerate if l in layers and c in coeffs},

@@ -16,6 +16,11 @@ seed `sampling.seed + k` (common random numbers, engine/sampling.py), so cells d
 coefficients alone. Beside the metric, each sampled cell reports `effect`: the mean per-token
 KL(steered || unsteered) on the same context (engine/effect.py) over all its generated tokens.
 
+Coefficients are raw (`c`) or, with `SweepSpec.strengths`, normalised strengths (`engine.strength`):
+`s` adds `s` typical residual norms at each layer, so one range suits every model and layer (a one-token
+ActAdd vector has a norm of ~200 at SmolLM2's layer 6 and ~2 on the demo model). The grid keeps `s` as
+its coordinate; each cell records the raw `c` it applied at its layer (`steer_coeff`).
+
 Every cell carries a 95% confidence interval (Wilson for shares, t for means; `stats`), and `best()`
 ranks by its lower bound. Sampled cells pass the coherence guard (`coherence`), measured against the
 sweep's own unsteered samples.
@@ -38,8 +43,10 @@ from engine.generation import SamplingConfig, generate
 from engine.models import LoadedModel
 from engine.modes import MODES
 from engine.pairs import PromptPair
+from engine.residual_norms import residual_norm_profile
 from engine.sampling import resolve_row_seeds
 from engine.steering import Steer
+from engine.strength import resolve_strength
 from engine.vector import SteeringVector, check_fits
 
 METRICS = ("target-words", "sentiment", "target-prob", "perplexity")
@@ -77,6 +84,15 @@ class SweepSpec:
     sentiment_sign: int = 1  # metric "sentiment": +1 counts positive completions (VADER), -1 negative
     guard: coherence.CoherenceGuard = field(default_factory=lambda: coherence.DEFAULT_GUARD)
     effect: bool = True  # measure the mean per-token KL of sampled cells (one shadow row per row)
+    strengths: bool = False  # `coeffs` are normalised strengths (x typical residual norm), not raw c
+
+    @property
+    def axis_label(self) -> str:
+        return "strength (× typical residual norm)" if self.strengths else "coefficient c"
+
+    def coeff_text(self, value: float) -> str:
+        """How a grid coefficient reads: "4n" (a normalised strength) or "4" (raw c)."""
+        return f"{value:g}n" if self.strengths and value else f"{value:g}"
 
     def validate(self) -> None:
         if self.metric not in METRICS:
@@ -89,6 +105,10 @@ class SweepSpec:
             raise InvalidInputError("give at least one layer, or leave layers unset")
         if self.mode is not None and self.mode not in MODES:
             raise InvalidInputError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.strengths and (self.mode or self.vector.default_mode) == "ablate":
+            raise InvalidInputError(
+                "mode ablate takes raw coefficients (1 = remove the direction), not strengths"
+            )
         if self.metric in ("target-words", "target-prob") and not [t for t in self.targets if t.strip()]:
             raise InvalidInputError(f"metric {self.metric} needs target words")
         if self.metric != "perplexity" and not [p for p in self.prompts if p.strip()]:
@@ -117,6 +137,7 @@ class SweepCell:
     ci_high: float = math.nan
     ppl_ratio: float = math.nan  # `fluency` / the unsteered samples' median fluency
     effect: float = math.nan  # mean per-token KL(steered || unsteered) on the same context, in nats
+    steer_coeff: float = math.nan  # the raw c applied at this cell's layer (= coeff unless strengths)
 
     def bound(self, higher_is_better: bool = True) -> float:
         """The pessimistic end of the interval (lower bound, or upper for lower-is-better), else value."""
@@ -165,6 +186,7 @@ class SweepResult:
                 [
                     "layer", "coeff", "metric", "value", "ci_low", "ci_high", "repetition", "degenerate",
                     "degenerate_share", "fluency_ppl", "ppl_ratio", "effect_kl", "n_samples", "example",
+                    "steer_coeff",
                 ]
             )  # fmt: skip
             for c in self.cells:
@@ -184,6 +206,7 @@ class SweepResult:
                         f"{c.effect:.4g}",
                         len(c.samples),
                         c.samples[0] if c.samples else "",
+                        f"{c.steer_coeff:.6g}",
                     ]
                 )
 
@@ -278,8 +301,9 @@ def run_sweep(
     started = time.perf_counter()
     coeffs = list(dict.fromkeys(float(c) for c in spec.coeffs))
     layer_vectors = _layer_vectors(loaded, spec)
+    norms = residual_norm_profile(loaded) if spec.strengths else None
     steers = {
-        (layer, c): [Steer(vector, c, mode=spec.mode, at_layer=at_layer)]
+        (layer, c): [_steer(vector, c, spec.mode, at_layer, norms)]
         for layer, vector, at_layer in layer_vectors
         for c in coeffs
     }
@@ -288,6 +312,9 @@ def run_sweep(
         cells, _ = generation_cells(loaded, spec, keys, steers, progress=progress, cancel=cancel)
     else:
         cells = _sweep_forward(loaded, spec, keys, steers, progress, cancel)
+    for cell in cells:
+        applied = steers.get((cell.layer, cell.coeff))
+        cell.steer_coeff = applied[0].coeff if applied else cell.coeff
     return SweepResult(
         spec=spec,
         cells=cells,
@@ -295,6 +322,14 @@ def run_sweep(
         seconds=time.perf_counter() - started,
         model=loaded.info.source,
     )
+
+
+def _steer(
+    vector: SteeringVector, c: float, mode: str | None, at_layer: int | None, norms: list[float] | None
+) -> Steer:
+    """The steer of one cell: raw `c`, or the normalised strength `c` when `norms` (per layer) are given."""
+    steer = Steer(vector, c, mode=mode, at_layer=at_layer)
+    return resolve_strength(steer, c, norms) if norms is not None else steer
 
 
 _BASELINE = (None, 0.0)  # an unsteered pseudo-cell, run first when no coefficient is 0
