@@ -100,6 +100,10 @@ class WorkerController(QObject):
             job.stop()
             return job
         self._jobs.append(job)
+        # Connected first, so whoever hears `finished` finds the job no longer counted in `busy`. Qt runs
+        # these callables on the job's thread (this one), queued from the worker thread.
+        job.started.connect(lambda: self.job_started.emit(job))
+        job.finished.connect(lambda: self._finished(job))
         if len(self._jobs) == 1:
             self.busy_changed.emit(True)
         self.job_submitted.emit(job)
@@ -108,10 +112,6 @@ class WorkerController(QObject):
 
     @Slot(object)
     def _start(self, job: Job) -> None:
-        # Connected after the submitter's connections, so its slots run first. Qt runs these callables on
-        # the job's thread (this one), queued from the worker thread.
-        job.started.connect(lambda: self.job_started.emit(job))
-        job.finished.connect(lambda: self._finished(job))
         self._run.emit(job)
 
     def load(self, request: LoadRequest) -> Job:
