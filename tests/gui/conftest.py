@@ -52,7 +52,7 @@ def controller(qtbot):
 @pytest.fixture
 def window(qtbot, settings, library_dir):
     """The real main window, without the automatic demo-model load."""
-    from gui.app import MainWindow
+    from gui.main_window import MainWindow
 
     win = MainWindow(settings=settings, library_root=library_dir, autoload=None)
     qtbot.addWidget(win)
