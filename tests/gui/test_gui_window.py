@@ -126,6 +126,21 @@ def test_generate_streams_into_both_panes(loaded_window, qtbot, capture_in, run_
     assert panel.regenerate_button.isEnabled()
 
 
+def test_the_status_bar_follows_the_worker(loaded_window, qtbot, capture_in, job_of):
+    """`job_started` names what the worker does; `busy_changed(False)` brings back "idle"."""
+    entry = capture_in(loaded_window)
+    _setup_generation(loaded_window, entry, max_tokens=8)
+    label = loaded_window.status.worker_label
+    qtbot.waitUntil(lambda: label.text() == "idle", timeout=10_000)
+    controller = loaded_window.context.controller
+    job = job_of(controller, loaded_window.generate_panel.generate_button.click)
+    finished = qtbot.waitSignal(job.finished, timeout=30_000)  # before the loop runs: misses nothing
+    qtbot.waitSignal(job.started, timeout=10_000).wait()
+    assert label.text() == "generating…" and controller.busy
+    finished.wait()
+    assert label.text() == "idle" and not controller.busy
+
+
 def test_regenerate_reuses_the_seed(loaded_window, qtbot, capture_in, run_generation, job_of):
     entry = capture_in(loaded_window)
     _setup_generation(loaded_window, entry, max_tokens=16)
