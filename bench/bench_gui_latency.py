@@ -8,7 +8,7 @@ The GUI path is the app's own: `gui.controller.WorkerController` (which owns the
 thread. Like the Generate tab, a request is one batch of two rows (unsteered, steered).
 
 6. Time to first token: from `controller.generate(request)` on the GUI thread to the first `token`
-   signal received there, against `engine.generate` called directly with the same rows, on the same
+   signal of the returned `Job` received there, against `engine.generate` called directly with the same rows, on the same
    loaded model and on the same OS thread (the worker's), measuring to its first `on_token` callback.
    Interleaved; the paired median ratio. The same direct call on the GUI thread is recorded too.
 7. Responsiveness: a 5 ms `QTimer` on the GUI thread while tokens stream at full speed (no pacing,
@@ -119,13 +119,13 @@ def run(args: argparse.Namespace) -> dict:
     result.details["torch_threads"] = threads
     controller = WorkerController()
     try:
-        controller.load(LoadRequest(source=source, device="cpu"))
-        kind, message = None, None
-        done = wait_for(controller.finished, lambda k: k == "load", timeout_s=300)
-        del done
+        job = controller.load(LoadRequest(source=source, device="cpu"))
+        failures: list[str] = []
+        job.failed.connect(failures.append)
+        wait_for(job.finished, timeout_s=300)
         loaded = controller.worker.loaded
         if loaded is None:
-            raise RuntimeError(f"the worker could not load {source}: {kind} {message}")
+            raise RuntimeError(f"the worker could not load {source}: {failures}")
 
         # ---- 6: time to first token -----------------------------------------------------------------------
         ttft_tokens = 4
@@ -139,12 +139,9 @@ def run(args: argparse.Namespace) -> dict:
                 if not first and delta.text:
                     first.append(time.perf_counter() - started)
 
-            controller.token.connect(on_token)
-            try:
-                controller.generate(GenerateRequest(prompt=PROMPT, vectors=[], sampling=sampling))
-                wait_for(controller.finished, lambda k: k == "generate")
-            finally:
-                controller.token.disconnect(on_token)
+            job = controller.generate(GenerateRequest(prompt=PROMPT, vectors=[], sampling=sampling))
+            job.token.connect(on_token)  # before the event loop runs again: the job has not started yet
+            wait_for(job.finished)
             return first[0]
 
         def direct(on_worker_thread: bool) -> float:
@@ -229,40 +226,38 @@ def run(args: argparse.Namespace) -> dict:
             """Generate back to back until `stream_tokens` tokens per row have streamed (a trained model
             such as the demo one may stop early at end-of-text)."""
             count = [0]
-            outcomes = []
+            tokens = [0]  # generated tokens, all rows
+            generations = 0
 
             def counting(delta):
                 count[0] += 1
 
-            controller.token.connect(show)
-            controller.token.connect(counting)
-            controller.generation_done.connect(outcomes.append)
-            try:
-                started = time.perf_counter()
-                while sum(sum(o.n_tokens) for o in outcomes) < 2 * args.stream_tokens and len(outcomes) < 20:
-                    for pane in panes:  # as the Generate tab does when a generation starts
-                        pane.clear_text(PROMPT)
-                    controller.generate(
-                        GenerateRequest(
-                            prompt=PROMPT,
-                            vectors=[],
-                            sampling=SamplingConfig(temperature=0.0, max_new_tokens=args.stream_tokens),
-                            effect=True,
-                        )
+            def done(result) -> None:
+                tokens[0] += sum(len(row.token_ids) for row in result.rows)
+
+            started = time.perf_counter()
+            while tokens[0] < 2 * args.stream_tokens and generations < 20:
+                for pane in panes:  # as the Generate tab does when a generation starts
+                    pane.clear_text(PROMPT)
+                job = controller.generate(
+                    GenerateRequest(
+                        prompt=PROMPT,
+                        vectors=[],
+                        sampling=SamplingConfig(temperature=0.0, max_new_tokens=args.stream_tokens),
+                        effect=True,
                     )
-                    wait_for(controller.finished, lambda k: k == "generate")  # the job's last signal
-                seconds = time.perf_counter() - started
-                tokens = sum(sum(o.n_tokens) for o in outcomes)
-                return {
-                    "tokens": tokens,
-                    "generations": len(outcomes),
-                    "seconds": seconds,
-                    "signals": count[0],
-                }
-            finally:
-                controller.token.disconnect(show)
-                controller.token.disconnect(counting)
-                controller.generation_done.disconnect(outcomes.append)
+                )
+                job.token.connect(show)
+                job.token.connect(counting)
+                job.done.connect(done)
+                wait_for(job.finished)  # the job's last signal
+                generations += 1
+            return {
+                "tokens": tokens[0],
+                "generations": generations,
+                "seconds": time.perf_counter() - started,
+                "signals": count[0],
+            }
 
         def worst_gap_ms(ticks: list[float]) -> tuple[float, float]:
             gaps = sorted(b - a for a, b in itertools.pairwise(ticks))

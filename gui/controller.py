@@ -1,10 +1,11 @@
 """The GUI thread's side of the model worker: `submit(request) -> Job`.
 
 `WorkerController` owns the worker thread (`gui.worker.ModelWorker`) and hands it one `Job` per request
-(`gui.jobs`). A panel keeps the `Job` it submitted and connects to that job's own signals; nothing is
-filtered by a job kind. The controller itself only tracks what is app-wide: whether the worker is busy,
-the loaded model, memory figures. For observers that want every job (the status bar, scripts, the tests)
-it also re-emits each job's life cycle as a feed (`started(kind)`, `token(event)`, `finished(kind)`...).
+(`gui.jobs`). Whoever submits keeps the `Job` and connects to that job's own signals; nothing is relayed
+and nothing is filtered by a job kind. The controller's own signals are only what is app-wide: the loaded
+model, memory figures, whether the worker is busy, and which job was submitted and which one the worker
+started (the status bar's wording; the Serve tab). An observer that needs a job it did not submit (a test
+clicking a button) takes it from `job_submitted`, which comes before the job can emit anything.
 
 Closing: `shutdown()` cancels everything, quits the thread and waits up to a second.
 """
@@ -42,23 +43,9 @@ class WorkerController(QObject):
     model_loaded = Signal(object, object)  # ModelInfo, (ModelFingerprint, a tokenizer copy for previews)
     model_unloaded = Signal()
     memory = Signal(dict)  # engine.memory_report()
-    busy_changed = Signal(bool)
-    job_submitted = Signal(object)  # Job
-
-    # the feed of every job (each panel listens to its own Job instead)
-    started = Signal(str)  # kind
-    finished = Signal(str)  # kind; always the last of a job
-    errored = Signal(str, str)  # kind, readable message
-    aborted = Signal(str)  # kind
-    token = Signal(object)  # engine TokenEvent
-    coefficient_applied = Signal(object)  # LiveChange
-    load_progress = Signal(str, float)  # stage, fraction in [0, 1]
-    capture_progress = Signal(int, int)  # prompts done, total
-    sweep_progress = Signal(int, int)  # done, total
-    sweep_partial = Signal(object)  # SweepResult so far
-    capture_done = Signal(object)  # CaptureOutcome
-    generation_done = Signal(object)  # GenerationOutcome
-    sweep_done = Signal(object)  # SweepResult
+    busy_changed = Signal(bool)  # True when the first job is submitted, False when the last one finished
+    job_submitted = Signal(object)  # Job, from submit(), before the worker gets it: connect to it here
+    job_started = Signal(object)  # Job, when the worker began it
 
     _dispatch = Signal(object)  # Job -> this object, on the next pass of the event loop
     _run = Signal(object)  # Job -> the worker thread
@@ -79,7 +66,6 @@ class WorkerController(QObject):
         self._dispatch.connect(self._start, Qt.ConnectionType.QueuedConnection)
         self._report_memory.connect(self.worker.report_memory)
         self._jobs: list[Job] = []  # submitted and not finished, oldest first
-        self._feeds: dict[Job, _Feed] = {}
         # Finished jobs stay referenced for a few more jobs, so the last reference to a job (and so its
         # deletion) is dropped here on the GUI thread, not by the worker thread still returning from it.
         self._retired: deque[Job] = deque(maxlen=4)
@@ -93,10 +79,6 @@ class WorkerController(QObject):
     @property
     def busy(self) -> bool:
         return bool(self._jobs)
-
-    def running(self, kind: str) -> Job | None:
-        """The oldest unfinished job of a kind (the one the worker runs first)."""
-        return next((job for job in self._jobs if job.kind == kind), None)
 
     @Slot(object, object)
     def _remember_model(self, info: ModelInfo, payload: object) -> None:
@@ -118,6 +100,10 @@ class WorkerController(QObject):
             job.stop()
             return job
         self._jobs.append(job)
+        # Connected first, so whoever hears `finished` finds the job no longer counted in `busy`. Qt runs
+        # these callables on the job's thread (this one), queued from the worker thread.
+        job.started.connect(lambda: self.job_started.emit(job))
+        job.finished.connect(lambda: self._finished(job))
         if len(self._jobs) == 1:
             self.busy_changed.emit(True)
         self.job_submitted.emit(job)
@@ -126,7 +112,6 @@ class WorkerController(QObject):
 
     @Slot(object)
     def _start(self, job: Job) -> None:
-        self._feeds[job] = _Feed(self, job)  # after the submitter's connections: its slots run first
         self._run.emit(job)
 
     def load(self, request: LoadRequest) -> Job:
@@ -154,19 +139,11 @@ class WorkerController(QObject):
         for job in self._jobs:
             job.stop()
 
-    def set_live_coefficient(self, index: int, value: float) -> None:
-        """Change the steered row's coefficient `index` from the next token of the running generation
-        (panels address a vector by its id through their own job: `Job.set_coefficient`)."""
-        if (job := self.running("generate")) is not None:
-            job.set_coefficient_at(index, value)
-
     def _finished(self, job: Job) -> None:
         if job in self._jobs:
             self._jobs.remove(job)
         if not self._jobs:
             self.busy_changed.emit(False)
-        self.finished.emit(job.kind)
-        self._feeds.pop(job, None)
         self._retired.append(job)
 
     # ---- closing ---------------------------------------------------------------------------------------------
@@ -194,50 +171,3 @@ def wait_for_orphans(timeout_ms: int = 30_000) -> None:
     deadline = time.monotonic() + timeout_ms / 1000
     for thread, _ in _ORPHANS:
         thread.wait(max(0, int((deadline - time.monotonic()) * 1000)))
-
-
-class _Feed(QObject):
-    """Re-emits one job's signals as the controller's feed. Its slots are bound methods of a QObject on the
-    GUI thread, so Qt queues the worker thread's emissions to them; it knows its job, so no `sender()`."""
-
-    def __init__(self, controller: WorkerController, job: Job):
-        super().__init__()
-        self._controller, self._job = controller, job
-        job.started.connect(self._started)
-        job.failed.connect(self._failed)
-        job.aborted.connect(self._aborted)
-        job.progress.connect(self._progress)
-        job.done.connect(self._done)
-        job.finished.connect(self._finished)
-        job.token.connect(controller.token)
-        job.coefficient_applied.connect(controller.coefficient_applied)
-        job.partial.connect(controller.sweep_partial)
-
-    @Slot()
-    def _started(self) -> None:
-        self._controller.started.emit(self._job.kind)
-
-    @Slot(str)
-    def _failed(self, message: str) -> None:
-        self._controller.errored.emit(self._job.kind, message)
-
-    @Slot()
-    def _aborted(self) -> None:
-        self._controller.aborted.emit(self._job.kind)
-
-    @Slot(object)
-    def _progress(self, progress: tuple) -> None:
-        c = self._controller
-        signal = {"load": c.load_progress, "capture": c.capture_progress, "sweep": c.sweep_progress}
-        signal[self._job.kind].emit(*progress)
-
-    @Slot(object)
-    def _done(self, value: object) -> None:
-        c = self._controller
-        signal = {"capture": c.capture_done, "generate": c.generation_done, "sweep": c.sweep_done}
-        if (done := signal.get(self._job.kind)) is not None:
-            done.emit(value)
-
-    @Slot()
-    def _finished(self) -> None:
-        self._controller._finished(self._job)

@@ -1,9 +1,9 @@
 """The requests the panels send to the model worker, and the `Job` that each request becomes.
 
 Requests are plain data that carry the engine's own types as they are (`SamplingConfig`, `SweepSpec`,
-`PromptPair`); results arrive as the engine's types too (`TokenEvent`, `SweepResult`, the
-`GenerationResult` inside `GenerationOutcome`). Only what the GUI adds is declared here: a vector of the
-Generate tab with its stable id, a live coefficient change, and where a capture was saved.
+`PromptPair`); results arrive as the engine's types too (`TokenEvent`, `GenerationResult`, `SweepResult`).
+Only what the GUI adds is declared here: a vector of the Generate tab with its stable id, a live
+coefficient change, and where a capture was saved.
 
 A `Job` is one request in flight, like napari's `_qt/qthreading` workers: a `QObject` on the GUI thread
 that owns its signals. The worker thread emits them (Qt queues each emission to the GUI thread), so a
@@ -19,7 +19,7 @@ from PySide6.QtCore import QObject, Signal
 
 from engine.chat import ChatTurn
 from engine.experiments.sweep import SweepSpec
-from engine.generation import GenerationResult, SamplingConfig
+from engine.generation import SamplingConfig
 from engine.pairs import PromptPair
 
 
@@ -122,27 +122,6 @@ class LiveChange:
 
 
 @dataclass
-class GenerationOutcome:
-    """The engine's result, plus the live changes the worker applied while it streamed."""
-
-    result: GenerationResult
-    live_changes: list[LiveChange]
-    warnings: list[str] = field(default_factory=list)  # about the active vectors (e.g. their BOS rule)
-
-    @property
-    def texts(self) -> list[str]:
-        return [r.text for r in self.result.rows]
-
-    @property
-    def n_tokens(self) -> list[int]:
-        return [len(r.token_ids) for r in self.result.rows]
-
-    @property
-    def cancelled(self) -> bool:
-        return self.result.cancelled
-
-
-@dataclass
 class CaptureOutcome:
     path: str
     name: str
@@ -164,18 +143,20 @@ KINDS = {
 
 
 class Job(QObject):
-    """One submitted request. Signals, in order: `started`; then any of `progress` / `partial` / `token`
-    / `coefficient_applied`; then `done` (its result), `failed` (a readable message) or `aborted`; and
-    last `finished`, always."""
+    """One submitted request. Signals, in order: `started`; then any of `progress` / `partial` /
+    `warnings` / `token` / `coefficient_applied`; then `done` (its result), `failed` (a readable message)
+    or `aborted`; and last `finished`, always. A stopped generation or sweep emits `done` with what it
+    made so far, then `aborted`."""
 
     started = Signal()
     progress = Signal(object)  # load: (stage, fraction); capture and sweep: (done, total)
+    warnings = Signal(list)  # generate: readable warnings about the active vectors (BOS rule, other model)
     token = Signal(object)  # engine TokenEvent (generate, chat)
-    coefficient_applied = Signal(object)  # LiveChange (generate)
+    coefficient_applied = Signal(object)  # LiveChange (generate), once the worker applied it
     partial = Signal(object)  # SweepResult with the layers finished so far (sweep)
-    done = Signal(
-        object
-    )  # CaptureOutcome | GenerationOutcome (generate, chat) | SweepResult | ModelInfo | ResidualNorms | None
+    # load: ModelInfo; unload: None; norms: ResidualNorms; capture: CaptureOutcome;
+    # generate, chat: engine GenerationResult; sweep: SweepResult
+    done = Signal(object)
     failed = Signal(str)
     aborted = Signal()  # stopped by the user or by shutdown
     finished = Signal()
@@ -183,7 +164,7 @@ class Job(QObject):
     def __init__(self, request: Request, parent: QObject | None = None):
         super().__init__(parent)
         self.request = request
-        self.kind = KINDS[type(request)]  # for the status bar's wording only
+        self.kind = KINDS[type(request)]  # a label for the status bar and the log, never a filter
         self.cancel = threading.Event()  # read by the engine between tokens / batches
         self._live_lock = threading.Lock()
         self._live_pending: dict[int, float] = {}  # steer index -> new coefficient

@@ -1,52 +1,39 @@
-"""The model worker: one `QObject` on one `QThread` owns the model, the tokenizer and all torch work.
+"""The model worker: the one `QObject` on the worker thread that owns the model, the tokenizer and all
+torch work, with one handler per request type (`gui.jobs`).
 
-Qt's worker-object pattern (see the QThread documentation): `gui.controller.WorkerController` owns the
-thread, creates a parentless `ModelWorker`, moves it to the thread and hands it `Job`s through a queued
-signal. The worker runs one job at a time and reports through the job's own signals (`gui.jobs.Job`):
-started, then progress / token / partial, then done, failed or aborted, and always finished last. Every
-exception inside a job is caught and reported as `failed` with the engine's user-facing message, so the
-thread never dies silently.
+The thread side of a job (the started / done | failed | aborted / finished protocol, Stop, the model lock,
+abandoned loads and captures) is `gui.job_runner.JobRunner`, its base. A handler reads its request, calls
+the engine and reports through the job's own signals (`Job.progress`, `token`, `partial`, `done`...); it
+raises `CancelledError` when stopped. A new request is one handler method plus one line in `_handlers`.
 
-Two things cross threads without the event loop, both thread-safe by construction:
-- stop: the job's `threading.Event` (generation reads it once per token, sweeps once per batch, and model
-  loads are waited on in short slices);
-- live steering: `Job.set_coefficient` queues a value that the worker applies with
-  `SteeringPlan.set_coefficient` between two tokens, on its own thread, so the GUI thread never touches
-  a tensor.
-
-A model load or a capture runs in a daemon thread that the worker merely waits on, so it can be abandoned
-at once on stop or close: its result is dropped (a stopped capture saves nothing), and the next job waits
-until it has really ended.
+Live steering: `Job.set_coefficient` queues a value that `_generate` applies with
+`SteeringPlan.set_coefficient` between two tokens, on this thread, so the GUI thread never touches a tensor.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import logging
-import threading
 import time
-import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, Signal, Slot
+from PySide6.QtCore import Signal, Slot
 
 from engine.errors import ActAddError, CancelledError
 from engine.generation import TokenEvent
 from engine.models import LoadedModel
 from engine.steering import Steer
-from engine.threads import use_app_threads
 from engine.vector import SteeringVector
+from gui.job_runner import JobRunner
 from gui.jobs import (
     ActiveVector,
     CaptureOutcome,
     CaptureRequest,
     ChatRequest,
     GenerateRequest,
-    GenerationOutcome,
     Job,
     LiveChange,
     LoadRequest,
@@ -56,10 +43,9 @@ from gui.jobs import (
 )
 
 log = logging.getLogger(__name__)
-OUT_OF_MEMORY = "out of memory; try a smaller model, 4-bit quantization or fewer tokens"
 
 
-class ModelWorker(QObject):
+class ModelWorker(JobRunner):
     """Lives on the worker thread; `run` is called through a queued signal from the controller."""
 
     # The model is app-wide state, not one job's: these stay on the worker.
@@ -71,12 +57,8 @@ class ModelWorker(QObject):
         super().__init__()
         self.loaded: LoadedModel | None = None  # touched only on this thread
         self.pace_s = 0.0  # minimum seconds per generated token (slow motion for demos and tests)
-        self._shutdown = threading.Event()
         self._vector_cache: dict[str, tuple[float, SteeringVector]] = {}
-        self._threads_set = False
-        self._straggler: threading.Thread | None = None  # an abandoned load or capture still running
-        self.original_threads: int | None = None  # torch's thread count before this worker changed it
-        self._handlers: dict[type, Callable[[Job, Any], None]] = {
+        self._handlers = {
             LoadRequest: self._load,
             UnloadRequest: self._unload,
             NormsRequest: self._norms,
@@ -85,118 +67,8 @@ class ModelWorker(QObject):
             ChatRequest: self._chat,
             SweepRequest: self._sweep,
         }
-        # Held while a job runs; other users of the loaded model (the Serve tab's server) take it too, so
-        # their forward passes never run concurrently with this worker's.
-        self.model_lock = threading.Lock()
-        self._holding_lock = False  # this thread holds model_lock for the running job
-        self._lock_handed_off = False  # ...and handed it to an abandoned load or capture
 
-    # ---- called from other threads (thread-safe, no event loop needed) ---------------------------------
-    def request_shutdown(self) -> None:
-        self._shutdown.set()
-
-    # ---- plumbing -----------------------------------------------------------------------------------------
-    def _setup_thread(self) -> None:
-        if not self._threads_set:
-            import torch
-
-            self.original_threads = torch.get_num_threads()
-            use_app_threads()  # one core left to the GUI thread: oversubscribed BLAS threads stall the event loop
-            self._threads_set = True
-
-    def _stopped(self, job: Job) -> bool:
-        return job.cancel.is_set() or self._shutdown.is_set()
-
-    @Slot(object)
-    def run(self, job: Job) -> None:
-        """Run one job with the started / done | failed | aborted / finished protocol."""
-        self._setup_thread()
-        job.started.emit()
-        try:
-            if self._stopped(job):
-                raise CancelledError("stopped before it started")
-            self._wait_for_straggler(job)
-            with self._model_held(job):
-                self._handlers[type(job.request)](job, job.request)
-        except CancelledError:
-            job.aborted.emit()
-        except ActAddError as exc:
-            job.failed.emit(str(exc))
-        except MemoryError:
-            job.failed.emit(OUT_OF_MEMORY)
-        except Exception as exc:  # a bug, still shown rather than killing the thread
-            import torch
-
-            if isinstance(exc, torch.OutOfMemoryError):  # CUDA's is a RuntimeError, not a MemoryError
-                job.failed.emit(OUT_OF_MEMORY)
-            else:
-                log.error("worker job %s failed:\n%s", job.kind, traceback.format_exc())
-                job.failed.emit(f"unexpected error ({type(exc).__name__}): {exc}")
-        finally:
-            job.finished.emit()
-
-    def _interruptible(self, fn: Callable[[], Any], job: Job) -> Any:
-        """Run `fn` in a daemon thread and wait for it in 50 ms slices; on cancel, abandon it.
-
-        `from_pretrained` cannot be interrupted, so a load that is stopped or outlived by the window simply
-        finishes in the background (or dies with the process) and its result is dropped.
-        """
-        self._wait_for_straggler(job)
-        box: dict[str, Any] = {}
-        handoff = threading.Lock()
-
-        def target() -> None:
-            try:
-                box["value"] = fn()
-            except BaseException as exc:
-                box["error"] = exc
-            finally:
-                with handoff:
-                    box["done"] = True
-                    if box.get("holds_lock"):
-                        self.model_lock.release()  # the abandoned work was still using the model
-
-        thread = threading.Thread(target=target, name="actadd-worker-job", daemon=True)
-        thread.start()
-        while thread.is_alive():
-            thread.join(0.05)
-            if self._stopped(job):
-                # The abandoned work keeps the model lock until it really ends, so the server's forward
-                # passes never overlap with it either.
-                with handoff:
-                    if not box.get("done") and self._holding_lock:
-                        box["holds_lock"], self._lock_handed_off = True, True
-                self._straggler = thread
-                raise CancelledError("stopped")
-        if "error" in box:
-            raise box["error"]
-        return box["value"]
-
-    @contextlib.contextmanager
-    def _model_held(self, job: Job) -> Iterator[None]:
-        """Hold `model_lock` for the job, waiting for it in 50 ms slices so Stop and close still work."""
-        while not self.model_lock.acquire(timeout=0.05):
-            if self._stopped(job):
-                raise CancelledError("stopped")
-        self._holding_lock = True
-        try:
-            yield
-        finally:
-            self._holding_lock = False
-            if self._lock_handed_off:  # an abandoned load or capture releases it when it ends
-                self._lock_handed_off = False
-            else:
-                self.model_lock.release()
-
-    def _wait_for_straggler(self, job: Job) -> None:
-        """Let an abandoned load or capture finish before the next job uses the model (interruptibly)."""
-        straggler = self._straggler
-        while straggler is not None and straggler.is_alive():
-            straggler.join(0.05)
-            if self._stopped(job):
-                raise CancelledError("stopped")
-        self._straggler = None
-
+    # ---- shared by the handlers -----------------------------------------------------------------------------------------
     def _need_model(self) -> LoadedModel:
         if self.loaded is None or self.loaded.model is None:
             raise ActAddError("no model is loaded; load one in the Model tab first")
@@ -353,8 +225,9 @@ class ModelWorker(QObject):
         steers, warnings = self._steers(loaded, request.vectors)
         # Row 0 is the unsteered pane, row 1 the steered one: one batch, so both share the seed.
         plan = SteeringPlan([[], steers])
+        if warnings:
+            job.warnings.emit(warnings)
         job.take_live_changes()  # values queued before the plan existed are in the request already
-        changes: list[LiveChange] = []
         last_step = -1
 
         def on_token(event: TokenEvent) -> None:
@@ -365,9 +238,7 @@ class ModelWorker(QObject):
                 last_step = event.step
             for index, value in job.take_live_changes().items():
                 plan.set_coefficient(1, index, value)
-                change = LiveChange(step=event.step + 1, index=index, value=value)
-                changes.append(change)
-                job.coefficient_applied.emit(change)
+                job.coefficient_applied.emit(LiveChange(step=event.step + 1, index=index, value=value))
             if event.text or event.kl is not None:
                 job.token.emit(event)
 
@@ -381,7 +252,7 @@ class ModelWorker(QObject):
             chat=request.chat,
             effect_rows=[1] if request.effect else (),  # KL against an unsteered shadow on the same text
         )
-        job.done.emit(GenerationOutcome(result=result, live_changes=changes, warnings=warnings))
+        job.done.emit(result)
         if result.cancelled:
             raise CancelledError("stopped")
 
@@ -401,7 +272,7 @@ class ModelWorker(QObject):
                 job.token.emit(event)
 
         result = generate(loaded, rendered, [steers], request.sampling, cancel=job.cancel, on_token=on_token)
-        job.done.emit(GenerationOutcome(result=result, live_changes=[]))
+        job.done.emit(result)
         if result.cancelled:
             raise CancelledError("stopped")
 

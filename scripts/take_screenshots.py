@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication([sys.argv[0]])
-    from gui.app import MainWindow, app_icon
+    from gui.main_window import MainWindow, app_icon
 
     app.setWindowIcon(app_icon())
     source, is_demo = pick_model(args.model)

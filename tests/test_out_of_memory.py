@@ -98,29 +98,31 @@ def test_running_out_of_memory_while_generating(gpt2, error):
 
 # ---- through the GUI's model worker --------------------------------------------------------------------------------
 def _errors(controller) -> list[tuple[str, str]]:
+    """(job kind, message) of every job submitted from now on that fails."""
     errors: list[tuple[str, str]] = []
-    controller.errored.connect(lambda kind, message: errors.append((kind, message)))
+    controller.job_submitted.connect(
+        lambda job: job.failed.connect(lambda message: errors.append((job.kind, message)))
+    )
     return errors
 
 
 def _load(qtbot, controller, folder):
     from gui.jobs import LoadRequest
 
-    with qtbot.waitSignal(controller.finished, timeout=60_000):
-        controller.load(LoadRequest(str(folder), device="cpu"))
-    qtbot.waitUntil(lambda: not controller.busy, timeout=10_000)
+    job = controller.load(LoadRequest(str(folder), device="cpu"))
+    qtbot.waitSignal(job.finished, timeout=60_000).wait()
+    assert not controller.busy
 
 
 def _generate(qtbot, controller):
     from gui.jobs import GenerateRequest
 
-    outcomes = []
-    controller.generation_done.connect(outcomes.append)
-    with qtbot.waitSignal(controller.finished, timeout=30_000):
-        controller.generate(GenerateRequest(prompt="I think that", vectors=[], sampling=SHORT))
-    qtbot.waitUntil(lambda: not controller.busy, timeout=10_000)
-    controller.generation_done.disconnect(outcomes.append)
-    return outcomes
+    results = []
+    job = controller.generate(GenerateRequest(prompt="I think that", vectors=[], sampling=SHORT))
+    job.done.connect(results.append)
+    qtbot.waitSignal(job.finished, timeout=30_000).wait()
+    assert not controller.busy
+    return results
 
 
 @pytest.fixture
@@ -154,8 +156,8 @@ def test_worker_a_model_that_does_not_fit_unloads_the_old_one_cleanly(
     assert _generate(qtbot, controller) == []
     assert errors[-1][0] == "generate" and "no model is loaded" in errors[-1][1]
     _load(qtbot, controller, model_dirs["gpt2"])
-    [outcome] = _generate(qtbot, controller)
-    assert outcome.n_tokens == [3, 3]
+    [result] = _generate(qtbot, controller)
+    assert [len(row.token_ids) for row in result.rows] == [3, 3]
 
 
 @pytest.mark.gui
@@ -177,14 +179,13 @@ def test_worker_out_of_memory_mid_work_keeps_the_model(qtbot, controller, model_
             request = CaptureRequest(
                 "actadd", [1], "love", str(tmp_path / "lib"), positive="Love", negative="Hate"
             )
-            with qtbot.waitSignal(controller.finished, timeout=30_000):
-                controller.capture(request)
-            qtbot.waitUntil(lambda: not controller.busy, timeout=10_000)
+            qtbot.waitSignal(controller.capture(request).finished, timeout=30_000).wait()
+            assert not controller.busy
     finally:
         handle.remove()
     [(kind, message)] = errors
     assert kind == job and "out of memory" in message and "unexpected" not in message
     assert hook_count(blocks) == 0 and controller.model_info is not None
     assert not (tmp_path / "lib").exists() or not list((tmp_path / "lib").glob("*.safetensors"))
-    [outcome] = _generate(qtbot, controller)
-    assert outcome.n_tokens == [3, 3]
+    [result] = _generate(qtbot, controller)
+    assert [len(row.token_ids) for row in result.rows] == [3, 3]

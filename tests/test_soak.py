@@ -140,31 +140,30 @@ def worker_soak(qtbot, model_dirs, tmp_path, monkeypatch, *, n: int, warmup: int
 
     controller = WorkerController()
     try:
-        with qtbot.waitSignal(controller.model_loaded, timeout=60_000):
-            controller.load(LoadRequest(str(model_dirs["gpt2"]), device="cpu"))
-        qtbot.waitUntil(lambda: not controller.busy, timeout=10_000)
+        job = controller.load(LoadRequest(str(model_dirs["gpt2"]), device="cpu"))
+        qtbot.waitSignals([controller.model_loaded, job.finished], order="strict", timeout=60_000).wait()
+        assert not controller.busy
         paths = []
         for name, positive, negative, layer in [("love", "Love", "Hate", 1), ("calm", "Calm", "Anger", 2)]:
             done = []
-            controller.capture_done.connect(done.append)
-            with qtbot.waitSignal(controller.finished, timeout=30_000):
-                controller.capture(
-                    CaptureRequest(
-                        method="actadd",
-                        layers=[layer],
-                        name=name,
-                        library_root=str(tmp_path / "lib"),
-                        positive=positive,
-                        negative=negative,
-                    )
+            job = controller.capture(
+                CaptureRequest(
+                    method="actadd",
+                    layers=[layer],
+                    name=name,
+                    library_root=str(tmp_path / "lib"),
+                    positive=positive,
+                    negative=negative,
                 )
-            controller.capture_done.disconnect(done.append)
+            )
+            job.done.connect(done.append)
+            qtbot.waitSignal(job.finished, timeout=30_000).wait()
             paths.append(done[-1].path)
 
         worker = controller.worker
         rng = random.Random(0)
-        outcomes = []
-        controller.generation_done.connect(outcomes.append)
+        results = []  # GenerationResult per generation
+        live_changes = []  # LiveChange lists, one per generation
         leftover_hooks = []
         for i in range(n):
             vectors = [
@@ -183,28 +182,31 @@ def worker_soak(qtbot, model_dirs, tmp_path, monkeypatch, *, n: int, warmup: int
             )
             action = i % 4  # 0: plain, 1: toggle live mid-stream, 2: stop mid-stream, 3: plain
             state = {"tokens": 0}
+            job = controller.generate(request)
 
-            def on_token(delta, action=action, state=state):
+            def on_token(delta, action=action, state=state, job=job):
                 state["tokens"] += 1
                 if action == 1 and state["tokens"] in (2, 6):  # the sliders: off, then on again
-                    controller.set_live_coefficient(0, 0.0 if state["tokens"] == 2 else 6.0)
-                    controller.set_live_coefficient(1, 5.0 if state["tokens"] == 2 else 0.0)
+                    job.set_coefficient_at(0, 0.0 if state["tokens"] == 2 else 6.0)
+                    job.set_coefficient_at(1, 5.0 if state["tokens"] == 2 else 0.0)
                 if action == 2 and state["tokens"] == 3:
                     controller.stop()
 
-            controller.token.connect(on_token)
-            with qtbot.waitSignal(controller.finished, timeout=30_000):
-                controller.generate(request)
-            controller.token.disconnect(on_token)
-            qtbot.waitUntil(lambda: not controller.busy, timeout=10_000)
+            changes = []
+            live_changes.append(changes)
+            job.token.connect(on_token)
+            job.coefficient_applied.connect(changes.append)
+            job.done.connect(results.append)
+            qtbot.waitSignal(job.finished, timeout=30_000).wait()
+            assert not controller.busy
             if hook_count(worker.loaded.blocks) != 0:  # the worker is idle: its model can be inspected
                 leftover_hooks.append(i)
             if i + 1 == warmup:
                 rss_warm, threads_warm, py_threads_warm = _sample()
         assert (
-            len(outcomes) == n
-            and any(o.cancelled for o in outcomes)
-            and any(o.live_changes for o in outcomes)
+            len(results) == n
+            and any(r.cancelled for r in results)
+            and any(changes for changes in live_changes)
         )
         assert leftover_hooks == []
         rss_end, threads_end, py_threads_end = _sample()

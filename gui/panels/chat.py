@@ -27,9 +27,9 @@ from PySide6.QtWidgets import (
 
 from engine.chat import ChatTurn, front_landing, render_chat
 from engine.errors import ActAddError
-from engine.generation import TokenEvent
+from engine.generation import GenerationResult, TokenEvent
 from gui.context import AppContext
-from gui.jobs import ActiveVector, ChatRequest, GenerationOutcome, Job
+from gui.jobs import ActiveVector, ChatRequest, Job
 from gui.panels.common import bare_column, fill_with_splitter
 from gui.widgets.sampling_form import SamplingForm
 
@@ -52,7 +52,7 @@ class ChatPanel(QWidget):
         self._pending: ChatTurn | None = None  # the user turn being answered
         self._answer = ""  # the assistant's text streamed so far
         self._job: Job | None = None
-        self.outcome: GenerationOutcome | None = None  # of the latest turn (tests, transcripts)
+        self.outcome: GenerationResult | None = None  # of the latest turn (tests, transcripts)
 
         # ---- settings (left) ------------------------------------------------------------------------------
         self.system = QPlainTextEdit()
@@ -281,7 +281,7 @@ class ChatPanel(QWidget):
             self.show_conversation()
 
     @Slot(object)
-    def _on_done(self, outcome: GenerationOutcome) -> None:
+    def _on_done(self, outcome: GenerationResult) -> None:
         self.outcome = outcome
 
     @Slot(str)
@@ -294,7 +294,7 @@ class ChatPanel(QWidget):
         self._job, self._pending = None, None
         if pending is not None and outcome is not None:
             # The answer as the engine cut it (stop strings), even when stopped part-way.
-            self.turns += [pending, ChatTurn("assistant", outcome.result.rows[0].text)]
+            self.turns += [pending, ChatTurn("assistant", outcome.rows[0].text)]
             self._ctx.show_status("Answer stopped" if outcome.cancelled else "Done")
         elif pending is not None and not self.message.toPlainText():
             self.message.setPlainText(pending.content)  # failed: give the message back to edit

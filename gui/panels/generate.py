@@ -33,12 +33,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.generation import SamplingConfig, TokenEvent
+from engine.generation import GenerationResult, SamplingConfig, TokenEvent
 from engine.library import VectorEntry
 from engine.transcript import Transcript, model_record
 from gui.context import AppContext, SteeringChoice
 from gui.item_models import INCOMPATIBLE, OTHER_MODEL
-from gui.jobs import GenerateRequest, GenerationOutcome, Job, LiveChange
+from gui.jobs import GenerateRequest, Job, LiveChange
 from gui.panels.common import bare_column, fill_with_splitter
 from gui.widgets.sampling_form import SamplingForm
 from gui.widgets.token_pane import KL_FULL, TokenPane
@@ -429,6 +429,7 @@ class GeneratePanel(QWidget):
         self._last_seed = request.sampling.seed
         self.transcript = None
         self._failed = False
+        self._live_changes: list[LiveChange] = []  # as the worker applied them, for the transcript
         self.warnings_label.setVisible(False)
         self._set_generating(True)
         # A chat answer is the assistant's own turn: shown below the message, never glued to it.
@@ -440,6 +441,7 @@ class GeneratePanel(QWidget):
         self.speed.setText("starting…")
         self._ctx.show_status("Generating…")
         job = self._job = self._controller.submit(request)
+        job.warnings.connect(self._on_warnings)
         job.token.connect(self._on_token)
         job.coefficient_applied.connect(self._on_coefficient_applied)
         job.done.connect(self._on_done)
@@ -482,6 +484,7 @@ class GeneratePanel(QWidget):
         request = self._request
         if request is None or not 0 <= change.index < len(request.vectors):
             return
+        self._live_changes.append(change)
         active = request.vectors[change.index]
         row = next((r for r in self._rows if r.vector_id == active.id), None)
         value = row.describe(change.value) if row is not None else f"c {change.value:g}"
@@ -491,15 +494,16 @@ class GeneratePanel(QWidget):
             "0 means off. Front-mode vectors act on the prompt only, so a live change doesn't move them.",
         )
 
+    @Slot(list)
+    def _on_warnings(self, warnings: list[str]) -> None:
+        self.warnings_label.setText("\n".join(f"⚠ {w}" for w in warnings))
+        self.warnings_label.setVisible(True)
+
     @Slot(object)
-    def _on_done(self, outcome: GenerationOutcome) -> None:
+    def _on_done(self, result: GenerationResult) -> None:
         request = self._request
         if request is None or self._ctx.model is None:
             return
-        result = outcome.result
-        if outcome.warnings:
-            self.warnings_label.setText("\n".join(f"⚠ {w}" for w in outcome.warnings))
-            self.warnings_label.setVisible(True)
         self.speed.setText(
             f"{result.tokens_per_second:.1f} tokens/s · {result.n_new_tokens} tokens in {result.seconds:.2f} s"
             + (" · stopped" if result.cancelled else "")
@@ -514,12 +518,12 @@ class GeneratePanel(QWidget):
             sampling=asdict(request.sampling),
             vectors=vectors,
             outputs={
-                "unsteered": outcome.texts[0],
-                "steered": outcome.texts[1],
+                "unsteered": result.rows[0].text,
+                "steered": result.rows[1].text,
                 "finish_reasons": [r.finish_reason for r in result.rows],
-                "n_tokens": outcome.n_tokens,
+                "n_tokens": [len(r.token_ids) for r in result.rows],
             },
-            live_changes=[asdict(c) for c in outcome.live_changes],
+            live_changes=[asdict(c) for c in self._live_changes],
             effect=request.effect,
             seconds=result.seconds,
             tokens_per_second=result.tokens_per_second,

@@ -52,7 +52,7 @@ def controller(qtbot):
 @pytest.fixture
 def window(qtbot, settings, library_dir):
     """The real main window, without the automatic demo-model load."""
-    from gui.app import MainWindow
+    from gui.main_window import MainWindow
 
     win = MainWindow(settings=settings, library_root=library_dir, autoload=None)
     qtbot.addWidget(win)
@@ -105,15 +105,39 @@ def capture_in(qtbot):
 
 
 @pytest.fixture
-def run_generation(qtbot):
-    """Click Generate and wait until the worker reports the generation finished."""
+def job_of():
+    """Do `action` (a click) and return the one `Job` it submitted to `controller`.
 
-    def run(window, timeout=30_000):
-        controller = window.context.controller
-        with qtbot.waitSignal(
-            controller.finished, timeout=timeout, check_params_cb=lambda kind: kind == "generate"
-        ):
-            window.generate_panel.generate_button.click()
+    `job_submitted` comes before the worker gets the job, so connecting to the job afterwards (before the
+    event loop runs again) misses none of its signals."""
+
+    def submitted(controller, action):
+        jobs = []
+
+        def record(job):
+            jobs.append(job)
+
+        controller.job_submitted.connect(record)
+        try:
+            action()
+        finally:
+            controller.job_submitted.disconnect(record)
+        assert len(jobs) == 1, f"the action submitted {len(jobs)} jobs, not one"
+        return jobs[0]
+
+    return submitted
+
+
+@pytest.fixture
+def run_generation(qtbot, job_of):
+    """Click Generate and wait until the worker reports the generation finished (`on_token` gets every
+    streamed TokenEvent)."""
+
+    def run(window, timeout=30_000, on_token=None):
+        job = job_of(window.context.controller, window.generate_panel.generate_button.click)
+        if on_token is not None:
+            job.token.connect(on_token)
+        qtbot.waitSignal(job.finished, timeout=timeout).wait()
         return window.generate_panel.transcript
 
     return run

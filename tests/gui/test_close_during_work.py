@@ -57,6 +57,15 @@ def slow_resid_pre(monkeypatch, seconds: float) -> threading.Event:
     return entered
 
 
+def next_job(controller, action):
+    """Do `action` and return the one job it submitted (connect to it before the event loop runs again)."""
+    jobs = []
+    controller.job_submitted.connect(lambda job: jobs.append(job))
+    action()
+    [job] = jobs
+    return job
+
+
 def start_job(kind, window, qtbot, tiny_dir, monkeypatch):
     """Start a long job of `kind` and return once it is running."""
     controller = window.context.controller
@@ -71,9 +80,9 @@ def start_job(kind, window, qtbot, tiny_dir, monkeypatch):
             return real(*args, **kwargs)
 
         monkeypatch.setattr(engine.models, "load_model", slow_load)
-        with qtbot.waitSignal(controller.started, timeout=5000, check_params_cb=lambda k: k == "load"):
-            window.model_panel.set_source(str(tiny_dir))
-            window.model_panel.load()
+        window.model_panel.set_source(str(tiny_dir))
+        job = next_job(controller, window.model_panel.load)
+        qtbot.waitSignal(job.started, timeout=5000).wait()
         return release.set
     if kind == "capture":
         entered = slow_resid_pre(monkeypatch, 3.0)
@@ -90,15 +99,15 @@ def start_job(kind, window, qtbot, tiny_dir, monkeypatch):
         controller.worker.pace_s = 0.05
         panel = window.generate_panel
         panel.max_tokens.setValue(120)
-        with qtbot.waitSignal(controller.token, timeout=20_000):
-            window.generate()
+        job = next_job(controller, window.generate)
+        qtbot.waitSignal(job.token, timeout=20_000).wait()
         return None
     panel = window.sweep_panel
     assert panel.set_vector("love")
     panel.max_tokens.setValue(100)
     controller.worker.pace_s = 0.05
-    with qtbot.waitSignal(controller.sweep_progress, timeout=20_000):
-        panel.run_button.click()
+    job = next_job(controller, panel.run_button.click)
+    qtbot.waitSignal(job.progress, timeout=20_000).wait()
     return None
 
 
@@ -106,7 +115,7 @@ def start_job(kind, window, qtbot, tiny_dir, monkeypatch):
 def test_closing_mid_work_is_fast_and_leaves_the_library_intact(
     kind, window, qtbot, tiny_dir, load_model_in, capture_in, library_dir, settings, monkeypatch
 ):
-    from gui.app import MainWindow
+    from gui.main_window import MainWindow
 
     loaded = None
     if kind == "load":
@@ -149,7 +158,7 @@ SCRIPT = textwrap.dedent(
     from PySide6.QtCore import QSettings, QTimer
     from PySide6.QtWidgets import QApplication
     import engine.capture
-    from gui.app import MainWindow
+    from gui.main_window import MainWindow
     from gui.controller import wait_for_orphans
 
     kind, model, library, settings_file = sys.argv[1:5]
@@ -194,7 +203,9 @@ SCRIPT = textwrap.dedent(
             window.model_panel.set_source(model)
             window.model_panel.set_device("cpu")
             if kind == "load":
-                controller.load_progress.connect(lambda *a: QTimer.singleShot(0, close))
+                controller.job_submitted.connect(
+                    lambda job: job.progress.connect(lambda *a: QTimer.singleShot(0, close))
+                )
                 state["stage"] = "working"
             else:
                 state["stage"] = "loading"
@@ -210,12 +221,16 @@ SCRIPT = textwrap.dedent(
             elif kind == "generate":
                 window.generate_panel.add_vector(context.entry("love"))
                 window.generate_panel.max_tokens.setValue(120)
-                controller.token.connect(lambda delta: QTimer.singleShot(0, close))
+                controller.job_submitted.connect(
+                    lambda job: job.token.connect(lambda delta: QTimer.singleShot(0, close))
+                )
                 window.generate()
             elif kind == "sweep":
                 window.sweep_panel.set_vector("love")
                 window.sweep_panel.max_tokens.setValue(100)
-                controller.sweep_progress.connect(lambda *a: QTimer.singleShot(0, close))
+                controller.job_submitted.connect(
+                    lambda job: job.progress.connect(lambda *a: QTimer.singleShot(0, close))
+                )
                 window.sweep_panel.run_button.click()
 
     timer = QTimer()

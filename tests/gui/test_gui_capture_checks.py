@@ -13,7 +13,7 @@ def _edit(panel, row, column, text):
     assert model.setData(model.index(row, column), text, Qt.ItemDataRole.EditRole)
 
 
-def test_layer_profile_is_measured_on_the_worker_and_marks_the_chosen_layer(loaded_window, qtbot):
+def test_layer_profile_is_measured_on_the_worker_and_marks_the_chosen_layer(loaded_window, qtbot, job_of):
     panel = loaded_window.capture_panel
     n_layers = loaded_window.context.model.info.n_layers
     panel.set_layers(1)
@@ -29,8 +29,8 @@ def test_layer_profile_is_measured_on_the_worker_and_marks_the_chosen_layer(load
     panel.set_layers(0, 2)  # a range: every chosen bar is marked
     assert len(set(panel.profile_colors())) == 1 and panel.profile_colors()[0] != colors[0]
     # Measured again on request: from the cache this time, and the note says so.
-    with qtbot.waitSignal(loaded_window.context.controller.finished, timeout=30_000):
-        panel.profile_button.click()
+    job = job_of(loaded_window.context.controller, panel.profile_button.click)
+    qtbot.waitSignal(job.finished, timeout=30_000).wait()
     assert "cache" in panel.profile_note.text()
 
 
@@ -48,7 +48,7 @@ def test_layer_profile_click_picks_the_layer(loaded_window, qtbot):
     assert panel.layers() == [2]
 
 
-def test_half_filled_pair_is_refused_naming_the_table_row(loaded_window, qtbot):
+def test_half_filled_pair_is_refused_naming_the_table_row(loaded_window, qtbot, job_of):
     panel = loaded_window.capture_panel
     panel.set_method("mean-diff")
     panel.pairs_model.insertRows(0, 3)
@@ -69,8 +69,9 @@ def test_half_filled_pair_is_refused_naming_the_table_row(loaded_window, qtbot):
     assert "pair row 3" in panel._result.text()
     # Filled in: it captures.
     _edit(panel, 2, 1, "Awful")
-    with qtbot.waitSignal(controller.capture_done, timeout=30_000) as blocker:
-        panel.capture_button.click()
+    job = job_of(controller, panel.capture_button.click)
+    with qtbot.waitSignal(job.done, timeout=30_000) as blocker:
+        pass
     assert blocker.args[0].name == "half"
 
 

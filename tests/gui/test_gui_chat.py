@@ -10,6 +10,7 @@ from engine.chat import ChatTurn, render_chat
 from engine.generation import SamplingConfig, generate
 from engine.steering import Steer
 from engine.vector import load_vector
+from gui.jobs import ChatRequest
 from gui.panels.chat import parse_stop_strings
 
 pytestmark = pytest.mark.gui
@@ -41,13 +42,15 @@ def send(qtbot, window, text: str | None = None, button=None, timeout=30_000) ->
     """Type `text` (if given), press `button` (Send), wait for the turn; return the streamed pieces."""
     panel = window.chat_panel
     pieces: list[str] = []
-    window.context.controller.token.connect(lambda event: pieces.append(event.text))
+    jobs = []
+    window.context.controller.job_submitted.connect(lambda job: jobs.append(job))
     if text is not None:
         panel.message.setPlainText(text)
-    with qtbot.waitSignal(
-        window.context.controller.finished, timeout=timeout, check_params_cb=lambda kind: kind == "chat"
-    ):
-        (button or panel.send_button).click()
+    (button or panel.send_button).click()
+    [job] = jobs
+    assert isinstance(job.request, ChatRequest)
+    job.token.connect(lambda event: pieces.append(event.text))
+    qtbot.waitSignal(job.finished, timeout=timeout).wait()
     return pieces
 
 
@@ -82,8 +85,8 @@ def test_send_streams_a_steered_answer_as_its_own_turn(qtbot, chat_window, chat_
     system, turns = "You talk about food.", [ChatTurn("user", MESSAGE)]
     direct = engine_answer(chat_dirs["chatml"], chat_window, system, turns, request_sampling)
     assert panel.outcome is not None
-    assert panel.outcome.result.rows[0].token_ids == direct.token_ids  # steered, rendered the same
-    assert panel.outcome.result.rows[0].prompt_token_ids == direct.prompt_token_ids
+    assert panel.outcome.rows[0].token_ids == direct.token_ids  # steered, rendered the same
+    assert panel.outcome.rows[0].prompt_token_ids == direct.prompt_token_ids
 
     # The second turn: the whole conversation is the prompt, and it is steered too.
     send(qtbot, chat_window, "Tell me more")
@@ -117,7 +120,7 @@ def test_editing_the_system_prompt_changes_the_next_turn(qtbot, chat_window, cha
     assert submitted[0].system == "" and submitted[1].system == "You are a pirate."
     tokenizer = chat_window.context.model.tokenizer
     expected = render_chat(tokenizer, "You are a pirate.", panel.turns[:3]).ids
-    assert panel.outcome.result.rows[0].prompt_token_ids == expected
+    assert panel.outcome.rows[0].prompt_token_ids == expected
 
 
 def test_stop_strings_cut_the_answer(qtbot, chat_window):
@@ -130,20 +133,20 @@ def test_stop_strings_cut_the_answer(qtbot, chat_window):
     assert parse_stop_strings(panel.stop_strings.toPlainText()) == (stop, "never\nthere")
     send(qtbot, chat_window, button=panel.regenerate_button)
     assert panel.turns[1].content == full[: full.find(stop)]
-    assert panel.outcome.result.rows[0].finish_reason == "stop"
+    assert panel.outcome.rows[0].finish_reason == "stop"
 
 
-def test_stop_keeps_the_partial_answer(qtbot, chat_window):
+def test_stop_keeps_the_partial_answer(qtbot, chat_window, job_of):
     panel = chat_window.chat_panel
     panel.sampling_form.max_tokens.setValue(200)
     chat_window.context.controller.worker.pace_s = 0.05
     panel.message.setPlainText(MESSAGE)
-    with qtbot.waitSignal(chat_window.context.controller.token, timeout=30_000):
-        panel.send_button.click()
+    job = job_of(chat_window.context.controller, panel.send_button.click)
+    qtbot.waitSignal(job.token, timeout=30_000).wait()
     assert panel.stop_button.isEnabled() and not panel.send_button.isEnabled()
-    with qtbot.waitSignal(chat_window.context.controller.finished, timeout=30_000):
+    with qtbot.waitSignal(job.finished, timeout=30_000):
         panel.stop_button.click()
-    assert panel.outcome.cancelled and len(panel.outcome.result.rows[0].token_ids) < 200
+    assert panel.outcome.cancelled and len(panel.outcome.rows[0].token_ids) < 200
     assert [t.role for t in panel.turns] == ["user", "assistant"]
     assert panel.send_button.isEnabled() and not panel.stop_button.isEnabled()
 
@@ -174,7 +177,7 @@ def test_front_mode_refused_when_the_message_cannot_be_located(qtbot, chat_windo
 
 
 def test_the_system_prompt_and_stop_strings_come_back(qtbot, settings, library_dir):
-    from gui.app import MainWindow
+    from gui.main_window import MainWindow
 
     first = MainWindow(settings=settings, library_root=library_dir, autoload=None)
     qtbot.addWidget(first)

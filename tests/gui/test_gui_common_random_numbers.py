@@ -24,9 +24,7 @@ def _generate_in(window, entry, coeff, run_generation, effect=False):
     panel.effect.setChecked(effect)
     panel.prompt.setPlainText(PROMPT)
     deltas = []
-    window.context.controller.token.connect(deltas.append)
-    transcript = run_generation(window)
-    window.context.controller.token.disconnect(deltas.append)
+    transcript = run_generation(window, on_token=deltas.append)
     assert (
         transcript.sampling["seed"],
         transcript.sampling["top_p"],

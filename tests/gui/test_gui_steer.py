@@ -138,7 +138,7 @@ def test_ablate_has_no_strength_and_the_row_says_so(loaded_window, qtbot, captur
     assert loaded_window.generate_panel.request().vectors[0].strength is None
 
 
-def test_a_live_change_shows_a_readable_marker(loaded_window, qtbot, capture_in):
+def test_a_live_change_shows_a_readable_marker(loaded_window, qtbot, capture_in, run_generation):
     window = loaded_window
     entry = capture_in(window)
     row = _row_with_scale(qtbot, window, entry)
@@ -155,9 +155,7 @@ def test_a_live_change_shows_a_readable_marker(loaded_window, qtbot, capture_in)
             moved.append(True)
             row.spin.setValue(0.4)  # a user typing a strength while text streams
 
-    controller.token.connect(on_token)
-    with qtbot.waitSignal(controller.finished, timeout=30_000, check_params_cb=lambda k: k == "generate"):
-        panel.generate_button.click()
+    run_generation(window, on_token=on_token)
     [change] = panel.transcript.live_changes
     assert change["value"] == 0.4 * row.scale().per_unit
     text = panel.steered.toPlainText()

@@ -30,14 +30,14 @@ def _configure(window, metric, *, layers=True):
     return panel
 
 
-def test_sweep_finishes_plots_and_suggests(loaded_window, qtbot, capture_in, tmp_path):
+def test_sweep_finishes_plots_and_suggests(loaded_window, qtbot, capture_in, tmp_path, job_of):
     capture_in(loaded_window, "love")
     panel = _configure(loaded_window, "target-prob")
     controller = loaded_window.context.controller
     partials = []
-    controller.sweep_partial.connect(partials.append)
-    with qtbot.waitSignal(controller.sweep_done, timeout=60_000):
-        panel.run_button.click()
+    job = job_of(controller, panel.run_button.click)
+    job.partial.connect(partials.append)
+    qtbot.waitSignal(job.done, timeout=60_000).wait()
     qtbot.waitUntil(lambda: not panel.is_running(), timeout=5000)
     result = panel.result
     assert not result.cancelled
@@ -66,15 +66,15 @@ def test_sweep_finishes_plots_and_suggests(loaded_window, qtbot, capture_in, tmp
     assert "run_sweep" in script and "love.safetensors" in script
 
 
-def test_sampled_sweep_can_be_stopped(loaded_window, qtbot, capture_in):
+def test_sampled_sweep_can_be_stopped(loaded_window, qtbot, capture_in, job_of):
     capture_in(loaded_window, "love")
     panel = _configure(loaded_window, "target-words")
     panel.max_tokens.setValue(60)
     controller = loaded_window.context.controller
     controller.worker.pace_s = 0.01
-    with qtbot.waitSignal(controller.sweep_progress, timeout=20_000):
-        panel.run_button.click()
-    with qtbot.waitSignals([controller.sweep_done, controller.aborted], order="strict", timeout=20_000):
+    job = job_of(controller, panel.run_button.click)
+    qtbot.waitSignal(job.progress, timeout=20_000).wait()
+    with qtbot.waitSignals([job.done, job.aborted], order="strict", timeout=20_000):
         panel.stop_button.click()
     qtbot.waitUntil(lambda: not panel.is_running(), timeout=5000)
     assert panel.result.cancelled
@@ -97,7 +97,7 @@ def test_linspace_and_region_text():
     assert "1 degenerate cell" in text and "|c| = 8" in text
 
 
-def test_close_during_a_sweep_is_fast(loaded_window, qtbot, capture_in):
+def test_close_during_a_sweep_is_fast(loaded_window, qtbot, capture_in, job_of):
     import time
 
     capture_in(loaded_window, "love")
@@ -105,8 +105,8 @@ def test_close_during_a_sweep_is_fast(loaded_window, qtbot, capture_in):
     panel.max_tokens.setValue(100)
     controller = loaded_window.context.controller
     controller.worker.pace_s = 0.05
-    with qtbot.waitSignal(controller.sweep_progress, timeout=20_000):
-        panel.run_button.click()
+    job = job_of(controller, panel.run_button.click)
+    qtbot.waitSignal(job.progress, timeout=20_000).wait()
     started = time.monotonic()
     loaded_window.close()
     assert time.monotonic() - started < 1.0

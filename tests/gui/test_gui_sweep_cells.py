@@ -88,11 +88,11 @@ def _configure(window):
     return panel
 
 
-def test_click_a_cell_to_read_its_samples_and_apply_it_to_generate(loaded_window, qtbot, capture_in):
+def test_click_a_cell_to_read_its_samples_and_apply_it_to_generate(loaded_window, qtbot, capture_in, job_of):
     capture_in(loaded_window, "love", layer=1)
     panel = _configure(loaded_window)
-    with qtbot.waitSignal(loaded_window.context.controller.sweep_done, timeout=60_000):
-        panel.run_button.click()
+    job = job_of(loaded_window.context.controller, panel.run_button.click)
+    qtbot.waitSignal(job.done, timeout=60_000).wait()
     qtbot.waitUntil(lambda: not panel.is_running(), timeout=5000)
     result = panel.result
     assert panel.cell_table.rowCount() == len(result.cells) == 4

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_transcript_files_and_script_reproduce_a_live_steered_generation(
-    loaded_window, qtbot, capture_in, tmp_path
+    loaded_window, qtbot, capture_in, tmp_path, run_generation
 ):
     entry = capture_in(loaded_window)
     panel = loaded_window.generate_panel
@@ -36,9 +36,7 @@ def test_transcript_files_and_script_reproduce_a_live_steered_generation(
             moved.append(True)
             row.spin.setValue(8.0)
 
-    controller.token.connect(on_token)
-    with qtbot.waitSignal(controller.finished, timeout=30_000, check_params_cb=lambda k: k == "generate"):
-        panel.generate_button.click()
+    run_generation(loaded_window, on_token=on_token)
     transcript = panel.transcript
     assert transcript.live_changes and transcript.sampling["seed"] == 7
 

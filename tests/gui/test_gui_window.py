@@ -11,7 +11,7 @@ from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtWidgets import QApplication
 
 from engine.steering import hook_count
-from gui.app import MainWindow
+from gui.main_window import MainWindow
 
 pytestmark = pytest.mark.gui
 
@@ -86,7 +86,7 @@ def test_alignment_preview_shows_space_padding(loaded_window, qtbot):
     assert "space pad" in panel._preview_note.text()
 
 
-def test_capture_mean_diff_from_an_imported_jsonl(loaded_window, qtbot, tmp_path):
+def test_capture_mean_diff_from_an_imported_jsonl(loaded_window, qtbot, tmp_path, job_of):
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text(
         '{"positive": "I love it", "negative": "I hate it"}\n{"positive": "Joy", "negative": "Sad"}\n',
@@ -100,9 +100,9 @@ def test_capture_mean_diff_from_an_imported_jsonl(loaded_window, qtbot, tmp_path
     panel.set_layers(0, 1)
     shown: list[str] = []
     controller = loaded_window.context.controller
-    controller.capture_progress.connect(lambda done, total: shown.append(panel._result.text()))
     with qtbot.waitSignal(loaded_window.library_panel.refreshed, timeout=20_000):
-        panel.capture_button.click()
+        job = job_of(controller, panel.capture_button.click)
+        job.progress.connect(lambda progress: shown.append(panel._result.text()))
     qtbot.waitUntil(lambda: loaded_window.context.entry("md") is not None, timeout=5000)
     entry = loaded_window.context.entry("md")
     assert entry.method == "mean-diff" and entry.layers == [0, 1] and entry.shape == [64]
@@ -114,8 +114,7 @@ def test_generate_streams_into_both_panes(loaded_window, qtbot, capture_in, run_
     entry = capture_in(loaded_window)
     _setup_generation(loaded_window, entry, max_tokens=24)
     deltas = []
-    loaded_window.context.controller.token.connect(lambda d: deltas.append((d.row, d.step)))
-    transcript = run_generation(loaded_window)
+    transcript = run_generation(loaded_window, on_token=lambda d: deltas.append((d.row, d.step)))
     panel = loaded_window.generate_panel
     assert {row for row, _ in deltas} == {0, 1}
     assert len({step for _, step in deltas}) > 1  # many token events, not one final blob
@@ -127,7 +126,22 @@ def test_generate_streams_into_both_panes(loaded_window, qtbot, capture_in, run_
     assert panel.regenerate_button.isEnabled()
 
 
-def test_regenerate_reuses_the_seed(loaded_window, qtbot, capture_in, run_generation):
+def test_the_status_bar_follows_the_worker(loaded_window, qtbot, capture_in, job_of):
+    """`job_started` names what the worker does; `busy_changed(False)` brings back "idle"."""
+    entry = capture_in(loaded_window)
+    _setup_generation(loaded_window, entry, max_tokens=8)
+    label = loaded_window.status.worker_label
+    qtbot.waitUntil(lambda: label.text() == "idle", timeout=10_000)
+    controller = loaded_window.context.controller
+    job = job_of(controller, loaded_window.generate_panel.generate_button.click)
+    finished = qtbot.waitSignal(job.finished, timeout=30_000)  # before the loop runs: misses nothing
+    qtbot.waitSignal(job.started, timeout=10_000).wait()
+    assert label.text() == "generating…" and controller.busy
+    finished.wait()
+    assert label.text() == "idle" and not controller.busy
+
+
+def test_regenerate_reuses_the_seed(loaded_window, qtbot, capture_in, run_generation, job_of):
     entry = capture_in(loaded_window)
     _setup_generation(loaded_window, entry, max_tokens=16)
     panel = loaded_window.generate_panel
@@ -136,25 +150,22 @@ def test_regenerate_reuses_the_seed(loaded_window, qtbot, capture_in, run_genera
     first = run_generation(loaded_window)
     seed = first.sampling["seed"]
     panel.seed.setValue(seed + 1)
-    controller = loaded_window.context.controller
-    with qtbot.waitSignal(
-        controller.finished, timeout=30_000, check_params_cb=lambda kind: kind == "generate"
-    ):
-        panel.regenerate_button.click()
+    job = job_of(loaded_window.context.controller, panel.regenerate_button.click)
+    qtbot.waitSignal(job.finished, timeout=30_000).wait()
     assert panel.transcript.sampling["seed"] == seed
     assert panel.transcript.outputs == first.outputs
 
 
-def test_stop_mid_stream(loaded_window, qtbot, capture_in):
+def test_stop_mid_stream(loaded_window, qtbot, capture_in, job_of):
     entry = capture_in(loaded_window)
     _setup_generation(loaded_window, entry, max_tokens=100)
     controller = loaded_window.context.controller
     controller.worker.pace_s = 0.02
     panel = loaded_window.generate_panel
-    with qtbot.waitSignal(controller.token, timeout=20_000):
-        panel.generate_button.click()
+    job = job_of(controller, panel.generate_button.click)
+    qtbot.waitSignal(job.token, timeout=20_000).wait()
     assert panel.stop_button.isEnabled()
-    with qtbot.waitSignals([controller.aborted, controller.finished], order="strict", timeout=10_000):
+    with qtbot.waitSignals([job.aborted, job.finished], order="strict", timeout=10_000):
         panel.stop_button.click()
     assert panel.transcript.cancelled
     assert max(panel.transcript.outputs["n_tokens"]) < 100
@@ -162,7 +173,9 @@ def test_stop_mid_stream(loaded_window, qtbot, capture_in):
     assert hook_count(controller.worker.loaded.blocks) == 0
 
 
-def test_live_coefficient_change_during_streaming_changes_the_steering(loaded_window, qtbot, capture_in):
+def test_live_coefficient_change_during_streaming_changes_the_steering(
+    loaded_window, qtbot, capture_in, run_generation
+):
     """c = 0 keeps the steered row bit-identical (KL exactly 0); moving the slider mid-stream steers it."""
     entry = capture_in(loaded_window)
     row = _setup_generation(loaded_window, entry, coeff=0.0, mode="all", max_tokens=60, effect=True)
@@ -178,10 +191,7 @@ def test_live_coefficient_change_during_streaming_changes_the_steering(loaded_wi
             moved.append(delta.step)
             row.slider.setValue(100)  # c = 10, as a user dragging the slider
 
-    controller.token.connect(on_token)
-    with qtbot.waitSignal(controller.finished, timeout=30_000, check_params_cb=lambda k: k == "generate"):
-        loaded_window.generate_panel.generate_button.click()
-    transcript = loaded_window.generate_panel.transcript
+    transcript = run_generation(loaded_window, on_token=on_token)
     assert row.coefficient() == 10.0
     [change] = transcript.live_changes
     assert change["index"] == 0 and change["value"] == 10.0
@@ -192,14 +202,14 @@ def test_live_coefficient_change_during_streaming_changes_the_steering(loaded_wi
     assert "⟨love → c 10⟩" in loaded_window.generate_panel.steered.toPlainText()
 
 
-def test_close_during_generation_is_clean_and_fast(loaded_window, qtbot, capture_in):
+def test_close_during_generation_is_clean_and_fast(loaded_window, qtbot, capture_in, job_of):
     entry = capture_in(loaded_window)
     _setup_generation(loaded_window, entry, max_tokens=120)
     controller = loaded_window.context.controller
     controller.worker.pace_s = 0.05
     loaded = controller.worker.loaded
-    with qtbot.waitSignal(controller.token, timeout=20_000):
-        loaded_window.generate_panel.generate_button.click()
+    job = job_of(controller, loaded_window.generate_panel.generate_button.click)
+    qtbot.waitSignal(job.token, timeout=20_000).wait()
     assert hook_count(loaded.blocks) > 0  # steering is live
     started = time.monotonic()
     loaded_window.close()
@@ -209,7 +219,7 @@ def test_close_during_generation_is_clean_and_fast(loaded_window, qtbot, capture
     assert hook_count(loaded.blocks) == 0
 
 
-def test_close_during_a_model_load_is_fast(window, qtbot, tiny_dir, monkeypatch):
+def test_close_during_a_model_load_is_fast(window, qtbot, tiny_dir, monkeypatch, job_of):
     import engine.models
 
     release = threading.Event()
@@ -221,9 +231,9 @@ def test_close_during_a_model_load_is_fast(window, qtbot, tiny_dir, monkeypatch)
 
     monkeypatch.setattr(engine.models, "load_model", slow_load)
     controller = window.context.controller
-    with qtbot.waitSignal(controller.started, timeout=5000):
-        window.model_panel.set_source(str(tiny_dir))
-        window.model_panel.load_button.click()
+    window.model_panel.set_source(str(tiny_dir))
+    job = job_of(controller, window.model_panel.load_button.click)
+    qtbot.waitSignal(job.started, timeout=5000).wait()
     started = time.monotonic()
     window.close()
     assert time.monotonic() - started < 1.0
@@ -231,19 +241,17 @@ def test_close_during_a_model_load_is_fast(window, qtbot, tiny_dir, monkeypatch)
     release.set()
 
 
-def test_event_loop_never_stalls_during_generation(loaded_window, qtbot, capture_in):
+def test_event_loop_never_stalls_during_generation(loaded_window, qtbot, capture_in, run_generation):
     """A 10 ms QTimer keeps ticking while tokens stream; the worst gap stays under 100 ms."""
     entry = capture_in(loaded_window)
     _setup_generation(loaded_window, entry, max_tokens=100, effect=True)
-    controller = loaded_window.context.controller
     ticks = []
     timer = QTimer()
     timer.setInterval(10)
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
     timer.start()
     try:
-        with qtbot.waitSignal(controller.finished, timeout=30_000, check_params_cb=lambda k: k == "generate"):
-            loaded_window.generate_panel.generate_button.click()
+        run_generation(loaded_window)
     finally:
         timer.stop()
     gaps = [b - a for a, b in itertools.pairwise(ticks)]
@@ -251,20 +259,23 @@ def test_event_loop_never_stalls_during_generation(loaded_window, qtbot, capture
     assert max(gaps) < 0.1, f"worst stall {max(gaps) * 1000:.0f} ms"
 
 
-def test_shortcuts_generate_and_stop(loaded_window, qtbot, capture_in):
+def test_shortcuts_generate_and_stop(loaded_window, qtbot, capture_in, job_of):
     entry = capture_in(loaded_window)
     _setup_generation(loaded_window, entry, max_tokens=100)
     controller = loaded_window.context.controller
     controller.worker.pace_s = 0.02
     loaded_window.activateWindow()
     loaded_window.generate_panel.prompt.setFocus()
-    with qtbot.waitSignal(controller.token, timeout=20_000):
-        qtbot.keyClick(
+    job = job_of(
+        controller,
+        lambda: qtbot.keyClick(
             loaded_window.generate_panel.prompt, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier
-        )
+        ),
+    )
+    qtbot.waitSignal(job.token, timeout=20_000).wait()
     assert loaded_window.tabs.currentWidget() is loaded_window.generate_panel
     assert loaded_window.generate_panel.prompt.toPlainText() == "I think that you"  # no newline typed
-    with qtbot.waitSignal(controller.aborted, timeout=10_000):
+    with qtbot.waitSignal(job.aborted, timeout=10_000):
         qtbot.keyClick(loaded_window.generate_panel.prompt, Qt.Key.Key_Escape)
 
 

@@ -12,11 +12,13 @@ from gui.jobs import ActiveVector, CaptureRequest, GenerateRequest, LoadRequest
 pytestmark = pytest.mark.gui
 
 
-def _load(qtbot, controller, folder):
-    with qtbot.waitSignals(
-        [controller.started, controller.model_loaded, controller.finished], order="strict", timeout=30_000
-    ):
-        controller.load(LoadRequest(str(folder), device="cpu"))
+def _load(qtbot, controller, folder, on_progress=None):
+    job = controller.load(LoadRequest(str(folder), device="cpu"))
+    if on_progress is not None:
+        job.progress.connect(on_progress)
+    qtbot.waitSignals(
+        [job.started, controller.model_loaded, job.finished], order="strict", timeout=30_000
+    ).wait()
     return controller.model_info
 
 
@@ -29,17 +31,16 @@ def _capture(qtbot, controller, library_dir, name="love", layer=1):
         positive="Love",
         negative="Hate",
     )
+    job = controller.capture(request)
     done = []
-    controller.capture_done.connect(done.append)
-    with qtbot.waitSignals([controller.capture_done, controller.finished], order="strict", timeout=20_000):
-        controller.capture(request)
+    job.done.connect(done.append)
+    qtbot.waitSignals([job.done, job.finished], order="strict", timeout=20_000).wait()
     return done[-1]
 
 
 def test_load_reports_progress_and_info(qtbot, controller, tiny_dir):
     stages = []
-    controller.load_progress.connect(lambda stage, fraction: stages.append((stage, fraction)))
-    info = _load(qtbot, controller, tiny_dir)
+    info = _load(qtbot, controller, tiny_dir, on_progress=stages.append)
     assert info.architecture == "gpt2" and info.n_layers == 3 and info.hidden_size == 64
     assert stages[0][0] == "resolving" and stages[-1] == ("ready", 1.0)
     assert controller.worker.loaded is not None
@@ -51,18 +52,17 @@ def test_a_gguf_file_loads_through_the_worker(qtbot, controller, tmp_path, monke
     monkeypatch.setenv("ACTADD_CACHE", str(tmp_path / "cache"))
     path = write_gguf(tmp_path / "tiny.gguf", "llama")
     stages = []
-    controller.load_progress.connect(lambda stage, fraction: stages.append(stage))
-    info = _load(qtbot, controller, path)
+    info = _load(qtbot, controller, path, on_progress=lambda progress: stages.append(progress[0]))
     assert info.source == str(path) and info.architecture == "llama" and "converting" in stages
 
 
 def test_bad_folder_is_errored_with_the_engines_message(qtbot, controller, tmp_path):
     errors = []
-    controller.errored.connect(lambda kind, message: errors.append((kind, message)))
-    with qtbot.waitSignals([controller.errored, controller.finished], order="strict", timeout=10_000):
-        controller.load(LoadRequest(str(tmp_path), device="cpu"))
-    [(kind, message)] = errors
-    assert kind == "load" and "config.json" in message
+    job = controller.load(LoadRequest(str(tmp_path), device="cpu"))
+    job.failed.connect(errors.append)
+    qtbot.waitSignals([job.failed, job.finished], order="strict", timeout=10_000).wait()
+    [message] = errors
+    assert isinstance(job.request, LoadRequest) and "config.json" in message
     assert not controller.busy
 
 
@@ -70,26 +70,27 @@ def test_generate_streams_both_rows_and_stop_aborts(qtbot, controller, tiny_dir,
     _load(qtbot, controller, tiny_dir)
     outcome = _capture(qtbot, controller, library_dir)
     rows = set()
-    controller.token.connect(lambda delta: rows.add(delta.row))
     request = GenerateRequest(
         prompt="I think that you",
         vectors=[ActiveVector(outcome.path, "love", 4.0, mode="all")],
         sampling=SamplingConfig(temperature=0, max_new_tokens=20),
     )
-    outcomes = []
-    controller.generation_done.connect(outcomes.append)
-    with qtbot.waitSignals([controller.generation_done, controller.finished], order="strict", timeout=20_000):
-        controller.generate(request)
+    results = []
+    job = controller.generate(request)
+    job.token.connect(lambda delta: rows.add(delta.row))
+    job.done.connect(results.append)
+    qtbot.waitSignals([job.done, job.finished], order="strict", timeout=20_000).wait()
     assert rows == {0, 1}
-    assert outcomes[0].n_tokens[0] > 0 and not outcomes[0].cancelled
+    assert len(results[0].rows[0].token_ids) > 0 and not results[0].cancelled
 
     controller.worker.pace_s = 0.02
     request.sampling = SamplingConfig(temperature=0, max_new_tokens=100)
-    controller.token.connect(lambda delta: controller.stop())
-    with qtbot.waitSignals([controller.aborted, controller.finished], order="strict", timeout=20_000):
-        controller.generate(request)
+    job = controller.generate(request)
+    job.token.connect(lambda delta: controller.stop())
+    job.done.connect(results.append)
+    qtbot.waitSignals([job.aborted, job.finished], order="strict", timeout=20_000).wait()
     assert not controller.busy
-    assert outcomes[1].cancelled and outcomes[1].n_tokens[1] < 100
+    assert results[1].cancelled and len(results[1].rows[1].token_ids) < 100
 
 
 def test_live_coefficient_steers_from_the_next_token(qtbot, controller, tiny_dir, library_dir):
@@ -100,39 +101,38 @@ def test_live_coefficient_steers_from_the_next_token(qtbot, controller, tiny_dir
     events = []
     applied = []
     sent = threading.Event()
+    request = GenerateRequest(
+        prompt="I think that you",
+        vectors=[ActiveVector(outcome.path, "love", 0.0, mode="all", id=7)],
+        sampling=SamplingConfig(temperature=0, max_new_tokens=60),
+        effect=True,
+    )
+    job = controller.generate(request)
 
     def on_token(delta):
         events.append(delta)
         if delta.step >= 3 and not sent.is_set():
             sent.set()
-            controller.set_live_coefficient(0, 40.0)
+            job.set_coefficient(7, 40.0)  # by the vector's id, as the Generate tab's slider does
 
-    controller.token.connect(on_token)
-    controller.coefficient_applied.connect(applied.append)
-    request = GenerateRequest(
-        prompt="I think that you",
-        vectors=[ActiveVector(outcome.path, "love", 0.0, mode="all")],
-        sampling=SamplingConfig(temperature=0, max_new_tokens=60),
-        effect=True,
-    )
-    with qtbot.waitSignal(controller.generation_done, timeout=30_000) as blocker:
-        controller.generate(request)
-    qtbot.waitUntil(lambda: not controller.busy)
-    assert len(applied) == 1 and applied[0].value == 40.0
+    job.token.connect(on_token)
+    job.coefficient_applied.connect(applied.append)
+    qtbot.waitSignals([job.done, job.finished], order="strict", timeout=30_000).wait()
+    assert not controller.busy
+    assert len(applied) == 1 and applied[0].value == 40.0 and applied[0].index == 0
     change = applied[0].step
     assert 3 < change < 60
     kl = {d.step: d.kl for d in events if d.row == 1 and d.kl is not None}
     assert all(kl[s] == 0.0 for s in kl if s < change)
     assert any(kl[s] > 0.0 for s in kl if s >= change)
-    assert blocker.args[0].live_changes == applied
 
 
 def test_a_bad_folder_keeps_the_loaded_model(qtbot, controller, tiny_dir, tmp_path):
     _load(qtbot, controller, tiny_dir)
     unloaded = []
     controller.model_unloaded.connect(lambda: unloaded.append(True))
-    with qtbot.waitSignals([controller.errored, controller.finished], order="strict", timeout=10_000):
-        controller.load(LoadRequest(str(tmp_path), device="cpu"))
+    job = controller.load(LoadRequest(str(tmp_path), device="cpu"))
+    qtbot.waitSignals([job.failed, job.finished], order="strict", timeout=10_000).wait()
     assert not unloaded and controller.worker.loaded is not None and controller.model_info is not None
 
 
@@ -178,13 +178,13 @@ def test_a_stopped_mean_diff_capture_reports_progress_and_stops_at_its_next_pass
         PromptPair(f"I love the {a} and the {b} by the sea", f"I hate the {a}") for a in words for b in words
     ]
     progress: list[tuple[int, int]] = []
-    controller.capture_progress.connect(lambda done, total: progress.append((done, total)))
-    controller.capture(
+    job = controller.capture(
         CaptureRequest(method="mean-diff", layers=[1], name="cut", library_root=str(library_dir), pairs=pairs)
     )
+    job.progress.connect(progress.append)
     qtbot.waitUntil(lambda: len(progress) >= 2, timeout=20_000)
     assert all(total == 200 for _, total in progress) and progress[-1][0] < 200
-    with qtbot.waitSignals([controller.aborted, controller.finished], order="strict", timeout=5000):
+    with qtbot.waitSignals([job.aborted, job.finished], order="strict", timeout=5000):
         controller.stop()
     at_stop = len(passes)
     straggler = controller.worker._straggler
@@ -244,16 +244,16 @@ def test_a_stopped_capture_saves_nothing_and_the_next_job_waits_for_it(
         positive="Love",
         negative="Hate",
     )
-    controller.capture(request)
+    job = controller.capture(request)
     qtbot.waitUntil(entered.is_set, timeout=10_000)
     started = time.monotonic()
-    with qtbot.waitSignals([controller.aborted, controller.finished], order="strict", timeout=5000):
+    with qtbot.waitSignals([job.aborted, job.finished], order="strict", timeout=5000):
         controller.stop()
     assert time.monotonic() - started < 0.5
     monkeypatch.setattr(engine.capture, "resid_pre", real)
     done = []
-    controller.generation_done.connect(done.append)
-    with qtbot.waitSignals([controller.generation_done, controller.finished], order="strict", timeout=20_000):
-        controller.generate(GenerateRequest("I think", [], SamplingConfig(temperature=0, max_new_tokens=4)))
-    assert done[0].n_tokens[0] > 0
+    job = controller.generate(GenerateRequest("I think", [], SamplingConfig(temperature=0, max_new_tokens=4)))
+    job.done.connect(done.append)
+    qtbot.waitSignals([job.done, job.finished], order="strict", timeout=20_000).wait()
+    assert len(done[0].rows[0].token_ids) > 0
     assert not (library_dir / "cut.safetensors").exists()

@@ -8,7 +8,8 @@ import argparse
 import pytest
 
 from engine.pairs import PromptPair
-from gui.app import MainWindow, startup_model
+from gui.app import startup_model
+from gui.main_window import MainWindow
 
 pytestmark = pytest.mark.gui
 

@@ -294,12 +294,15 @@ def finish_in_a_usable_state(window, qtbot, tiny_dir, load_model_in, capture_in,
     panel.prompt.setPlainText("I think that you")
     panel.temperature.setValue(0.0)
     panel.max_tokens.setValue(5)
-    outcomes = []
-    controller.generation_done.connect(outcomes.append)
-    with qtbot.waitSignal(controller.finished, timeout=30_000):
-        window.generate()
-    qtbot.waitUntil(lambda: not controller.busy, timeout=10_000)
-    assert outcomes and not outcomes[-1].cancelled and min(outcomes[-1].n_tokens) > 0
+    results = []
+    jobs = []
+    controller.job_submitted.connect(lambda job: jobs.append(job))
+    window.generate()
+    [job] = jobs
+    job.done.connect(results.append)
+    qtbot.waitSignal(job.finished, timeout=30_000).wait()
+    assert not controller.busy
+    assert results and not results[-1].cancelled and min(len(r.token_ids) for r in results[-1].rows) > 0
     assert hook_count(controller.worker.loaded.blocks) == 0
     listing = Library(library_dir).list()
     keys = listing.keys()  # (a Listing iterates over entries)
