@@ -8,6 +8,7 @@ import re
 import sys
 
 from engine.cli import add_json_option, add_library_option, add_model_options, emit, load_model_from_args
+from engine.cli.sampling_args import sampling_from_args
 from engine.errors import InvalidInputError
 from engine.modes import MODES
 
@@ -240,17 +241,7 @@ def run_generate(args: argparse.Namespace) -> int:
         raise InvalidInputError("--effect adds a field to the JSON output; use it with --json")
     if args.system is not None and not args.chat:
         raise InvalidInputError("--system needs --chat")
-    sampling = SamplingConfig(
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        repetition_penalty=args.repetition_penalty,
-        frequency_penalty=args.frequency_penalty,
-        presence_penalty=args.presence_penalty,
-        max_new_tokens=args.max_new_tokens,
-        stop=tuple(args.stop),
-        seed=args.seed,
-    )
+    sampling = sampling_from_args(args, SamplingConfig())
     sampling.validate()
     library = Library(args.library)
     steers = [parse_steer(spec, library, args.mode) for spec in args.steer]
