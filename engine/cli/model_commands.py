@@ -94,7 +94,7 @@ def register(sub) -> None:
 
 
 def run_capture(args: argparse.Namespace) -> int:
-    from engine.capture import capture_actadd, capture_mean_diff, capture_pca
+    from engine.capture import capture_actadd, capture_from_pairs
     from engine.library import Library, check_name
     from engine.pairs import PromptPair, read_pairs
 
@@ -124,7 +124,6 @@ def run_capture(args: argparse.Namespace) -> int:
     else:
         from tqdm import tqdm
 
-        capture = capture_mean_diff if args.method == "mean-diff" else capture_pca
         with tqdm(
             total=2 * len(pairs),
             desc="capturing",
@@ -133,8 +132,13 @@ def run_capture(args: argparse.Namespace) -> int:
             disable=args.json or not sys.stderr.isatty(),
             leave=False,
         ) as bar:
-            vector = capture(
-                loaded, pairs, args.layer, progress=lambda done, total: bar.update(done - bar.n), **extra
+            vector = capture_from_pairs(
+                args.method,
+                loaded,
+                pairs,
+                args.layer,
+                progress=lambda done, total: bar.update(done - bar.n),
+                **extra,
             )
     saved = library.save(vector, args.name, overwrite=args.force)
     layers = vector.layer_ids
