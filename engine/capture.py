@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from engine.errors import CancelledError, InvalidInputError
 from engine.models import LoadedModel
+from engine.modes import PAIR_METHODS
 from engine.packing import length_batches, packed_batches, supports_packing
 from engine.pairs import PromptPair, check_pair
 from engine.tokens import align_pair, bos_rule, encode, pad_batch
@@ -252,8 +253,8 @@ def _pca_directions(diffs: dict[int, Tensor]) -> dict[int, Tensor]:
     return directions
 
 
-# The direction methods that reduce pair differences: method name -> [n_pairs, hidden] per layer -> [hidden].
-PAIR_METHODS: dict[str, Callable[[dict[int, Tensor]], dict[int, Tensor]]] = {
+# How each of PAIR_METHODS reduces the pair differences: [n_pairs, hidden] per layer -> [hidden].
+_PAIR_REDUCERS: dict[str, Callable[[dict[int, Tensor]], dict[int, Tensor]]] = {
     "mean-diff": _mean_directions,
     "pca": _pca_directions,
 }
@@ -269,18 +270,18 @@ def capture_from_pairs(
     cancel: threading.Event | None = None,
     **kwargs,
 ) -> SteeringVector:
-    """A [hidden] direction from prompt pairs by `method` ("mean-diff" or "pca", `PAIR_METHODS`).
+    """A [hidden] direction from prompt pairs by `method`, one of `engine.modes.PAIR_METHODS`.
 
     `progress` and `cancel` are `pair_differences`'; `kwargs` are the vector's name, tags, notes and
     default_coeff.
     """
-    if method not in PAIR_METHODS:
+    if method not in _PAIR_REDUCERS:
         raise InvalidInputError(f"unknown pair method {method!r}; choose {' or '.join(PAIR_METHODS)}")
     if method == "pca" and len(pairs) < 2:
         raise InvalidInputError("PCA needs at least 2 pairs; use actadd or mean-diff for one pair")
     layer_list = check_layers(loaded, layers)
     diffs = pair_differences(loaded, pairs, layer_list, progress=progress, cancel=cancel)
-    return _direction_vector(loaded, method, PAIR_METHODS[method](diffs), pairs, **kwargs)
+    return _direction_vector(loaded, method, _PAIR_REDUCERS[method](diffs), pairs, **kwargs)
 
 
 def capture_mean_diff(

@@ -10,7 +10,7 @@ import sys
 from engine.cli import add_json_option, add_library_option, add_model_options, emit, load_model_from_args
 from engine.cli.sampling_args import sampling_from_args
 from engine.errors import InvalidInputError
-from engine.modes import MODES
+from engine.modes import MODES, PAIR_METHODS
 
 _STEER_SPEC = re.compile(r"^(?P<name>.+?)(?::(?P<coeff>[^:@]+))?(?:@(?P<layer>-?\d+))?$")
 
@@ -34,7 +34,7 @@ def register(sub) -> None:
     capture.add_argument(
         "--layer", type=int, action="append", required=True, help="layer l (repeat for several)"
     )
-    capture.add_argument("--method", choices=("actadd", "mean-diff", "pca"), default="actadd")
+    capture.add_argument("--method", choices=("actadd", *PAIR_METHODS), default="actadd")
     capture.add_argument("--name", required=True, help="name in the library")
     capture.add_argument(
         "--coeff", type=_float, default=None, help="default coefficient stored with the vector"

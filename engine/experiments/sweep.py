@@ -36,7 +36,7 @@ from engine.experiments import coherence
 from engine.experiments.sweep_cells import ProgressCallback, SweepCell, forward_cells, generation_cells
 from engine.generation import SamplingConfig
 from engine.models import LoadedModel
-from engine.modes import MODES
+from engine.modes import MODES, PAIR_METHODS
 from engine.pairs import PromptPair
 from engine.steering import Steer
 from engine.vector import SteeringVector, check_fits
@@ -179,7 +179,7 @@ def vector_for_layer(
     ):
         return capture_actadd(loaded, prompts["positive"], prompts["negative"], layer, **extra), None
     pairs = prompts.get("pairs")
-    if vector.method in ("mean-diff", "pca") and isinstance(pairs, list) and pairs:
+    if vector.method in PAIR_METHODS and isinstance(pairs, list) and pairs:
         parsed = [PromptPair(str(p["positive"]), str(p["negative"])) for p in pairs]
         return capture_from_pairs(vector.method, loaded, parsed, layer, **extra), None
     if layer in vector.layers:
