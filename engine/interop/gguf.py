@@ -31,16 +31,10 @@ import numpy as np
 
 from engine.errors import IncompatibleVectorError, VectorFileError
 from engine.fingerprint import ModelFingerprint
-from engine.interop import (
-    as_direction,
-    check_import_size,
-    import_provenance,
-    map_block_outputs,
-    with_import_record,
-)
+from engine.interop import as_direction, check_import_size, imported_vector, map_block_outputs
 from engine.interop.gguf_metadata import KEY_OURS, our_metadata, parse_our_metadata
 from engine.interop.gguf_prescan import prescan_gguf
-from engine.vector import MAX_LAYER_INDEX, SteeringVector, now_iso
+from engine.vector import MAX_LAYER_INDEX, SteeringVector
 
 ARCHITECTURE = "controlvector"
 KEY_MODEL_HINT = f"{ARCHITECTURE}.model_hint"
@@ -248,32 +242,16 @@ def read_gguf(path: Path | str, *, model: ModelFingerprint | None = None) -> tup
         warnings.extend(more)
     del reader  # drop the memory map
 
-    import torch
-
-    from engine import __version__
-
-    record = import_provenance(
-        "gguf (llama.cpp control vector)",
-        path,
+    vector = imported_vector(
+        layers,
+        source_format="gguf (llama.cpp control vector)",
+        source=path,
+        model=model,
+        restored=ours,
         model_hint=hint,
         layer_count=count,
         layer_count_type=(count_type or "").lower(),
         direction_indices=indices,
         layer_mapping="direction.N -> layer N+1",
-    )
-    provenance = with_import_record(ours.get("provenance", {}), record)
-    provenance.setdefault("library_version", __version__)
-    vector = SteeringVector(
-        layers={l: torch.from_numpy(a) for l, a in layers.items()},
-        method=ours.get("method", "imported"),
-        name=ours.get("name") or path.stem,
-        default_coeff=ours.get("default_coeff", 1.0),
-        default_mode=ours.get("default_mode", "all"),
-        fingerprint=ours.get("fingerprint") or model,
-        prompts=ours.get("prompts", {}),
-        provenance=provenance,
-        tags=ours.get("tags", ()),
-        notes=ours.get("notes", ""),
-        created=ours.get("created") or now_iso(),
     )
     return vector, warnings
