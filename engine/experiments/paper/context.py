@@ -12,7 +12,7 @@ from engine.experiments import defaults, metrics
 from engine.experiments.paper.lexicon import SENTIMENT_PAIR, TOPIC_PAIR, Lexicon
 from engine.experiments.paper.settings import Log, Settings
 from engine.experiments.sweep import SweepResult, SweepSpec, run_sweep
-from engine.experiments.sweep_cells import SweepCell
+from engine.experiments.sweep_cells import MAX_ROWS_PER_BATCH, SweepCell
 from engine.generation import SamplingConfig, generate
 from engine.models import LoadedModel
 from engine.sampling import resolve_row_seeds
@@ -155,7 +155,7 @@ def generate_rows(
                 rows_seeds.append(base_seed + k)  # sample k of every setting: seed + k, as in sweeps
         bounds.append(len(rows_prompts))
     texts: list[str] = []
-    batch = 96
+    batch = MAX_ROWS_PER_BATCH  # the sweeps' batch size
     for begin in range(0, len(rows_prompts), batch):
         end = begin + batch
         result = generate(
