@@ -42,8 +42,7 @@ EXPERIMENT_CHOICES = (
 )
 
 
-def parse_numbers(text: str, kind: type, what: str) -> list:
-    """A comma-separated --coeffs/--layers value as numbers of `kind`; one clear line when it isn't."""
+def _numbers(text: str, kind: type, what: str) -> list:
     values = []
     for part in text.replace(" ", "").split(","):
         if not part:
@@ -210,8 +209,8 @@ def _spec_from_args(args: argparse.Namespace, loaded):
     from engine.capture import check_layers
     from engine.experiments.sweep import SweepSpec
 
-    coeffs = parse_numbers(args.coeffs, float, "coeffs")
-    layers = parse_numbers(args.layers, int, "layers") if args.layers else None
+    coeffs = _numbers(args.coeffs, float, "coeffs")
+    layers = _numbers(args.layers, int, "layers") if args.layers else None
     if layers:
         check_layers(loaded, layers)  # before a capture at layers[0]
     vector = vector_from_args(args, loaded, layers[0] if layers else 0)
@@ -237,9 +236,9 @@ def _run_single_sweep(args: argparse.Namespace) -> int:
 
     check_vector_source(args)
     # Check the cheap arguments before loading the model.
-    parse_numbers(args.coeffs, float, "coeffs")
+    _numbers(args.coeffs, float, "coeffs")
     if args.layers:
-        parse_numbers(args.layers, int, "layers")
+        _numbers(args.layers, int, "layers")
     if args.metric == "perplexity" and not (args.reference_text.strip() or args.reference_file):
         raise InvalidInputError("--metric perplexity needs --reference-text or --reference-file")
     loaded = load_model_from_args(args)
@@ -319,7 +318,7 @@ def _run_experiments(args: argparse.Namespace) -> int:
     settings = Settings.quick() if args.quick else Settings()
     settings.seed = args.seed
     if args.layers:
-        settings.layers = parse_numbers(args.layers, int, "layers")
+        settings.layers = _numbers(args.layers, int, "layers")
     loaded = load_model_from_args(args)
     if settings.layers:
         check_layers(loaded, settings.layers)
