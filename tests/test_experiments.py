@@ -377,6 +377,25 @@ def test_demo_sentiment_shift_has_the_sign_of_c(demo_context):
         assert polarity[8.0] > polarity[0.0]
 
 
+@needs_demo
+def test_demo_sentiment_report_has_a_second_pair_measured_with_the_same_seeds(demo_context):
+    import csv
+
+    from engine.experiments.paper.sentiment import SECOND_PAIR, run_sentiment
+
+    report = run_sentiment(demo_context)
+    second = report.summary["second_pair"]
+    assert second["pair"] == list(SECOND_PAIR) and second["coeffs"] == [-8.0, 0.0, 8.0]
+    assert second["n_per_cell"] == len(demo_context.prompts) * demo_context.settings.samples
+    # c = 0 of the second pair is the unsteered model with the same seeds as Love - Hate's c = 0
+    layer = report.summary["layer"]
+    zero = {c.coeff: c for c in demo_context.sentiment_sweep().cells if c.layer == layer}[0.0]
+    assert (second["positive"][1], second["negative"][1]) == demo_context.shares(zero.completions)
+    rows = list(csv.DictReader(demo_context.path("sentiment_second_pair.csv").open()))
+    assert [float(r["coeff"]) for r in rows] == [-8.0, 0.0, 8.0]
+    assert "Happy − Sad" in report.markdown
+
+
 def _off_target_ratios(context) -> dict[str, tuple[float, float]]:
     """{text set: (ActAdd ratio, prompting ratio)} at the working topic setting."""
     from engine.experiments.replication import TOPIC_PAIR, _text_sets

@@ -10,8 +10,22 @@ import pytest
 from engine import capture_actadd
 from engine.cli import main as cli_main
 from engine.experiments import coherence, defaults, plots, stats
-from engine.experiments.suggest import Tried, _next_ratios, _typical_resid_norms, vector_norm
+from engine.experiments.suggest import (
+    SuggestSpec,
+    Tried,
+    _next_ratios,
+    is_clear,
+    suggest,
+)
 from engine.experiments.sweep import SweepCell, SweepResult, SweepSpec
+from engine.generation import SamplingConfig
+from engine.models import DEMO_MODEL_DIR
+from engine.residual_norms import residual_norm_profile
+from engine.strength import per_position_norm
+
+needs_demo = pytest.mark.skipif(
+    not (DEMO_MODEL_DIR / "config.json").exists(), reason="the demo model is not built"
+)
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -134,13 +148,20 @@ def test_sweep_of_a_sentiment_pair_defaults_to_vader(model_dirs, tmp_path, capsy
 
 
 # ---- the coefficient scale --------------------------------------------------------------------------------
-def test_typical_norm_skips_position_zero_and_scales_the_range(gpt2):
-    norms = _typical_resid_norms(gpt2, [0, 1, 2])
-    assert all(v > 0 and math.isfinite(v) for v in norms.values())
+def test_suggest_searches_normalised_strengths(gpt2):
+    """A tried ratio r is the normalised strength `r n`: c = r * typical residual norm / the vector's size."""
     vector = capture_actadd(gpt2, "Love", "Hate", 1)
-    front = vector_norm(vector, 1, "front")
-    assert front == pytest.approx(float(vector.layers[1].norm(dim=-1).max()))
-    assert 0 < vector_norm(vector, 1, "all") <= front
+    spec = SuggestSpec(
+        vector, targets=["love"], layers=[1], ratios=(0.5, 2.0), max_rounds=0, prompts=["I think"],
+        samples_per_prompt=1, sampling=SamplingConfig.paper(max_new_tokens=2),
+    )  # fmt: skip
+    found = suggest(gpt2, spec)
+    norms = residual_norm_profile(gpt2)
+    size = per_position_norm(vector.layers[1])
+    assert size > 0 and norms[1] > 0
+    for tried in found.tried:
+        assert tried.cell.coeff == pytest.approx(tried.ratio * norms[1] / size, rel=0.05)  # 2 sig. figures
+    assert {t.ratio for t in found.tried} == {0.5, 2.0}
 
 
 def test_refinement_bisects_around_the_best_and_stops_at_broken(gpt2):
@@ -153,6 +174,36 @@ def test_refinement_bisects_around_the_best_and_stops_at_broken(gpt2):
     assert _next_ratios(history, [3], (2, 8, 32)) == [(3, 4.0)]  # never at or past a broken ratio
     all_broken = [tried(5, r, 0.0, broken=True) for r in (2, 8, 32)]
     assert _next_ratios(all_broken, [5], (2, 8, 32)) == [(5, 0.5), (5, 1.0)]  # go weaker
+
+
+def test_the_search_is_clear_once_a_cell_cannot_be_beaten_or_is_clearly_strong():
+    base_high = stats.wilson(0, 8)[1]  # unsteered: 0 of 8
+    every_hit = Tried(_cell(3, 4.0, 8, 8), 4.0, "coarse")  # 8 of 8: lower bound 0.68 < 0.8
+    assert every_hit.cell.ci_low < 0.8 and is_clear(every_hit, base_high, 0.8)
+    assert not is_clear(Tried(_cell(3, 4.0, 7, 8), 4.0, "coarse"), base_high, 0.8)  # could still improve
+    assert is_clear(Tried(_cell(3, 4.0, 95, 100), 4.0, "coarse"), base_high, 0.8)  # bound above 0.8
+    # every sample hit, but the unsteered model already does that: no effect to be clear about
+    assert not is_clear(every_hit, stats.wilson(8, 8)[1], 0.8)
+    assert not is_clear(None, base_high, 0.8)
+
+
+@needs_demo
+def test_suggest_stops_after_the_coarse_sweep_when_a_cell_hits_every_sample():
+    from engine import load_model
+
+    demo = load_model("demo", device="cpu")
+    vector = capture_actadd(demo, " weddings", " ", 0)
+    spec = SuggestSpec(
+        vector, targets=["wedding", "weddings", "bride", "groom"], layers=[0, 1],
+        prompts=["I went up to my friend and said", "Last year, my cousin"], samples_per_prompt=2,
+        sampling=SamplingConfig.paper(max_new_tokens=12),
+    )  # fmt: skip
+    found = suggest(demo, spec)
+    assert found.stopped_early and found.score == 1.0 and found.layer == 0
+    assert {t.stage for t in found.tried} == {"coarse"}  # no refinement round ran
+    spec.layers, spec.max_rounds = [1], 1  # layer 1 alone hits some samples, not all: it must refine
+    slower = suggest(demo, spec)
+    assert not slower.stopped_early and "refine 1" in {t.stage for t in slower.tried}
 
 
 # ---- sweep --suggest -------------------------------------------------------------------------------------------
@@ -169,6 +220,8 @@ def test_suggest_json_contract_and_the_setting_is_usable_as_is(model_dirs, tmp_p
         assert key in payload, key
     assert payload["metric"] == "target-words" and "wedding" in payload["targets"]
     assert payload["mode"] == "front" and payload["layer"] in (0, 1)
+    chosen = [t for t in payload["tried"] if (t["layer"], t["coeff"]) == (payload["layer"], payload["coeff"])]
+    assert payload["strength"] == chosen[0]["ratio"]
     assert isinstance(payload["coherent"], bool) and payload["forward_passes"] > 0
     assert payload["clear_effect"] == (payload["ci"][0] > payload["baseline_ci"][1])
     tried = payload["tried"]

@@ -1,14 +1,15 @@
 """Suggest settings: find a (layer, coefficient) that steers a real model, in a fraction of a full grid.
 
 1. **Scale.** A raw coefficient means nothing across models (a one-token ActAdd vector has norm ~200 at
-   layer 6 of SmolLM2 and ~2 on the demo model), so coefficients are chosen as multiples of
-   `typical resid_pre norm at the layer / the vector's largest row norm`: ratio r = c·|v| / |resid|.
+   layer 6 of SmolLM2 and ~2 on the demo model), so the search runs over normalised strengths
+   (`engine.strength`): ratio r adds r typical residual norms at the layer, c = r·|resid_l| / |v_l|.
 2. **Coarse layer sweep.** A few layers spread over the depth, each at a few ratios, plus one unsteered
    cell; every cell is a row group of the same batched `generate` calls.
 3. **Refinement.** At the best `top_layers` layers, the ratios between and beyond the coarse ones
    (geometric bisection), in rounds, while the best cell still improves.
 4. **Choice.** The coherent cell (`coherence`) with the best lower confidence bound (`stats`); stop early
-   once it is clearly strong (`clear_score`).
+   once the answer is clear (`is_clear`): its lower bound reaches `clear_score`, or every sample of it hit
+   (no cell can score higher) with its interval above the unsteered one's.
 
 Cost is counted in forward passes of one sequence: a decoding step of one row, the prompt pass of one
 row, the scoring pass of one completion, one prompt of a capture.
@@ -21,9 +22,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import torch
-
-from engine.capture import resid_pre
 from engine.errors import InvalidInputError
 from engine.experiments import coherence
 from engine.experiments.sweep import (
@@ -36,48 +34,20 @@ from engine.experiments.sweep import (
 )
 from engine.generation import SamplingConfig
 from engine.models import LoadedModel
+from engine.residual_norms import residual_norm_profile
 from engine.steering import Steer
-from engine.tokens import encode
+from engine.strength import coefficients_for_strength
 from engine.vector import MODES, SteeringVector
 
 # Coarse layers as fractions of depth (the paper's GPT-2-XL settings are layers 6-20 of 48: 0.12-0.42).
 COARSE_FRACTIONS = (0.1, 0.25, 0.4, 0.55, 0.7)
-# Coarse ratios c·|v|/|resid|. Front injection replaces one position's residual: it needs r of several
-# to matter. All-position directions act on every token: r ~ 1 already breaks text.
+# Coarse ratios (normalised strengths, c·|v|/|resid|). Front injection replaces one position's
+# residual: it needs r of several to matter. All-position directions act on every token: r ~ 1
+# already breaks text.
 COARSE_RATIOS = {"front": (2.0, 8.0, 32.0), "direction": (0.25, 1.0, 4.0)}
 MAX_RATIO_STEPS = 2  # refinement reaches at most this many factors of 2 beyond the coarse range
-NEUTRAL_TEXT = (
-    "The train left the station at noon and reached the coast by evening. My uncle made a pot of soup "
-    "and baked fresh bread for dinner, and after the meal we walked along the river until it was dark."
-)
 
 Log = Callable[[str], None]
-
-
-def _typical_resid_norms(loaded: LoadedModel, layers: list[int]) -> dict[int, float]:
-    """Median per-token resid_pre norm at each layer on a short neutral text, skipping position 0.
-
-    Position 0 (BOS or the first token) is an attention sink whose norm is 10-300x the others on real
-    models (SmolLM2 layer 12: ~25,000 vs ~140). One forward pass for all layers.
-    (Another branch adds engine/residual_norms.py with the same measurement; swap this for it.)
-    """
-    ids = torch.tensor([encode(loaded.tokenizer, NEUTRAL_TEXT)])
-    acts = resid_pre(loaded, ids, sorted(set(layers)))  # layer -> [1, seq, hidden]
-    return {layer: float(acts[layer][0, 1:].norm(dim=-1).median()) for layer in layers}
-
-
-def vector_norm(vector: SteeringVector, layer: int, mode: str) -> float:
-    """The norm the coefficient multiplies: the largest row of a front vector, else the direction's."""
-    tensor = next(iter(vector.layers.values())) if layer not in vector.layers else vector.layers[layer]
-    if mode != "front":
-        tensor = (
-            tensor[1:].mean(dim=0)
-            if tensor.dim() == 2 and tensor.shape[0] > 1 and not tensor[0].any()
-            else tensor
-        )
-        if tensor.dim() == 2:
-            tensor = tensor.mean(dim=0)
-    return float(tensor.float().norm(dim=-1).max())
 
 
 def _round(value: float) -> float:
@@ -146,6 +116,7 @@ class Tried:
 class Suggestion:
     layer: int
     coeff: float
+    strength: float  # the same setting as a normalised strength (`engine.strength`): `--steer V:<s>n@L`
     mode: str
     metric: str
     score: float
@@ -164,6 +135,7 @@ class Suggestion:
         return {
             "layer": self.layer,
             "coeff": self.coeff,
+            "strength": self.strength,
             "mode": self.mode,
             "metric": self.metric,
             "score": self.score,
@@ -216,8 +188,8 @@ def suggest(
     per_cell_passes = rows_per_cell * (spec.sampling.max_new_tokens + 1)  # decoding + scoring passes
     layers = spec.layers or sorted({min(n_layers - 1, round(f * n_layers)) for f in COARSE_FRACTIONS})
     ratios = spec.ratios or COARSE_RATIOS["front" if mode == "front" else "direction"]
-    passes = 1  # the typical-norm pass
-    typical = _typical_resid_norms(loaded, list(range(n_layers)))
+    passes = 1  # the typical-norm pass (measured once per model, then cached)
+    typical = residual_norm_profile(loaded)
     vectors: dict[int, SteeringVector] = {}
     at_layers: dict[int, int | None] = {}
     units: dict[int, float] = {}
@@ -229,10 +201,10 @@ def suggest(
         vector, at_layer = vector_for_layer(loaded, spec.vector, layer)
         passes += 2 if vector is not spec.vector else 0  # a re-capture reads both prompts once
         vectors[layer], at_layers[layer] = vector, at_layer
-        norm = vector_norm(vector, layer, mode)
-        if norm <= 0:
-            raise InvalidInputError(f"the vector is zero at layer {layer}: nothing to steer with")
-        units[layer] = typical[layer] / norm
+        # c for strength 1 at this layer; the one rule for a vector's size (raises when it is zero)
+        units[layer] = coefficients_for_strength(Steer(vector, mode=mode, at_layer=at_layer), 1.0, typical)[
+            layer
+        ]
 
     tried: list[Tried] = []
     baseline_fluency: list[float] | None = None
@@ -266,8 +238,7 @@ def suggest(
     for layer in layers:
         prepare(layer)
     run([(layer, r) for layer in layers for r in ratios], "coarse")
-    best = _best(tried)
-    stopped_early = best is not None and best.cell.bound(True) >= spec.clear_score
+    stopped_early = is_clear(_best(tried), baseline_ci[1], spec.clear_score)
     if not stopped_early and not cancel.is_set():
         by_layer = sorted(
             layers,
@@ -283,7 +254,7 @@ def suggest(
             before = _best(tried)
             run(todo, f"refine {round_}")
             after = _best(tried)
-            if after is not None and after.cell.bound(True) >= spec.clear_score:
+            if is_clear(after, baseline_ci[1], spec.clear_score):
                 stopped_early = True
                 break
             if before is not None and after is before:
@@ -300,6 +271,7 @@ def suggest(
     return Suggestion(
         layer=cell.layer,
         coeff=cell.coeff,
+        strength=chosen.ratio,
         mode=mode,
         metric=spec.metric,
         score=cell.value,
@@ -314,6 +286,22 @@ def suggest(
         grid_forward_passes=grid_passes,
         stopped_early=stopped_early,
     )
+
+
+def is_clear(best: Tried | None, baseline_high: float, clear_score: float) -> bool:
+    """Whether the search can stop: the best coherent cell is clearly strong.
+
+    Either its lower confidence bound reaches `clear_score`, or every one of its samples hit (a share of
+    1, which no other cell can beat, only tie) and its interval lies above the unsteered cell's. The
+    second rule is what lets small runs stop: with 8 samples a share's Wilson lower bound is at most 0.68,
+    below any useful `clear_score`.
+    """
+    if best is None:
+        return False
+    cell = best.cell
+    if cell.bound(True) >= clear_score:
+        return True
+    return cell.value >= 1.0 and cell.ci_low > baseline_high
 
 
 def _best(tried: list[Tried]) -> Tried | None:

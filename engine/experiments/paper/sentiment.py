@@ -3,6 +3,8 @@
 - A layer × c sweep on neutral held-out prompts: the positive and negative shares of completions.
 - At the layer with the widest swing, c ∈ {−c_max, 0, +c_max} on prompts that already lean positive or
   negative: steering against the grain, the paper's LLaMA-3 "pos→neg" and "neg→pos" measurements.
+- A second pair (`SECOND_PAIR`, two words that are not Love/Hate) at the same layer and coefficients on
+  the neutral prompts, to show the effect is not one pair's accident.
 Every share carries a 95% Wilson interval.
 """
 
@@ -14,6 +16,8 @@ from engine.experiments.paper.lexicon import SENTIMENT_PAIR
 from engine.experiments.paper.settings import ExperimentReport
 from engine.experiments.paper.tables import ci_text, fmt, md_table, write_csv
 from engine.steering import Steer
+
+SECOND_PAIR = ("Happy", "Sad")  # another one-word sentiment pair, unrelated to Love/Hate
 
 
 def _bands(shares: list[float], n: int) -> tuple[list[float], list[float]]:
@@ -71,6 +75,21 @@ def run_sentiment(ctx: Context) -> ExperimentReport:
     )
     lean_shares = {key: ctx.shares(t) for key, t in zip(settings, texts, strict=True)}
     n_lean = len(texts[0]) if texts else 0
+    # The second pair on the neutral prompts, same layer and coefficients, same seeds (CRN)
+    second = ctx.vector(SECOND_PAIR, layer)
+    second_texts = generate_rows(
+        ctx, ctx.prompts, [[Steer(second, c)] if c else [] for c in direction_coeffs], ctx.settings.sampling()
+    )
+    second_shares = [ctx.shares(t) for t in second_texts]
+    n_second = len(second_texts[0]) if second_texts else 0
+    write_csv(
+        ctx.path("sentiment_second_pair.csv"),
+        ["positive", "negative", "layer", "coeff", "positive_share", "negative_share", "n", "example"],
+        [
+            [SECOND_PAIR[0], SECOND_PAIR[1], layer, c, f"{p:.4f}", f"{q:.4f}", n_second, t[0] if t else ""]
+            for c, (p, q), t in zip(direction_coeffs, second_shares, second_texts, strict=True)
+        ],
+    )
     # Template prompts (the demo model's training-text openings), when the lexicon has them.
     template = ctx.lexicon.template_prompts[: ctx.settings.n_prompts]
     template_shares = []
@@ -119,6 +138,15 @@ def run_sentiment(ctx: Context) -> ExperimentReport:
         f"{fmt(neg_to_pos[0])} → {fmt(neg_to_pos[1])} at c = +{c_max:g}. "
         "(LLaMA-3-8B in the paper, IMDb: pos→neg 0.207 → 0.395, neg→pos 0.200 → 0.349.)"
     )
+    second_rows = [
+        [f"{c:g}", ci_text(p, n_second), ci_text(q, n_second)]
+        for c, (p, q) in zip(direction_coeffs, second_shares, strict=True)
+    ]
+    markdown += (
+        f"\n\nA second pair, {SECOND_PAIR[0]} − {SECOND_PAIR[1]}, at layer {layer} on the neutral prompts "
+        f"({n_second} samples per row):\n\n"
+        + md_table(["c", "positive share", "negative share"], second_rows)
+    )
     if template_shares:
         markdown += (
             f"\n\nOn {len(template)} template prompts of the training text (layer {layer}): "
@@ -142,11 +170,18 @@ def run_sentiment(ctx: Context) -> ExperimentReport:
         "neg_to_pos": list(neg_to_pos),
         "template": {f"{c:g}": list(s) for c, s in zip(direction_coeffs, template_shares, strict=False)},
         "prompts": ctx.prompts,
+        "second_pair": {
+            "pair": list(SECOND_PAIR),
+            "coeffs": direction_coeffs,
+            "positive": [p for p, _ in second_shares],
+            "negative": [q for _, q in second_shares],
+            "n_per_cell": n_second,
+        },
     }
     return ExperimentReport(
         "sentiment",
         "Sentiment steering (Love − Hate, VADER)",
         markdown,
         summary,
-        ["sentiment.csv", "sentiment_heatmap.png", "sentiment_lines.png"],
+        ["sentiment.csv", "sentiment_heatmap.png", "sentiment_lines.png", "sentiment_second_pair.csv"],
     )
