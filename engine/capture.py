@@ -9,12 +9,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from engine.errors import CancelledError, InvalidInputError
 from engine.models import LoadedModel
+from engine.modes import PAIR_METHODS
 from engine.packing import length_batches, packed_batches, supports_packing
 from engine.pairs import PromptPair, check_pair
 from engine.tokens import align_pair, bos_rule, encode, pad_batch
@@ -226,45 +228,17 @@ def _direction_vector(
     )
 
 
-def capture_mean_diff(
-    loaded: LoadedModel,
-    pairs: Sequence[PromptPair],
-    layers: int | Sequence[int],
-    *,
-    progress: Callable[[int, int], None] | None = None,
-    cancel: threading.Event | None = None,
-    **kwargs,
-) -> SteeringVector:
-    """CAA-style direction: the mean over pairs of the last-token difference, shape [hidden].
-
-    `progress` and `cancel` are `pair_differences`'; `kwargs` are the vector's name, tags, notes and
-    default_coeff.
-    """
-    layer_list = check_layers(loaded, layers)
-    diffs = pair_differences(loaded, pairs, layer_list, progress=progress, cancel=cancel)
-    return _direction_vector(
-        loaded, "mean-diff", {l: d.mean(dim=0) for l, d in diffs.items()}, pairs, **kwargs
-    )
+def _mean_directions(diffs: dict[int, Tensor]) -> dict[int, Tensor]:
+    """CAA-style: the mean over pairs of the last-token difference, [n_pairs, hidden] -> [hidden]."""
+    return {layer: d.mean(dim=0) for layer, d in diffs.items()}
 
 
-def capture_pca(
-    loaded: LoadedModel,
-    pairs: Sequence[PromptPair],
-    layers: int | Sequence[int],
-    *,
-    progress: Callable[[int, int], None] | None = None,
-    cancel: threading.Event | None = None,
-    **kwargs,
-) -> SteeringVector:
+def _pca_directions(diffs: dict[int, Tensor]) -> dict[int, Tensor]:
     """repeng's pca_diff: the first principal component of the (centred) pair differences.
 
     The sign is aligned with the mean difference, and the unit component is scaled by the mean difference's
     length along it, so the same coefficients work for mean-diff and PCA vectors.
     """
-    if len(pairs) < 2:
-        raise InvalidInputError("PCA needs at least 2 pairs; use actadd or mean-diff for one pair")
-    layer_list = check_layers(loaded, layers)
-    diffs = pair_differences(loaded, pairs, layer_list, progress=progress, cancel=cancel)
     directions = {}
     for layer, d in diffs.items():  # d: [n_pairs, hidden]
         mean = d.mean(dim=0)
@@ -276,4 +250,53 @@ def capture_pca(
         directions[layer] = component * (projection if projection != 0 else 1.0)
         if torch.dot(directions[layer], mean) < 0:
             directions[layer] = -directions[layer]
-    return _direction_vector(loaded, "pca", directions, pairs, **kwargs)
+    return directions
+
+
+# How each of PAIR_METHODS reduces the pair differences: [n_pairs, hidden] per layer -> [hidden].
+_PAIR_REDUCERS: dict[str, Callable[[dict[int, Tensor]], dict[int, Tensor]]] = {
+    "mean-diff": _mean_directions,
+    "pca": _pca_directions,
+}
+
+
+def capture_from_pairs(
+    method: str,
+    loaded: LoadedModel,
+    pairs: Sequence[PromptPair],
+    layers: int | Sequence[int],
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
+    **kwargs,
+) -> SteeringVector:
+    """A [hidden] direction from prompt pairs by `method`, one of `engine.modes.PAIR_METHODS`.
+
+    `progress` and `cancel` are `pair_differences`'; `kwargs` are the vector's name, tags, notes and
+    default_coeff.
+    """
+    if method not in _PAIR_REDUCERS:
+        raise InvalidInputError(f"unknown pair method {method!r}; choose {' or '.join(PAIR_METHODS)}")
+    if method == "pca" and len(pairs) < 2:
+        raise InvalidInputError("PCA needs at least 2 pairs; use actadd or mean-diff for one pair")
+    layer_list = check_layers(loaded, layers)
+    diffs = pair_differences(loaded, pairs, layer_list, progress=progress, cancel=cancel)
+    return _direction_vector(loaded, method, _PAIR_REDUCERS[method](diffs), pairs, **kwargs)
+
+
+def capture_mean_diff(
+    loaded: LoadedModel, pairs: Sequence[PromptPair], layers: int | Sequence[int], **options: Any
+) -> SteeringVector:
+    """CAA-style direction: the mean over pairs of the last-token difference, shape [hidden].
+
+    `options` (progress, cancel, name, tags, notes, default_coeff) are `capture_from_pairs`'.
+    """
+    return capture_from_pairs("mean-diff", loaded, pairs, layers, **options)
+
+
+def capture_pca(
+    loaded: LoadedModel, pairs: Sequence[PromptPair], layers: int | Sequence[int], **options: Any
+) -> SteeringVector:
+    """repeng's pca_diff: the first principal component of the (centred) pair differences, scaled and
+    signed by the mean difference (`_pca_directions`); `options` are `capture_from_pairs`'."""
+    return capture_from_pairs("pca", loaded, pairs, layers, **options)

@@ -16,7 +16,7 @@ from engine import (
     encode,
     space_token_id,
 )
-from engine.capture import pair_differences
+from engine.capture import capture_from_pairs, pair_differences
 from engine.packing import length_batches
 
 
@@ -98,6 +98,8 @@ def test_pca_is_the_first_component_sign_aligned_with_the_mean(gpt2):
     assert torch.dot(direction, diffs.mean(0)) > 0
     with pytest.raises(InvalidInputError, match="at least 2"):
         capture_pca(gpt2, pairs[:1], 1)
+    with pytest.raises(InvalidInputError, match="unknown pair method 'actadd'"):
+        capture_from_pairs("actadd", gpt2, pairs, 1)
 
 
 def test_capture_refuses_out_of_range_layers(gpt2):

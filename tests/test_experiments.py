@@ -143,7 +143,7 @@ def test_batched_sweep_rows_equal_separate_greedy_runs(loaded_models, arch):
 
 
 def test_sweep_uses_few_generate_calls(gpt2, monkeypatch):
-    import engine.experiments.sweep as sweep_module
+    import engine.experiments.sweep_cells as sweep_module
 
     calls = []
     real = sweep_module.generate
@@ -182,7 +182,7 @@ def test_fluency_perplexity_and_the_coherence_guard(gpt2):
 
 
 def test_sweep_without_zero_coefficient_adds_one_unsteered_baseline(gpt2, monkeypatch):
-    import engine.experiments.sweep as sweep_module
+    import engine.experiments.sweep_cells as sweep_module
 
     rows_seen = []
     real = sweep_module.generate

@@ -84,6 +84,9 @@ def test_sweep_library_vector_perplexity(model_dirs, tmp_path, capsys):
             ["--positive", "a", "--negative", "b", "--coeffs", "1n", "--mode", "ablate", "--targets", "a"],
             "mode ablate takes raw",
         ),
+        # the sampling flags reach the SamplingConfig (sampling_from_args), which refuses them
+        (["--positive", "a", "--negative", "b", "--max-new-tokens", "0", "--targets", "a"], "max_new_tokens"),
+        (["--positive", "a", "--negative", "b", "--top-p", "2", "--targets", "a"], "0 < top_p <= 1"),
     ],
 )
 def test_sweep_bad_input_is_one_line_and_exit_2(model_dirs, tmp_path, capsys, args, message):

@@ -54,6 +54,16 @@ def add_json_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
+def stderr_log(args: argparse.Namespace) -> Callable[[str], None]:
+    """A progress log for long runs: lines on stderr, silent with --json."""
+
+    def log(message: str) -> None:
+        if not args.json:
+            print(message, file=sys.stderr, flush=True)
+
+    return log
+
+
 def load_model_from_args(args: argparse.Namespace):
     from tqdm import tqdm
 

@@ -8,8 +8,9 @@ import re
 import sys
 
 from engine.cli import add_json_option, add_library_option, add_model_options, emit, load_model_from_args
+from engine.cli.sampling_args import sampling_from_args
 from engine.errors import InvalidInputError
-from engine.modes import MODES
+from engine.modes import MODES, PAIR_METHODS
 
 _STEER_SPEC = re.compile(r"^(?P<name>.+?)(?::(?P<coeff>[^:@]+))?(?:@(?P<layer>-?\d+))?$")
 
@@ -33,7 +34,7 @@ def register(sub) -> None:
     capture.add_argument(
         "--layer", type=int, action="append", required=True, help="layer l (repeat for several)"
     )
-    capture.add_argument("--method", choices=("actadd", "mean-diff", "pca"), default="actadd")
+    capture.add_argument("--method", choices=("actadd", *PAIR_METHODS), default="actadd")
     capture.add_argument("--name", required=True, help="name in the library")
     capture.add_argument(
         "--coeff", type=_float, default=None, help="default coefficient stored with the vector"
@@ -93,7 +94,7 @@ def register(sub) -> None:
 
 
 def run_capture(args: argparse.Namespace) -> int:
-    from engine.capture import capture_actadd, capture_mean_diff, capture_pca
+    from engine.capture import capture_actadd, capture_from_pairs
     from engine.library import Library, check_name
     from engine.pairs import PromptPair, read_pairs
 
@@ -123,7 +124,6 @@ def run_capture(args: argparse.Namespace) -> int:
     else:
         from tqdm import tqdm
 
-        capture = capture_mean_diff if args.method == "mean-diff" else capture_pca
         with tqdm(
             total=2 * len(pairs),
             desc="capturing",
@@ -132,8 +132,13 @@ def run_capture(args: argparse.Namespace) -> int:
             disable=args.json or not sys.stderr.isatty(),
             leave=False,
         ) as bar:
-            vector = capture(
-                loaded, pairs, args.layer, progress=lambda done, total: bar.update(done - bar.n), **extra
+            vector = capture_from_pairs(
+                args.method,
+                loaded,
+                pairs,
+                args.layer,
+                progress=lambda done, total: bar.update(done - bar.n),
+                **extra,
             )
     saved = library.save(vector, args.name, overwrite=args.force)
     layers = vector.layer_ids
@@ -240,17 +245,7 @@ def run_generate(args: argparse.Namespace) -> int:
         raise InvalidInputError("--effect adds a field to the JSON output; use it with --json")
     if args.system is not None and not args.chat:
         raise InvalidInputError("--system needs --chat")
-    sampling = SamplingConfig(
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        repetition_penalty=args.repetition_penalty,
-        frequency_penalty=args.frequency_penalty,
-        presence_penalty=args.presence_penalty,
-        max_new_tokens=args.max_new_tokens,
-        stop=tuple(args.stop),
-        seed=args.seed,
-    )
+    sampling = sampling_from_args(args, SamplingConfig())
     sampling.validate()
     library = Library(args.library)
     steers = [parse_steer(spec, library, args.mode) for spec in args.steer]

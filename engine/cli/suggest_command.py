@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 from pathlib import Path
 
-from engine.cli import emit, load_model_from_args
+from engine.cli import emit, load_model_from_args, stderr_log
 from engine.errors import InvalidInputError
 
 
@@ -23,55 +22,28 @@ def _slug(text: str) -> str:
 
 
 def run_suggest(args: argparse.Namespace) -> int:
-    from engine.capture import capture_actadd
-    from engine.cli.sweep_commands import _numbers, measure_from_args
+    from engine.cli.sweep_commands import (
+        _numbers,
+        check_vector_source,
+        measurement_from_args,
+        vector_from_args,
+    )
     from engine.experiments.suggest import SuggestSpec, suggest
-    from engine.generation import SamplingConfig
-    from engine.library import Library
     from engine.vector import save_vector
 
-    if not args.vector and (args.positive is None or args.negative is None):
-        raise InvalidInputError("give --vector NAME_OR_FILE, or --positive and --negative")
-    if args.vector and (args.positive is not None or args.negative is not None):
-        raise InvalidInputError("give either --vector or --positive/--negative, not both")
+    check_vector_source(args)
     if args.metric in ("target-prob", "perplexity"):
         raise InvalidInputError("--suggest measures sampled text: use --metric target-words or sentiment")
     if args.mode == "ablate":
         raise InvalidInputError("--suggest searches coefficients; mode ablate has none")
     layers = _numbers(args.layers, int, "layers") if args.layers else None
     loaded = load_model_from_args(args)
-    if args.vector:
-        vector = Library(args.library).load(args.vector)
-        name = Path(args.vector).stem
-    else:
-        vector = capture_actadd(loaded, args.positive, args.negative, 0)
-        name = f"{_slug(args.positive)}-minus-{_slug(args.negative)}"
-    metric, targets, sign = measure_from_args(args, vector)
-    sampling = SamplingConfig.paper(
-        seed=args.seed,
-        max_new_tokens=args.max_new_tokens or 24,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        frequency_penalty=args.frequency_penalty,
-    )
-    spec = SuggestSpec(
-        vector=vector,
-        metric=metric,
-        targets=targets,
-        sentiment_sign=sign,
-        mode=args.mode,
-        samples_per_prompt=args.samples,
-        sampling=sampling,
-        layers=layers,
-    )
-    if args.prompt:
-        spec.prompts = list(args.prompt)
+    vector = vector_from_args(args, loaded, 0)
+    name = Path(args.vector).stem if args.vector else f"{_slug(args.positive)}-minus-{_slug(args.negative)}"
+    spec = SuggestSpec(layers=layers, **measurement_from_args(args, vector, max_new_tokens=24))
+    metric, targets = spec.metric, spec.targets
 
-    def log(message: str) -> None:
-        if not args.json:
-            print(message, file=sys.stderr, flush=True)
-
-    found = suggest(loaded, spec, log=log)
+    found = suggest(loaded, spec, log=stderr_log(args))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"suggested-{name}-layer{found.layer}.safetensors"

@@ -14,8 +14,17 @@ import math
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
-from engine.cli import add_json_option, add_library_option, add_model_options, emit, load_model_from_args
+from engine.cli import (
+    add_json_option,
+    add_library_option,
+    add_model_options,
+    emit,
+    load_model_from_args,
+    stderr_log,
+)
+from engine.cli.sampling_args import sampling_from_args
 from engine.errors import InvalidInputError
 from engine.modes import MODES
 from engine.tokens import legacy_bos_warning
@@ -173,6 +182,14 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     return _run_single_sweep(args)
 
 
+def check_vector_source(args: argparse.Namespace) -> None:
+    """The vector comes from --vector, or from a --positive/--negative pair captured on the spot: one of them."""
+    if not args.vector and (args.positive is None or args.negative is None):
+        raise InvalidInputError("give --vector NAME_OR_FILE, or --positive and --negative")
+    if args.vector and (args.positive is not None or args.negative is not None):
+        raise InvalidInputError("give either --vector or --positive/--negative, not both")
+
+
 def measure_from_args(args: argparse.Namespace, vector):
     """(metric, targets, sentiment sign) from --metric/--targets, else following the vector's pair."""
     from engine.experiments import defaults
@@ -196,26 +213,46 @@ def measure_from_args(args: argparse.Namespace, vector):
     return metric, targets, sign
 
 
-def _spec_from_args(args: argparse.Namespace, loaded):
+def vector_from_args(args: argparse.Namespace, loaded, layer: int):
+    """The --vector (a library key or file), or the --positive/--negative pair captured at `layer`."""
     from engine.capture import capture_actadd
-    from engine.experiments.sweep import SweepSpec
-    from engine.generation import SamplingConfig
     from engine.library import Library
 
-    layers = _numbers(args.layers, int, "layers") if args.layers else None
-    n_layers = len(loaded.blocks)
-    if layers and (bad := [l for l in layers if not 0 <= l < n_layers]):
-        raise InvalidInputError(
-            f"layer {bad[0]} is out of range: the model has {n_layers} layers (0-{n_layers - 1})"
-        )
     if args.vector:
-        vector = Library(args.library).load(args.vector)
-    else:
-        first = layers[0] if layers else 0
-        vector = capture_actadd(loaded, args.positive, args.negative, first)
-        if layers is None:
-            layers = list(range(len(loaded.blocks)))
+        return Library(args.library).load(args.vector)
+    return capture_actadd(loaded, args.positive, args.negative, layer)
+
+
+def measurement_from_args(args: argparse.Namespace, vector, *, max_new_tokens: int) -> dict[str, Any]:
+    """The fields of a SweepSpec or SuggestSpec that say what is measured and how it is sampled, from
+    --metric/--targets, --mode, --samples, --prompt and the sampling flags (else the paper's sampling)."""
+    from engine.generation import SamplingConfig
+
     metric, targets, sign = measure_from_args(args, vector)
+    fields: dict[str, Any] = {
+        "vector": vector,
+        "metric": metric,
+        "targets": targets,
+        "sentiment_sign": sign,
+        "mode": args.mode,
+        "samples_per_prompt": args.samples,
+        "sampling": sampling_from_args(args, SamplingConfig.paper(max_new_tokens=max_new_tokens)),
+    }
+    if args.prompt:
+        fields["prompts"] = list(args.prompt)
+    return fields
+
+
+def _spec_from_args(args: argparse.Namespace, loaded):
+    from engine.capture import check_layers
+    from engine.experiments.sweep import SweepSpec
+
+    layers = _numbers(args.layers, int, "layers") if args.layers else None
+    if layers:
+        check_layers(loaded, layers)  # before a capture at layers[0]
+    vector = vector_from_args(args, loaded, layers[0] if layers else 0)
+    if not args.vector and layers is None:
+        layers = list(range(len(loaded.blocks)))
     mode = args.mode or vector.default_mode
     coeff_text = args.coeffs or ",".join(DEFAULT_STRENGTH_TEXT["front" if mode == "front" else "direction"])
     if args.coeffs is None and mode == "ablate":
@@ -227,39 +264,20 @@ def _spec_from_args(args: argparse.Namespace, loaded):
             reference = Path(args.reference_file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise InvalidInputError(f"cannot read {args.reference_file}: {exc}") from exc
-    sampling = SamplingConfig.paper(
-        seed=args.seed,
-        max_new_tokens=args.max_new_tokens or 32,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        frequency_penalty=args.frequency_penalty,
-    )
-    spec = SweepSpec(
-        vector=vector,
+    return SweepSpec(
         coeffs=coeffs,
         layers=layers,
-        metric=metric,
-        targets=targets,
-        sentiment_sign=sign,
         reference_text=reference,
-        samples_per_prompt=args.samples,
-        sampling=sampling,
-        mode=args.mode,
         allow_other_model=args.allow_other_model,
         strengths=strengths,
+        **measurement_from_args(args, vector, max_new_tokens=32),
     )
-    if args.prompt:
-        spec.prompts = list(args.prompt)
-    return spec
 
 
 def _run_single_sweep(args: argparse.Namespace) -> int:
     from engine.experiments import plot_sweep, run_sweep
 
-    if not args.vector and (args.positive is None or args.negative is None):
-        raise InvalidInputError("give --vector NAME_OR_FILE, or --positive and --negative")
-    if args.vector and (args.positive is not None or args.negative is not None):
-        raise InvalidInputError("give either --vector or --positive/--negative, not both")
+    check_vector_source(args)
     # Check the cheap arguments before loading the model.
     if args.coeffs is not None:
         coefficients(args.coeffs)
@@ -340,6 +358,7 @@ def _run_single_sweep(args: argparse.Namespace) -> int:
 
 
 def _run_experiments(args: argparse.Namespace) -> int:
+    from engine.capture import check_layers
     from engine.experiments.replication import Settings, run_experiments
 
     if args.vector or args.positive is not None or args.negative is not None:
@@ -349,14 +368,9 @@ def _run_experiments(args: argparse.Namespace) -> int:
     if args.layers:
         settings.layers = _numbers(args.layers, int, "layers")
     loaded = load_model_from_args(args)
-    if settings.layers and (bad := [l for l in settings.layers if not 0 <= l < len(loaded.blocks)]):
-        raise InvalidInputError(f"layer {bad[0]} is out of range: the model has {len(loaded.blocks)} layers")
-
-    def log(message: str) -> None:
-        if not args.json:
-            print(message, file=sys.stderr, flush=True)
-
-    reports = run_experiments(loaded, args.experiment, args.out, settings=settings, log=log)
+    if settings.layers:
+        check_layers(loaded, settings.layers)
+    reports = run_experiments(loaded, args.experiment, args.out, settings=settings, log=stderr_log(args))
     payload = {
         "out": str(Path(args.out)),
         "experiments": {

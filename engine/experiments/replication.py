@@ -28,26 +28,22 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from engine.errors import InvalidInputError
-from engine.experiments.paper.common import (
+from engine.experiments.paper.context import Context, text_sets
+from engine.experiments.paper.injection import run_injection
+from engine.experiments.paper.lexicon import (
     DEFAULT_LEXICON,
-    EXPERIMENTS,
     SENTIMENT_PAIR,
     TOPIC_PAIR,
-    Context,
-    ExperimentReport,
     Lexicon,
-    Log,
-    Settings,
     load_lexicon,
-    text_sets,
 )
-from engine.experiments.paper.injection import run_injection
 from engine.experiments.paper.methods import run_methods
 from engine.experiments.paper.overhead import run_overhead
 from engine.experiments.paper.perplexity import run_perplexity
 from engine.experiments.paper.prompting import run_prompting
 from engine.experiments.paper.quantization import run_quantization
 from engine.experiments.paper.sentiment import run_sentiment
+from engine.experiments.paper.settings import EXPERIMENTS, ExperimentReport, Log, Settings
 from engine.experiments.paper.topic import run_topic
 from engine.models import LoadedModel
 

@@ -155,27 +155,36 @@ def imported_vector(
     source: Path,
     model: ModelFingerprint | None,
     default_coeff: float = 1.0,
+    restored: dict | None = None,
     **provenance_extra,
 ) -> SteeringVector:
+    """The library vector of imported directions ({our layer: [hidden]}), its import recorded in provenance.
+
+    `restored` is our own metadata found in the file (GGUF: `gguf_metadata.parse_our_metadata`, already
+    validated): name, method, default mode and coefficient, fingerprint, prompts, earlier provenance, tags,
+    notes, created. What it holds wins over the defaults of a plain import.
+    """
     import torch
 
     from engine import __version__
 
+    ours = restored or {}
     if not math.isfinite(float(default_coeff)):
         default_coeff = 1.0
+    record = import_provenance(source_format, source, **provenance_extra)
+    provenance = {"library_version": __version__, **with_import_record(ours.get("provenance", {}), record)}
     return SteeringVector(
         layers={l: torch.from_numpy(a.astype(np.float32)) for l, a in layers.items()},
-        method="imported",
-        name=source.stem,
-        default_coeff=float(default_coeff),
-        default_mode="all",
-        fingerprint=model,
-        prompts={},
-        provenance={
-            "library_version": __version__,
-            "import": import_provenance(source_format, source, **provenance_extra),
-        },
-        created=now_iso(),
+        method=ours.get("method", "imported"),
+        name=ours.get("name") or source.stem,
+        default_coeff=ours.get("default_coeff", float(default_coeff)),
+        default_mode=ours.get("default_mode", "all"),
+        fingerprint=ours.get("fingerprint") or model,
+        prompts=ours.get("prompts", {}),
+        provenance=provenance,
+        tags=ours.get("tags", ()),
+        notes=ours.get("notes", ""),
+        created=ours.get("created") or now_iso(),
     )
 
 

@@ -17,15 +17,13 @@ Our layer l is the *input* of block l (`hidden_states[l]`), i.e. the output of b
   vector for every position. It is refused unless converted (mean over positions, or one position).
 
 We also store our own metadata (name, prompts, provenance, fingerprint, ...) under the key
-`actadd_studio.vector`, which llama.cpp ignores, so a round trip through GGUF loses nothing.
+`actadd_studio.vector`, which llama.cpp ignores, so a round trip through GGUF loses nothing
+(`gguf_metadata`). Hostile files are bounded before gguf's reader sees them (`gguf_prescan`).
 """
 
 from __future__ import annotations
 
-import json
-import math
 import re
-import struct
 import tempfile
 from pathlib import Path
 
@@ -33,19 +31,14 @@ import numpy as np
 
 from engine.errors import IncompatibleVectorError, VectorFileError
 from engine.fingerprint import ModelFingerprint
-from engine.interop import (
-    as_direction,
-    check_import_size,
-    import_provenance,
-    map_block_outputs,
-    with_import_record,
-)
-from engine.vector import MAX_LAYER_INDEX, MAX_METADATA_VALUE_BYTES, METHODS, MODES, SteeringVector, now_iso
+from engine.interop import as_direction, check_import_size, imported_vector, map_block_outputs
+from engine.interop.gguf_metadata import KEY_OURS, our_metadata, parse_our_metadata
+from engine.interop.gguf_prescan import prescan_gguf
+from engine.vector import MAX_LAYER_INDEX, SteeringVector
 
 ARCHITECTURE = "controlvector"
 KEY_MODEL_HINT = f"{ARCHITECTURE}.model_hint"
 KEY_LAYER_COUNT = f"{ARCHITECTURE}.layer_count"
-KEY_OURS = "actadd_studio.vector"
 _DIRECTION = re.compile(r"^direction\.(0|[1-9][0-9]{0,5})$")
 
 
@@ -98,29 +91,6 @@ def gguf_directions(
     return vector, tensors, warnings
 
 
-def _our_metadata(vector: SteeringVector, tensors: dict[int, np.ndarray]) -> str:
-    fp = vector.fingerprint
-    return json.dumps(
-        {
-            "format": "actadd-studio/vector",
-            "name": vector.name,
-            "method": vector.method,
-            "default_coeff": float(vector.default_coeff),
-            "default_mode": vector.default_mode,
-            "fingerprint": json.loads(fp.to_json()) if fp else None,
-            "prompts": vector.prompts,
-            "provenance": vector.provenance,
-            "tags": list(vector.tags),
-            "notes": vector.notes,
-            "created": vector.created,
-            "layers": sorted(n + 1 for n in tensors),
-            "layer_mapping": "direction.N = our layer N+1 (llama.cpp adds direction.N to block N's output)",
-        },
-        ensure_ascii=False,
-        default=str,
-    )
-
-
 def gguf_bytes(
     vector: SteeringVector,
     *,
@@ -148,7 +118,7 @@ def gguf_bytes(
         writer.add_string(KEY_MODEL_HINT, hint)
         add_count = writer.add_uint32 if layer_count_type == "uint32" else writer.add_int32
         add_count(KEY_LAYER_COUNT, len(tensors))
-        writer.add_string(KEY_OURS, _our_metadata(vector, tensors))
+        writer.add_string(KEY_OURS, our_metadata(vector, tensors))
         for n in sorted(tensors):
             writer.add_tensor(f"direction.{n}", tensors[n])
         writer.write_header_to_file()
@@ -160,67 +130,6 @@ def gguf_bytes(
 
 
 # ---- import ---------------------------------------------------------------------------------------------
-# gguf's reader builds several numpy views and Python objects for every key-value entry and array item
-# before anything can be checked: a 24 MB file holding an array of 3 million empty strings takes minutes
-# and gigabytes. A control vector has a handful of keys and no big arrays, so the counts are bounded
-# first by walking the key-value section without building anything.
-MAX_GGUF_KEYS = 1024
-MAX_GGUF_ARRAY_ITEMS = 65536  # over all arrays
-_GGUF_SCALAR_BYTES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}  # GGUFValueType
-_GGUF_STRING, _GGUF_ARRAY = 8, 9
-
-
-def _prescan_gguf(path: Path) -> None:
-    """Refuse a GGUF file whose key-value section or tensor count is far larger than a control vector's."""
-    size = path.stat().st_size
-
-    def bad(why: str) -> VectorFileError:
-        return VectorFileError(f"{path.name}: malformed GGUF ({why})")
-
-    with path.open("rb") as handle:
-
-        def read(fmt: str) -> tuple:
-            raw = handle.read(struct.calcsize(fmt))
-            if len(raw) != struct.calcsize(fmt):
-                raise bad("truncated key-value section")
-            return struct.unpack(fmt, raw)
-
-        def skip_string() -> None:
-            (length,) = read(order + "Q")
-            if length > size:
-                raise bad("a string longer than the file")
-            handle.seek(length, 1)
-
-        handle.seek(4)
-        (version,) = read("<I")
-        order = ">" if version & 0xFFFF == 0 else "<"  # a file written on a big-endian machine
-        n_tensors, n_keys = read(order + "QQ")
-        if n_tensors > MAX_LAYER_INDEX or n_keys > MAX_GGUF_KEYS:
-            raise bad(f"{n_tensors} tensors and {n_keys} keys; a control vector has a few of each")
-        items = 0
-        for _ in range(n_keys):
-            skip_string()
-            (value_type,) = read(order + "I")
-            if value_type == _GGUF_ARRAY:
-                item_type, count = read(order + "IQ")
-                items += count
-                if items > MAX_GGUF_ARRAY_ITEMS:
-                    raise bad(f"arrays of more than {MAX_GGUF_ARRAY_ITEMS} items")
-                if item_type == _GGUF_STRING:
-                    for _ in range(count):
-                        skip_string()
-                elif item_type in _GGUF_SCALAR_BYTES:
-                    handle.seek(count * _GGUF_SCALAR_BYTES[item_type], 1)
-                else:
-                    raise bad(f"an array of value type {item_type}")
-            elif value_type == _GGUF_STRING:
-                skip_string()
-            elif value_type in _GGUF_SCALAR_BYTES:
-                handle.seek(_GGUF_SCALAR_BYTES[value_type], 1)
-            else:
-                raise bad(f"value type {value_type}")
-
-
 _INT_TYPES = ("UINT8", "INT8", "UINT16", "INT16", "UINT32", "INT32", "UINT64", "INT64")
 
 
@@ -237,43 +146,6 @@ def _scalar(field, path: Path, key: str):
         raise VectorFileError(f"{path.name}: {key} is unreadable") from exc
 
 
-def _parse_our_metadata(text: str, layers: list[int], path: Path) -> tuple[dict, list[str]]:
-    """Our own round-trip metadata, validated; ignored (with a warning) when it doesn't fit the tensors."""
-    if len(text.encode("utf-8")) > MAX_METADATA_VALUE_BYTES:
-        return {}, [f"{path.name}: ignored oversized {KEY_OURS} metadata"]
-    try:
-        data = json.loads(text)
-        if not isinstance(data, dict):
-            raise ValueError
-        out: dict = {}
-        if data.get("layers") != layers:
-            return {}, [f"{path.name}: ignored {KEY_OURS} metadata that doesn't match the tensors"]
-        if isinstance(data.get("name"), str):
-            out["name"] = data["name"]
-        if data.get("method") in METHODS:
-            out["method"] = data["method"]
-        if data.get("default_mode") in MODES and data["default_mode"] != "front":
-            out["default_mode"] = data["default_mode"]
-        coeff = data.get("default_coeff")
-        if isinstance(coeff, (int, float)) and math.isfinite(coeff):
-            out["default_coeff"] = float(coeff)
-        if isinstance(data.get("fingerprint"), dict):
-            out["fingerprint"] = ModelFingerprint.from_dict(data["fingerprint"])
-        if isinstance(data.get("prompts"), dict):
-            out["prompts"] = data["prompts"]
-        if isinstance(data.get("provenance"), dict):
-            out["provenance"] = data["provenance"]
-        tags = data.get("tags")
-        if isinstance(tags, list) and all(isinstance(t, str) for t in tags):
-            out["tags"] = tuple(tags)
-        for key in ("notes", "created"):
-            if isinstance(data.get(key), str):
-                out[key] = data[key]
-        return out, []
-    except (ValueError, KeyError, TypeError, RecursionError):
-        return {}, [f"{path.name}: ignored malformed {KEY_OURS} metadata"]
-
-
 def read_gguf(path: Path | str, *, model: ModelFingerprint | None = None) -> tuple[SteeringVector, list[str]]:
     """Read and validate a llama.cpp control vector; `direction.N` becomes our layer N+1.
 
@@ -287,7 +159,7 @@ def read_gguf(path: Path | str, *, model: ModelFingerprint | None = None) -> tup
     with path.open("rb") as handle:
         if handle.read(4) != b"GGUF":
             raise VectorFileError(f"{path.name}: not a GGUF file")
-    _prescan_gguf(path)
+    prescan_gguf(path)
     try:
         reader = gguf.GGUFReader(path)
     except Exception as exc:  # the reader raises ValueError, IndexError, struct errors... on bad input
@@ -366,36 +238,20 @@ def read_gguf(path: Path | str, *, model: ModelFingerprint | None = None) -> tup
     ours_text, ours_type = _scalar(reader.get_field(KEY_OURS), path, KEY_OURS)
     ours: dict = {}
     if ours_type == "STRING":
-        ours, more = _parse_our_metadata(ours_text, sorted(layers), path)
+        ours, more = parse_our_metadata(ours_text, sorted(layers), path)
         warnings.extend(more)
     del reader  # drop the memory map
 
-    import torch
-
-    from engine import __version__
-
-    record = import_provenance(
-        "gguf (llama.cpp control vector)",
-        path,
+    vector = imported_vector(
+        layers,
+        source_format="gguf (llama.cpp control vector)",
+        source=path,
+        model=model,
+        restored=ours,
         model_hint=hint,
         layer_count=count,
         layer_count_type=(count_type or "").lower(),
         direction_indices=indices,
         layer_mapping="direction.N -> layer N+1",
-    )
-    provenance = with_import_record(ours.get("provenance", {}), record)
-    provenance.setdefault("library_version", __version__)
-    vector = SteeringVector(
-        layers={l: torch.from_numpy(a) for l, a in layers.items()},
-        method=ours.get("method", "imported"),
-        name=ours.get("name") or path.stem,
-        default_coeff=ours.get("default_coeff", 1.0),
-        default_mode=ours.get("default_mode", "all"),
-        fingerprint=ours.get("fingerprint") or model,
-        prompts=ours.get("prompts", {}),
-        provenance=provenance,
-        tags=ours.get("tags", ()),
-        notes=ours.get("notes", ""),
-        created=ours.get("created") or now_iso(),
     )
     return vector, warnings

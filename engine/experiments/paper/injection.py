@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 from engine.experiments import plots
-from engine.experiments.paper.common import (
-    TOPIC_PAIR,
-    Context,
-    ExperimentReport,
-    cells_at,
-    fmt,
-    md_table,
-    ppl_ratios,
-    write_csv,
-)
+from engine.experiments.paper.context import Context, cells_at, ppl_ratios
+from engine.experiments.paper.lexicon import TOPIC_PAIR
+from engine.experiments.paper.settings import ExperimentReport
+from engine.experiments.paper.tables import fmt, md_table, write_csv
 from engine.experiments.sweep import SweepSpec, run_sweep
 from engine.steering import Steer
 

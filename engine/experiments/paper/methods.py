@@ -11,17 +11,12 @@ from __future__ import annotations
 
 from engine.capture import capture_mean_diff, capture_pca
 from engine.experiments import plots
-from engine.experiments.paper.common import (
-    SENTIMENT_PAIR,
-    TOPIC_PAIR,
-    Context,
-    ExperimentReport,
-    ci_text,
-    fmt,
-    md_table,
-    write_csv,
-)
-from engine.experiments.sweep import SweepCell, SweepSpec, generation_cells
+from engine.experiments.paper.context import Context
+from engine.experiments.paper.lexicon import SENTIMENT_PAIR, TOPIC_PAIR
+from engine.experiments.paper.settings import ExperimentReport
+from engine.experiments.paper.tables import ci_text, fmt, md_table, write_csv
+from engine.experiments.sweep import SweepSpec
+from engine.experiments.sweep_cells import SweepCell, generation_cells
 from engine.pairs import PromptPair
 from engine.steering import Steer
 

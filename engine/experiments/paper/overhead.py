@@ -9,14 +9,10 @@ import torch
 
 from engine.capture import capture_actadd
 from engine.experiments import metrics, plots
-from engine.experiments.paper.common import (
-    TOPIC_PAIR,
-    Context,
-    ExperimentReport,
-    md_table,
-    text_sets,
-    write_csv,
-)
+from engine.experiments.paper.context import Context, text_sets
+from engine.experiments.paper.lexicon import TOPIC_PAIR
+from engine.experiments.paper.settings import ExperimentReport
+from engine.experiments.paper.tables import md_table, write_csv
 from engine.generation import generate
 from engine.steering import Steer
 

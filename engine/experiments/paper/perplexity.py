@@ -5,16 +5,10 @@ from __future__ import annotations
 import math
 
 from engine.experiments import plots
-from engine.experiments.paper.common import (
-    TOPIC_PAIR,
-    Context,
-    ExperimentReport,
-    fmt,
-    md_table,
-    ppl_ratios,
-    text_sets,
-    write_csv,
-)
+from engine.experiments.paper.context import Context, ppl_ratios, text_sets
+from engine.experiments.paper.lexicon import TOPIC_PAIR
+from engine.experiments.paper.settings import ExperimentReport
+from engine.experiments.paper.tables import fmt, md_table, write_csv
 from engine.steering import Steer
 
 

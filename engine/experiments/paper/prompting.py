@@ -6,18 +6,10 @@ import math
 import statistics
 
 from engine.experiments import metrics, plots
-from engine.experiments.paper.common import (
-    SENTIMENT_PAIR,
-    TOPIC_PAIR,
-    Context,
-    ExperimentReport,
-    fmt,
-    generate_rows,
-    md_table,
-    pm,
-    ppl_ratios,
-    write_csv,
-)
+from engine.experiments.paper.context import Context, generate_rows, ppl_ratios
+from engine.experiments.paper.lexicon import SENTIMENT_PAIR, TOPIC_PAIR
+from engine.experiments.paper.settings import ExperimentReport
+from engine.experiments.paper.tables import ci_text, fmt, md_table, write_csv
 from engine.steering import Steer
 
 
@@ -101,7 +93,7 @@ def run_prompting(ctx: Context) -> ExperimentReport:
         title="ActAdd vs prompting",
     )
     rows = [
-        ["wedding-topic fraction", *(pm(f, len(t)) for f, t in zip(fractions, texts, strict=True))],
+        ["wedding-topic fraction", *(ci_text(f, len(t)) for f, t in zip(fractions, texts, strict=True))],
         ["mean repetition", fmt(repetition[0]), fmt(repetition[1]), fmt(repetition[2])],
         ["perplexity ratio, wedding text", "1", fmt(prompt_ratio["wedding"], 3), fmt(at["wedding"], 3)],
         [

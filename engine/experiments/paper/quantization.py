@@ -10,16 +10,10 @@ import torch
 
 from engine.capture import capture_actadd
 from engine.experiments import metrics, plots
-from engine.experiments.paper.common import (
-    SENTIMENT_PAIR,
-    TOPIC_PAIR,
-    Context,
-    ExperimentReport,
-    fmt,
-    generate_rows,
-    md_table,
-    write_csv,
-)
+from engine.experiments.paper.context import Context, generate_rows
+from engine.experiments.paper.lexicon import SENTIMENT_PAIR, TOPIC_PAIR
+from engine.experiments.paper.settings import ExperimentReport
+from engine.experiments.paper.tables import fmt, md_table, write_csv
 from engine.steering import Steer
 
 

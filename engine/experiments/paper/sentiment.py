@@ -11,17 +11,10 @@ Every share carries a 95% Wilson interval.
 from __future__ import annotations
 
 from engine.experiments import plots, stats
-from engine.experiments.paper.common import (
-    SENTIMENT_PAIR,
-    Context,
-    ExperimentReport,
-    cells_at,
-    ci_text,
-    fmt,
-    generate_rows,
-    md_table,
-    write_csv,
-)
+from engine.experiments.paper.context import Context, cells_at, generate_rows
+from engine.experiments.paper.lexicon import SENTIMENT_PAIR
+from engine.experiments.paper.settings import ExperimentReport
+from engine.experiments.paper.tables import ci_text, fmt, md_table, write_csv
 from engine.steering import Steer
 
 SECOND_PAIR = ("Happy", "Sad")  # another one-word sentiment pair, unrelated to Love/Hate

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 
 from engine.experiments import plots
-from engine.experiments.paper.common import Context, ExperimentReport, cells_at, fmt, md_table, pm
+from engine.experiments.paper.context import Context, cells_at
+from engine.experiments.paper.settings import ExperimentReport
+from engine.experiments.paper.tables import ci_text, fmt, md_table
 
 
 # ---- 1. topic ------------------------------------------------------------------------------------------
@@ -46,8 +48,8 @@ def run_topic(ctx: Context) -> ExperimentReport:
         )
     markdown = (
         f"{table}\n\n{degenerate_note}Working setting: layer {layer}, c = {coeff:g}: "
-        f"{pm(chosen.value, len(chosen.samples))} against "
-        f"{pm(base.value, len(base.samples)) if base else '–'} unsteered ({len(chosen.samples)} samples per cell). "
+        f"{ci_text(chosen.value, len(chosen.samples))} against "
+        f"{ci_text(base.value, len(base.samples)) if base else '–'} unsteered ({len(chosen.samples)} samples per cell). "
         + (f"Best cell: layer {best.layer}, c = {best.coeff:g}, {fmt(best.value)}. " if best else "")
         + f"Mean repetition at the working setting {fmt(chosen.repetition)} "
         f"(unsteered {fmt(base.repetition if base else math.nan)}).\n"
