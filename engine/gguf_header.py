@@ -30,6 +30,7 @@ _SPLIT_NAME = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
 # Keys of GGUF_CONFIG_MAPPING that are sections of the mapping, not architectures.
 _NOT_ARCHITECTURES = {"general", "tokenizer"}
 _FAST_SKIP_MIN = 4096  # string arrays at least this long are skipped by `skip_short_strings`
+_MAX_HOPS = 1024  # a vocabulary takes a few hops per 64 KB; a pathological array falls back to stepping
 
 
 class GGUFHeaderError(ValueError):
@@ -205,10 +206,10 @@ def skip_short_strings(buf, pos: int, count: int) -> int:
     """
     import numpy as np
 
-    steps = 0  # plain steps taken; an array of mostly long strings goes back to plain stepping
+    hops = 0  # runs and plain steps taken: an array of mostly long (or NUL-filled) strings is stepped
     while count:
         size = min(len(buf) - pos, max(1 << 16, 16 * count))  # a string is >= 8 bytes, ~16 in a vocabulary
-        if size <= 8 or steps > 256:
+        if size <= 8:
             return _step_strings(buf, pos, count)
         seg = np.frombuffer(buf[pos : pos + size], dtype=np.uint8)
         n = size - 7  # offsets whose 8 length bytes lie inside seg
@@ -221,10 +222,13 @@ def skip_short_strings(buf, pos: int, count: int) -> int:
         breaks = np.flatnonzero(ends[:-1] != starts[1:])  # the chain leaves the found offsets after these
         at = 0  # offset in seg of the next string: always a true string start
         while count and at < n:
+            hops += 1
+            if hops > _MAX_HOPS:  # each hop costs a few µs: beyond this, plain steps are cheaper
+                return _step_strings(buf, pos + at, count)
             i = int(np.searchsorted(starts, at))
             if i == len(starts) or starts[i] != at:  # a long string: one plain step
                 at = _step_strings(buf, pos + at, 1) - pos
-                count, steps = count - 1, steps + 1
+                count -= 1
                 continue
             b = int(np.searchsorted(breaks, i))
             last = int(breaks[b]) if b < len(breaks) else len(starts) - 1
