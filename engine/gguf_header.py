@@ -29,6 +29,8 @@ _STRING, _ARRAY = 8, 9
 _SPLIT_NAME = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
 # Keys of GGUF_CONFIG_MAPPING that are sections of the mapping, not architectures.
 _NOT_ARCHITECTURES = {"general", "tokenizer"}
+_FAST_SKIP_MIN = 4096  # string arrays at least this long are skipped by `skip_short_strings`
+_MAX_HOPS = 1024  # a vocabulary takes a few hops per 64 KB; a pathological array falls back to stepping
 
 
 class GGUFHeaderError(ValueError):
@@ -151,16 +153,10 @@ class _Cursor:
             raise GGUFHeaderError("the header is cut short (truncated or corrupt file)")
 
     def _skip_strings(self, count: int) -> None:
-        length = struct.Struct(self.order + "Q").unpack_from
-        buf, pos = self.buf, self.pos
-        try:
-            for _ in range(count):
-                pos += 8 + length(buf, pos)[0]
-        except struct.error:
-            raise GGUFHeaderError("the header is cut short (truncated or corrupt file)") from None
-        if pos > len(buf):
-            raise GGUFHeaderError("the header is cut short (truncated or corrupt file)")
-        self.pos = pos
+        if self.order == "<" and count >= _FAST_SKIP_MIN:
+            self.pos = skip_short_strings(self.buf, self.pos, count)
+        else:
+            self.pos = _step_strings(self.buf, self.pos, count, self.order)
 
     def value(self, kind: int):
         if kind in _SCALARS:
@@ -182,6 +178,66 @@ class _Cursor:
                 raise GGUFHeaderError(f"unknown GGUF array element type {element}")
             return ("array", element, count)
         raise GGUFHeaderError(f"unknown GGUF value type {kind}")
+
+
+def _step_strings(buf, pos: int, count: int, order: str = "<") -> int:
+    """The offset just past `count` GGUF strings (u64 length, then the bytes) from `pos`, one at a time."""
+    length = struct.Struct(order + "Q").unpack_from
+    try:
+        for _ in range(count):
+            pos += 8 + length(buf, pos)[0]
+    except struct.error:
+        raise GGUFHeaderError("the header is cut short (truncated or corrupt file)") from None
+    if pos > len(buf):
+        raise GGUFHeaderError("the header is cut short (truncated or corrupt file)")
+    return pos
+
+
+def skip_short_strings(buf, pos: int, count: int) -> int:
+    """`_step_strings` for a long little-endian array (a vocabulary, its merges), at numpy speed.
+
+    Stepping costs ~0.1 µs a string in Python, so a listing of 200 files with 32k-token vocabularies and
+    merges spent ~1.4 s (10 s on a busy machine) here. Each string's length sits in the 8 bytes before
+    its text, and a vocabulary's strings are short: every offset whose bytes 1..7 are zero (a length under
+    256) is found in a few array passes, and the strings are followed through those offsets for as long as
+    each one ends exactly where the next found offset begins (checked for all at once). Where that chain
+    breaks (a string of 256+ bytes, or 7 zero bytes inside a string's text) one plain step is taken from
+    the last position known to be a string start, so the result is exactly `_step_strings`'s.
+    """
+    import numpy as np
+
+    hops = 0  # runs and plain steps taken: an array of mostly long (or NUL-filled) strings is stepped
+    while count:
+        size = min(len(buf) - pos, max(1 << 16, 16 * count))  # a string is >= 8 bytes, ~16 in a vocabulary
+        if size <= 8:
+            return _step_strings(buf, pos, count)
+        seg = np.frombuffer(buf[pos : pos + size], dtype=np.uint8)
+        n = size - 7  # offsets whose 8 length bytes lie inside seg
+        zero = seg == 0
+        short = zero[1 : n + 1].copy()
+        for k in range(2, 8):
+            short &= zero[k : n + k]
+        starts = np.flatnonzero(short)  # offsets that read as a length < 256: every short string's start
+        ends = starts + 8 + seg[starts]  # where the string starting there ends
+        breaks = np.flatnonzero(ends[:-1] != starts[1:])  # the chain leaves the found offsets after these
+        at = 0  # offset in seg of the next string: always a true string start
+        while count and at < n:
+            hops += 1
+            if hops > _MAX_HOPS:  # each hop costs a few µs: beyond this, plain steps are cheaper
+                return _step_strings(buf, pos + at, count)
+            i = int(np.searchsorted(starts, at))
+            if i == len(starts) or starts[i] != at:  # a long string: one plain step
+                at = _step_strings(buf, pos + at, 1) - pos
+                count -= 1
+                continue
+            b = int(np.searchsorted(breaks, i))
+            last = int(breaks[b]) if b < len(breaks) else len(starts) - 1
+            run = min(last - i + 1, count)  # strings i .. i + run - 1 follow one another
+            at, count = int(ends[i + run - 1]), count - run
+        pos += at
+    if pos > len(buf):
+        raise GGUFHeaderError("the header is cut short (truncated or corrupt file)")
+    return pos
 
 
 def is_gguf_file(path: str | Path) -> bool:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import re
 from pathlib import Path
 
 import gguf
+import numpy as np
 import pytest
 from gguf_files import N_PARAMS, write_gguf
 
@@ -38,6 +40,38 @@ def test_a_good_gguf_reads_like_gguf_reader(tmp_path):
     assert header.data_offset == reader.data_offset
     assert [t.name for t in header.tensors] == [t.name for t in reader.tensors]
     assert header.get("tokenizer.ggml.tokens") == ("array", 8, 64)
+
+
+@pytest.mark.parametrize("long_strings", [40, 600])  # 600: past the fast path's cap on plain steps
+def test_a_large_odd_vocabulary_is_skipped_exactly_like_gguf_reader_reads_it(tmp_path, long_strings):
+    """Vocabularies are skipped at numpy speed; empty, 256+-byte and zero-filled tokens and chunk edges included."""
+    rng = random.Random(long_strings)
+    tokens = [
+        "".join(rng.choice("abcdefghij\u0120\u00e9") for _ in range(rng.choice([0, 1, 3, 8, 20, 40, 90])))
+        for _ in range(20000)
+    ]
+    for i in rng.sample(range(len(tokens)), long_strings):
+        tokens[i] = "x" * rng.randint(256, 2000)
+    for i in rng.sample(range(len(tokens)), 60):
+        tokens[i] = "\x00" * rng.randint(1, 30) + rng.choice(["", "a", "\x00"])
+    writer = gguf.GGUFWriter(tmp_path / "odd.gguf", "llama")
+    writer.add_token_list(tokens)
+    writer.add_token_merges(tokens[::-1])
+    writer.add_file_type(int(gguf.LlamaFileType.MOSTLY_Q8_0))  # a key after the arrays, as Gemma's files have
+    writer.add_tensor("blk.0.attn_q.weight", np.zeros((8, 4), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    header, reader = read_gguf_header(tmp_path / "odd.gguf"), gguf.GGUFReader(tmp_path / "odd.gguf")
+    assert header.data_offset == reader.data_offset
+    assert [(t.name, t.offset) for t in header.tensors] == [
+        (t.name, t.data_offset - reader.data_offset) for t in reader.tensors
+    ]
+    assert header.get("general.file_type") == int(gguf.LlamaFileType.MOSTLY_Q8_0)
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes((tmp_path / "odd.gguf").read_bytes()[: header.data_offset // 2])
+    assert "cut short" in gguf_openability(cut).reason
 
 
 def test_the_quant_type_falls_back_to_the_weights_commonest_type(tmp_path):
