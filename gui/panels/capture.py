@@ -1,4 +1,8 @@
-"""The Capture tab: p+/p− (ActAdd) or a table of pairs (mean-diff, PCA), layers, a token preview, save."""
+"""The Capture tab: p+/p− (ActAdd) or a table of pairs (mean-diff, PCA), layers, a token preview, save.
+
+This panel owns the capture request and its job; its parts are gui/widgets: alignment_preview.py (the
+p+/p− tokens), pair_table.py, layer_range.py and layer_profile.py (the residual norm per layer).
+"""
 
 from __future__ import annotations
 

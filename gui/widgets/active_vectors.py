@@ -12,7 +12,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, Signal, Slot
+from PySide6.QtCore import QSettings, Signal, Slot
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -29,6 +29,7 @@ from engine.library import VectorEntry
 from gui.context import AppContext, SteeringChoice
 from gui.item_models import INCOMPATIBLE, OTHER_MODEL
 from gui.jobs import ActiveVector
+from gui.widgets.vector_choice import fill_with_fitting_vectors
 from gui.widgets.vector_row import VectorRow, strength_scales
 
 LIVE_NOTE = (
@@ -132,17 +133,7 @@ class ActiveVectors(QGroupBox):
     # ---- adding and removing -----------------------------------------------------------------------------
     @Slot()
     def _refresh_choices(self) -> None:
-        current = self.add_combo.currentData()
-        self.add_combo.clear()
-        for entry in self._ctx.listing.entries:
-            fit = self._ctx.fit(entry)
-            if fit.status == INCOMPATIBLE:
-                continue
-            label = entry.key + ("  (other model)" if fit.status == OTHER_MODEL else "")
-            self.add_combo.addItem(label, entry.key)
-            self.add_combo.setItemData(self.add_combo.count() - 1, fit.reason, Qt.ItemDataRole.ToolTipRole)
-        if current is not None and (index := self.add_combo.findData(current)) >= 0:
-            self.add_combo.setCurrentIndex(index)
+        fill_with_fitting_vectors(self.add_combo, self._ctx)
         self.add_button.setEnabled(self.add_combo.count() > 0 and not self._streaming)
 
     @Slot()
