@@ -310,9 +310,9 @@ class GeneratePanel(QWidget):
                 self.set_sampling(SamplingConfig(**{**asdict(SamplingConfig.paper()), **values}))
             except (ValueError, TypeError):
                 pass
-        self.random_seed.setChecked(settings.value("generate/random_seed", False, type=bool))
-        self.effect.setChecked(settings.value("generate/effect", False, type=bool))
-        self.chat.setChecked(settings.value("generate/chat", False, type=bool))
+        self.random_seed.setChecked(bool(settings.value("generate/random_seed", False, type=bool)))
+        self.effect.setChecked(bool(settings.value("generate/effect", False, type=bool)))
+        self.chat.setChecked(bool(settings.value("generate/chat", False, type=bool)))
         self.active_vectors.read_settings(settings)  # generate/raw_scale, generate/vectors
 
     def write_settings(self) -> None:

@@ -81,10 +81,11 @@ class AlignmentPreview(QTableWidget):
 
     def rows(self) -> list[tuple[str, str, str]]:
         """The table as shown: (position, p+ token, p− token) per row."""
-        return [
-            tuple(self.item(r, c).text() for c in range(3))  # type: ignore[misc]
-            for r in range(self.rowCount())
-        ]
+        return [(self._cell(r, 0), self._cell(r, 1), self._cell(r, 2)) for r in range(self.rowCount())]
+
+    def _cell(self, row: int, column: int) -> str:
+        item = self.item(row, column)
+        return item.text() if item is not None else ""
 
 
 __all__ = ["PAD_BRUSH", "AlignmentPreview", "token_label"]
