@@ -1,60 +1,46 @@
-"""The Capture tab: p+/p− (ActAdd) or a table of pairs (mean-diff, PCA), layers, a token preview, save."""
+"""The Capture tab: p+/p− (ActAdd) or a table of pairs (mean-diff, PCA), layers, a token preview, save.
+
+This panel owns the capture request and its job; its parts are gui/widgets: alignment_preview.py (the
+p+/p− tokens), pair_table.py, layer_range.py and layer_profile.py (the residual norm per layer).
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-from matplotlib.figure import Figure
 from PySide6.QtCore import Qt, QTimer, Slot
-from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QCheckBox,
     QComboBox,
-    QFileDialog,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QLineEdit,
     QPlainTextEdit,
     QPushButton,
-    QSpinBox,
     QStackedWidget,
-    QTableView,
-    QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
 from engine.errors import ActAddError
-from engine.pairs import PromptPair, check_pair, read_pairs
+from engine.pairs import PromptPair
 from engine.residual_norms import ResidualNorms
-from engine.tokens import alignment_preview
-from gui.context import AppContext, ModelHandle
-from gui.item_models import PairTableModel
-from gui.jobs import CaptureOutcome, CaptureRequest, Job, NormsRequest
+from gui.context import AppContext
+from gui.jobs import CaptureOutcome, CaptureRequest, Job
 from gui.panels.common import bare_column, double_spin, fill_with_splitter
+from gui.widgets.alignment_preview import AlignmentPreview
+from gui.widgets.layer_profile import LayerProfile
+from gui.widgets.layer_range import LayerRange
+from gui.widgets.pair_table import PairTable
 
 METHOD_TIPS = {
     "actadd": "ActAdd (Turner et al.): resid_pre(p+) − resid_pre(p−) at every position of one prompt pair",
     "mean-diff": "Mean difference (CAA): the average last-token difference over many pairs, one direction",
     "pca": "PCA (repeng): the first principal component of the pair differences, one direction",
 }
-PAD_BRUSH = QBrush(QColor("#fff2b3"))
-
-
-def token_label(tokenizer, token: str) -> str:
-    """A readable form of one token: byte-level markers decoded, spaces shown as '␣'."""
-    try:
-        text = tokenizer.convert_tokens_to_string([token])
-    except Exception:
-        text = token
-    return text.replace(" ", "␣").replace("\n", "↵") or token
 
 
 class CapturePanel(QWidget):
@@ -63,9 +49,6 @@ class CapturePanel(QWidget):
         self._ctx = context
         self._controller = context.controller
         self._capturing = False
-        self.profile: ResidualNorms | None = None  # the loaded model's layer profile, once measured
-        self._profile_job: Job | None = None
-        self._profile_model: ModelHandle | None = None  # the model the profile was measured on
 
         self._method = QComboBox()
         for method, tip in METHOD_TIPS.items():
@@ -79,17 +62,8 @@ class CapturePanel(QWidget):
         self.positive.setToolTip("p+: the prompt whose direction you want (e.g. 'Love')")
         self.negative = QLineEdit("Hate")
         self.negative.setToolTip("p−: the contrast prompt (e.g. 'Hate'); the difference is the vector")
-        self._preview = QTableWidget(0, 3)
-        self._preview.setHorizontalHeaderLabels(["Pos", "p+ token", "p− token"])
-        self._preview.verticalHeader().setVisible(False)
-        self._preview.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        self._preview.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
-        self._preview.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self._preview.setToolTip(
-            "How p+ and p− line up token by token; yellow cells are the space tokens that pad the shorter one"
-        )
-        self._preview_note = QLabel("Load a model to preview the tokens.")
-        self._preview_note.setWordWrap(True)
+        self._preview = AlignmentPreview()
+        self._preview_note = self._preview.note
         actadd_page = QWidget()
         actadd_form = QFormLayout(actadd_page)
         actadd_form.addRow("p+ (positive):", self.positive)
@@ -98,54 +72,24 @@ class CapturePanel(QWidget):
         actadd_form.addRow(self._preview)
 
         # Pairs page: an editable table, importable from JSONL or CSV.
-        self.pairs_model = PairTableModel(parent=self)
-        self._pairs_view = QTableView()
-        self._pairs_view.setModel(self.pairs_model)
-        self._pairs_view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        self._pairs_view.setToolTip("Contrastive pairs; double-click a cell to edit it")
-        add_row = QPushButton("Add pair")
-        add_row.setToolTip("Append an empty pair to edit")
-        add_row.clicked.connect(lambda: self.pairs_model.insertRows(self.pairs_model.rowCount(), 1))
-        remove_row = QPushButton("Remove")
-        remove_row.setToolTip("Remove the selected pairs")
-        remove_row.clicked.connect(self._remove_selected_pairs)
-        import_button = QPushButton("Import JSONL/CSV…")
-        import_button.setToolTip(
-            'A .jsonl with {"positive": ..., "negative": ...} per line, or a 2-column CSV'
-        )
-        import_button.clicked.connect(self._choose_pair_file)
-        self._pairs_note = QLabel("0 pairs")
-        pairs_page, pairs_layout = bare_column()
-        pairs_layout.addWidget(self._pairs_view, 1)
-        pair_buttons = QHBoxLayout()
-        for widget in (add_row, remove_row, import_button):
-            pair_buttons.addWidget(widget)
-        pair_buttons.addStretch(1)
-        pair_buttons.addWidget(self._pairs_note)
-        pairs_layout.addLayout(pair_buttons)
-        for signal in (
-            self.pairs_model.rowsInserted,
-            self.pairs_model.rowsRemoved,
-            self.pairs_model.modelReset,
-            self.pairs_model.dataChanged,  # every edit of a cell, not only added or removed rows
-        ):
-            signal.connect(self._update_pair_count)
+        self.pair_table = PairTable(context)
+        self.pair_table.imported.connect(self._on_pairs_imported)
+        self.pairs_model, self._pairs_note = self.pair_table.model, self.pair_table.note
 
         self._pages = QStackedWidget()
         self._pages.addWidget(actadd_page)
-        self._pages.addWidget(pairs_page)
+        self._pages.addWidget(self.pair_table)
 
         # Where and what to save.
-        self.layer_from = QSpinBox()
-        self.layer_from.setToolTip("The first decoder layer to capture at (resid_pre of that block)")
-        self.layer_to = QSpinBox()
-        self.layer_to.setToolTip("The last layer; equal to the first for a single-layer vector")
-        self._last_from = 0
-        self.layer_from.valueChanged.connect(self._on_first_layer_changed)
-        self.layer_to.valueChanged.connect(self._on_last_layer_changed)
-        self._depth = QLabel("(no model)")
-        self.layer_count = QLabel("")
-        self.layer_count.setToolTip("How many layers the captured vector will have")
+        self.layer_range = LayerRange()
+        self.layer_from, self.layer_to = self.layer_range.first, self.layer_range.last
+        self.layer_count = self.layer_range.count
+        self.layer_profile = LayerProfile(context)
+        self.layer_profile.layer_clicked.connect(self.set_layers)
+        self.layer_range.changed.connect(self._on_layers_changed)
+        self._on_layers_changed()
+        self.profile_figure, self.profile_canvas = self.layer_profile.figure, self.layer_profile.canvas
+        self.profile_button, self.profile_note = self.layer_profile.button, self.layer_profile.note
         self.name = QLineEdit()
         self.name.setPlaceholderText("e.g. love-hate")
         self.name.setToolTip("The vector's name in the library (letters, digits, - and _ are safest)")
@@ -195,13 +139,7 @@ class CapturePanel(QWidget):
 
         save_box = QGroupBox("Vector")
         save_form = QFormLayout(save_box)
-        layer_row = QHBoxLayout()
-        layer_row.addWidget(self.layer_from)
-        layer_row.addWidget(QLabel("to"))
-        layer_row.addWidget(self.layer_to)
-        layer_row.addWidget(self._depth)
-        layer_row.addStretch(1)
-        save_form.addRow("Layers:", layer_row)
+        save_form.addRow("Layers:", self.layer_range)
         save_form.addRow("", self.layer_count)
         save_form.addRow("Name:", self.name)
         save_form.addRow("Collection:", self.collection)
@@ -218,7 +156,7 @@ class CapturePanel(QWidget):
 
         save_column, save_column_layout = bare_column()
         save_column_layout.addWidget(save_box)
-        save_column_layout.addWidget(self._build_profile_box())
+        save_column_layout.addWidget(self.layer_profile)
         save_column_layout.addStretch(1)
         fill_with_splitter(self, source_box, save_column, stretch=(3, 2))
 
@@ -245,259 +183,62 @@ class CapturePanel(QWidget):
         self._pages.setCurrentIndex(0 if method == "actadd" else 1)
         self._method_tip.setText(METHOD_TIPS.get(method, ""))
 
-    @Slot(int)
-    def _on_first_layer_changed(self, first: int) -> None:
-        """A single-layer range moves with its first layer ("from 6" with "to 7" left behind silently made
-        a 2-layer vector); a wider range keeps its last layer, clamped so it never ends before it starts."""
-        last = self.layer_to.value()
-        if last == self._last_from or last < first:
-            last = first
-        self._last_from = first
-        self.layer_to.setValue(last)
-        self._update_layer_count()
-
-    @Slot(int)
-    def _on_last_layer_changed(self, last: int) -> None:
-        if last < self.layer_from.value():
-            self.layer_from.setValue(last)  # moves "to" along with it (a single layer)
-        self._update_layer_count()
-
-    def _update_layer_count(self) -> None:
-        first, last = self.layer_from.value(), self.layer_to.value()
-        n = last - first + 1
-        self.layer_count.setText(
-            f"→ a single-layer vector at layer {first}"
-            if n == 1
-            else f"→ a {n}-layer vector (layers {first}–{last}, each its own direction)"
-        )
-
     def layers(self) -> list[int]:
-        return list(range(self.layer_from.value(), self.layer_to.value() + 1))
+        return self.layer_range.layers()
 
     def set_layers(self, first: int, last: int | None = None) -> None:
-        self.layer_from.setValue(first)
-        self.layer_to.setValue(last if last is not None else first)
-        self._update_layer_count()
+        self.layer_range.set_layers(first, last)
 
     @Slot(object)
     def _on_model_changed(self, handle) -> None:
-        if handle is not self._profile_model:
-            self.profile, self._profile_model = None, None
-            self.profile_note.setText(
-                "Measure the layer profile of this model."
-                if handle
-                else "Load a model, then measure its layer profile."
-            )
-            self.profile_button.setEnabled(handle is not None and self._profile_job is None)
-            self._draw_profile()
-            if handle is not None and self.isVisible():
-                self.measure_profile()
-        depth = handle.info.n_layers if handle is not None else 0
-        for spin in (self.layer_from, self.layer_to):
-            spin.setRange(0, max(0, depth - 1))
-        if handle is None:
-            self._depth.setText("(no model)")
-        else:
-            self._depth.setText(f"of 0–{depth - 1}")
-            if self.layer_from.value() == 0 and self.layer_to.value() == 0 and depth > 2:
-                self.set_layers(min(depth - 1, max(1, depth // 4)))
+        self.layer_profile.set_model(handle, visible=self.isVisible())
+        self.layer_range.set_depth(handle.info.n_layers if handle is not None else 0)
         self.capture_button.setEnabled(handle is not None and not self._capturing)
         self.update_preview()
 
-    # ---- the per-layer residual-norm profile -------------------------------------------------------------
-    def _build_profile_box(self) -> QGroupBox:
-        self.profile_figure = Figure(figsize=(4, 1.8), layout="constrained")
-        self.profile_canvas = FigureCanvasQTAgg(self.profile_figure)
-        self.profile_canvas.setMinimumHeight(150)
-        self.profile_canvas.setToolTip(
-            "Typical residual-stream norm entering each layer, on neutral text; the chosen layers are "
-            "orange. Click a bar to capture at that layer."
-        )
-        self.profile_canvas.mpl_connect("button_press_event", self._on_profile_click)
-        self.profile_button = QPushButton("Measure layer profile")
-        self.profile_button.setToolTip(
-            "One forward pass over a neutral text on the worker (cached per model afterwards)"
-        )
-        self.profile_button.clicked.connect(self.measure_profile)
-        self.profile_note = QLabel("Load a model, then measure its layer profile.")
-        self.profile_note.setWordWrap(True)
-        box = QGroupBox("Layer profile (residual norm)")
-        layout = QVBoxLayout(box)
-        layout.addWidget(self.profile_canvas)
-        row = QHBoxLayout()
-        row.addWidget(self.profile_button)
-        row.addWidget(self.profile_note, 1)
-        layout.addLayout(row)
-        self.layer_from.valueChanged.connect(self._draw_profile)
-        self.layer_to.valueChanged.connect(self._draw_profile)
-        self._draw_profile()
-        return box
+    # ---- the per-layer residual-norm profile (LayerProfile) ---------------------------------------------
+    @property
+    def profile(self) -> ResidualNorms | None:
+        """The loaded model's layer profile, once measured."""
+        return self.layer_profile.profile
+
+    @property
+    def _profile_job(self) -> Job | None:
+        return self.layer_profile.job
 
     @Slot()
     def measure_profile(self) -> None:
-        if self._ctx.model is None or self._profile_job is not None:
-            return
-        self.profile_button.setEnabled(False)
-        self.profile_note.setText("Measuring…")
-        model = self._ctx.model
-        job = self._profile_job = self._controller.submit(NormsRequest())
-        job.done.connect(lambda norms: self._on_profile(model, norms))
-        job.failed.connect(lambda message: self.profile_note.setText("Could not measure: " + message))
-        job.aborted.connect(lambda: self.profile_note.setText("Measurement stopped."))
-        job.finished.connect(self._on_profile_finished)
+        self.layer_profile.measure()
 
-    def _on_profile(self, model: ModelHandle | None, norms: ResidualNorms) -> None:
-        if model is not self._ctx.model:  # another model was loaded meanwhile
-            return
-        self.profile, self._profile_model = norms, model
-        where = "from the cache" if norms.cached else f"measured on {norms.n_tokens} tokens"
-        self.profile_note.setText(f"{len(norms.norms)} layers, {where}.")
-        self._draw_profile()
+    def profile_colors(self) -> list[str]:
+        return self.layer_profile.colors()
 
     @Slot()
-    def _on_profile_finished(self) -> None:
-        self._profile_job = None
-        self.profile_button.setEnabled(self._ctx.model is not None)
+    def _on_layers_changed(self) -> None:
+        self.layer_profile.set_chosen(self.layers())
 
     def showEvent(self, event) -> None:
         super().showEvent(event)
-        # Measured when first needed: opening the tab with a model that has no profile yet.
-        if self._ctx.model is not None and self._profile_model is not self._ctx.model:
-            self.measure_profile()
+        self.layer_profile.measure_if_missing()
 
-    @Slot()
-    def _draw_profile(self) -> None:
-        fig = self.profile_figure
-        fig.clear()
-        ax = fig.add_subplot()
-        if self.profile is None:
-            ax.set_axis_off()
-            ax.text(0.5, 0.5, "no profile yet", ha="center", va="center", color="grey")
-        else:
-            norms = self.profile.norms
-            chosen = set(self.layers())
-            colors = ["tab:orange" if layer in chosen else "tab:blue" for layer in range(len(norms))]
-            ax.bar(range(len(norms)), norms, color=colors)
-            ax.set_xlabel("layer", fontsize=8)
-            ax.set_ylabel("‖resid_pre‖", fontsize=8)
-            ax.tick_params(labelsize=7)
-            ax.set_ylim(bottom=0)
-        self.profile_canvas.draw_idle()
-
-    def profile_colors(self) -> list[str]:
-        """The bars' colours, layer by layer (orange: chosen), as drawn."""
-        from matplotlib.colors import to_hex
-
-        axes = self.profile_figure.get_axes()
-        return [to_hex(bar.get_facecolor()) for bar in axes[0].patches] if axes else []
-
-    def _on_profile_click(self, event) -> None:
-        if self.profile is None or event.inaxes is None or event.xdata is None:
-            return
-        layer = round(event.xdata)
-        if 0 <= layer < len(self.profile.norms):
-            self.set_layers(layer)
-
-    # ---- preview ------------------------------------------------------------------------------------------
+    # ---- preview (AlignmentPreview) and pairs (PairTable) -------------------------------------------------
     @Slot()
     def update_preview(self) -> None:
-        self._preview.setRowCount(0)
         handle = self._ctx.model
-        if handle is None:
-            self._preview_note.setText("Load a model to preview the tokens.")
-            return
-        try:
-            rows = alignment_preview(handle.tokenizer, self.positive.text(), self.negative.text())
-        except ActAddError as exc:
-            self._preview_note.setText(str(exc))
-            return
-        tokenizer = handle.tokenizer
-        self._preview.setRowCount(len(rows))
-        pads = 0
-        for i, row in enumerate(rows):
-            cells = [
-                (str(row.position), False),
-                (token_label(tokenizer, row.positive), row.positive_is_pad),
-                (token_label(tokenizer, row.negative), row.negative_is_pad),
-            ]
-            for column, (text, is_pad) in enumerate(cells):
-                item = QTableWidgetItem(text)
-                if is_pad:
-                    pads += 1
-                    item.setBackground(PAD_BRUSH)
-                    item.setToolTip("space padding: the shorter prompt is padded with ' ' (the paper's rule)")
-                self._preview.setItem(i, column, item)
-        note = f"{len(rows)} positions (position 0 is the shared BOS, so the vector is 0 there)"
-        if pads:
-            note += f"; {pads} space pad{'s' if pads > 1 else ''} (yellow)"
-        self._preview_note.setText(note)
+        self._preview.show_pair(
+            handle.tokenizer if handle is not None else None, self.positive.text(), self.negative.text()
+        )
 
     def preview_rows(self) -> list[tuple[str, str, str]]:
-        return [
-            tuple(self._preview.item(r, c).text() for c in range(3))  # type: ignore[misc]
-            for r in range(self._preview.rowCount())
-        ]
-
-    # ---- pairs --------------------------------------------------------------------------------------------
-    @Slot()
-    def _update_pair_count(self) -> None:
-        pairs = self.pairs_model.pairs()
-        half = len(self.half_filled_rows())
-        text = f"{len(pairs)} pair{'s' if len(pairs) != 1 else ''}"
-        if half:
-            text += f" ({half} half-filled)"
-        self._pairs_note.setText(text)
-
-    def pair_rows(self) -> list[tuple[int, PromptPair]]:
-        """(the row number the table shows, its pair) for every row with any text; blank rows are skipped."""
-        model = self.pairs_model
-        rows = []
-        for row in range(model.rowCount()):
-            positive, negative = (str(model.data(model.index(row, c)) or "") for c in (0, 1))
-            if positive.strip() or negative.strip():
-                number = int(model.headerData(row, Qt.Orientation.Vertical) or row + 1)
-                rows.append((number, PromptPair(positive, negative)))
-        return rows
-
-    def half_filled_rows(self) -> list[int]:
-        """The shown row numbers of pairs with one side empty (or only spaces)."""
-        return [n for n, p in self.pair_rows() if not (p.positive.strip() and p.negative.strip())]
-
-    def check_pairs(self) -> None:
-        """Refuse a half-filled row, naming it as the table numbers it (the engine's one rule)."""
-        for number, pair in self.pair_rows():
-            blanked = PromptPair(
-                pair.positive.strip() and pair.positive, pair.negative.strip() and pair.negative
-            )
-            check_pair(blanked, f"pair row {number}")
-
-    @Slot()
-    def _remove_selected_pairs(self) -> None:
-        rows = sorted({i.row() for i in self._pairs_view.selectionModel().selectedIndexes()}, reverse=True)
-        for row in rows:
-            self.pairs_model.removeRows(row, 1)
-
-    @Slot()
-    def _choose_pair_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Import prompt pairs", str(Path.home()), "Pair files (*.jsonl *.json *.csv);;All files (*)"
-        )
-        if path:
-            self.import_pairs(path)
+        return self._preview.rows()
 
     def import_pairs(self, path: str | Path) -> None:
-        def done(pairs) -> None:
-            self.pairs_model.set_pairs(pairs)
-            if self.method() == "actadd":
-                self.set_method("mean-diff")
-            self._ctx.show_status(f"Imported {len(pairs)} pairs from {Path(path).name}")
+        self.pair_table.import_pairs(path)
 
-        # Reading a file is I/O: off the GUI thread.
-        self._ctx.tasks.submit(
-            lambda: read_pairs(Path(path)),
-            done,
-            lambda message: self._ctx.report_error("Import pairs", message),
-        )
+    @Slot()
+    def _on_pairs_imported(self) -> None:
+        if self.method() == "actadd":
+            self.set_method("mean-diff")
 
     # ---- capture ------------------------------------------------------------------------------------------
     def request(self) -> CaptureRequest:
@@ -522,11 +263,11 @@ class CapturePanel(QWidget):
     def capture(self) -> None:
         if self.method() != "actadd":
             try:
-                self.check_pairs()
+                self.pair_table.check_pairs()
             except ActAddError as exc:
                 self._result.setText("Not captured: " + str(exc))
                 self._ctx.report_error("Capture", str(exc))
-                self._pairs_view.setFocus()
+                self.pair_table.view.setFocus()
                 return
         request = self.request()
         if not request.name:
