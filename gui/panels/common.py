@@ -1,9 +1,9 @@
 """Widget-building helpers the panels share: a margin-free column, the panel's two-part splitter, and a
-configured QDoubleSpinBox."""
+configured QDoubleSpinBox or QSpinBox."""
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QDoubleSpinBox, QSplitter, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QDoubleSpinBox, QSpinBox, QSplitter, QVBoxLayout, QWidget
 
 
 def bare_column() -> tuple[QWidget, QVBoxLayout]:
@@ -51,4 +51,14 @@ def double_spin(
     return spin
 
 
-__all__ = ["bare_column", "double_spin", "fill_with_splitter"]
+def int_spin(low: int, high: int, tip: str, *, value: int | None = None) -> QSpinBox:
+    """A QSpinBox over [low, high] with a tooltip; `value` only when given."""
+    spin = QSpinBox()
+    spin.setRange(low, high)
+    if value is not None:
+        spin.setValue(value)
+    spin.setToolTip(tip)
+    return spin
+
+
+__all__ = ["bare_column", "double_spin", "fill_with_splitter", "int_spin"]
