@@ -49,6 +49,7 @@ BUSY_TEXT = {
     "capture": "capturing…",
     "generate": "generating…",
     "sweep": "sweeping…",
+    "suggest": "suggesting settings…",
 }
 
 

@@ -229,7 +229,8 @@ class _Feed(QObject):
     def _progress(self, progress: tuple) -> None:
         c = self._controller
         signal = {"load": c.load_progress, "capture": c.capture_progress, "sweep": c.sweep_progress}
-        signal[self._job.kind].emit(*progress)
+        if (feed := signal.get(self._job.kind)) is not None:  # a suggest job's progress stays on its Job
+            feed.emit(*progress)
 
     @Slot(object)
     def _done(self, value: object) -> None:

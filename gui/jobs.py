@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from PySide6.QtCore import QObject, Signal
 
 from engine.chat import ChatTurn
+from engine.experiments.suggest import SuggestSpec
 from engine.experiments.sweep import SweepSpec
 from engine.generation import GenerationResult, SamplingConfig
 from engine.pairs import PromptPair
@@ -108,8 +109,25 @@ class SweepRequest:
     vector_path: str  # where the vector came from, for the exported script
 
 
+@dataclass
+class SuggestRequest:
+    """Suggest settings (`engine.experiments.suggest`): the job's progress is (tokens done, the most the
+    search can take, its latest line), its result a `Suggestion`."""
+
+    spec: SuggestSpec  # the engine's search, vector included
+    vector_key: str  # the library entry searched, for "Apply to Generate"
+    vector_path: str
+
+
 Request = (
-    LoadRequest | UnloadRequest | NormsRequest | CaptureRequest | GenerateRequest | ChatRequest | SweepRequest
+    LoadRequest
+    | UnloadRequest
+    | NormsRequest
+    | CaptureRequest
+    | GenerateRequest
+    | ChatRequest
+    | SweepRequest
+    | SuggestRequest
 )
 
 
@@ -160,6 +178,7 @@ KINDS = {
     GenerateRequest: "generate",
     ChatRequest: "chat",
     SweepRequest: "sweep",
+    SuggestRequest: "suggest",
 }
 
 
@@ -169,13 +188,15 @@ class Job(QObject):
     last `finished`, always."""
 
     started = Signal()
-    progress = Signal(object)  # load: (stage, fraction); capture and sweep: (done, total)
+    progress = Signal(
+        object
+    )  # load: (stage, fraction); capture and sweep: (done, total); suggest: (.., line)
     token = Signal(object)  # engine TokenEvent (generate, chat)
     coefficient_applied = Signal(object)  # LiveChange (generate)
     partial = Signal(object)  # SweepResult with the layers finished so far (sweep)
     done = Signal(
         object
-    )  # CaptureOutcome | GenerationOutcome (generate, chat) | SweepResult | ModelInfo | ResidualNorms | None
+    )  # CaptureOutcome | GenerationOutcome | SweepResult | Suggestion | ModelInfo | ResidualNorms | None
     failed = Signal(str)
     aborted = Signal()  # stopped by the user or by shutdown
     finished = Signal()

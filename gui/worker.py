@@ -51,6 +51,7 @@ from gui.jobs import (
     LiveChange,
     LoadRequest,
     NormsRequest,
+    SuggestRequest,
     SweepRequest,
     UnloadRequest,
 )
@@ -84,6 +85,7 @@ class ModelWorker(QObject):
             GenerateRequest: self._generate,
             ChatRequest: self._chat,
             SweepRequest: self._sweep,
+            SuggestRequest: self._suggest,
         }
         # Held while a job runs; other users of the loaded model (the Serve tab's server) take it too, so
         # their forward passes never run concurrently with this worker's.
@@ -435,3 +437,28 @@ class ModelWorker(QObject):
         job.done.emit(result)
         if job.cancel.is_set():
             raise CancelledError("stopped")
+
+    def _suggest(self, job: Job, request: SuggestRequest) -> None:
+        """Suggest settings; a stopped search reports nothing (a partial search's answer is not the answer)."""
+        from engine.experiments.suggest import suggest
+
+        loaded = self._need_model()
+        state: dict[str, Any] = {"done": 0, "total": 1, "line": ""}
+
+        def progress(done: int, total: int) -> None:
+            state.update(done=done, total=total)
+            job.progress.emit((done, total, state["line"]))
+
+        def log(line: str) -> None:
+            state["line"] = line
+            job.progress.emit((state["done"], state["total"], line))
+
+        try:
+            found = suggest(loaded, request.spec, log=log, progress=progress, cancel=job.cancel)
+        except ActAddError:
+            if job.cancel.is_set():  # "cancelled before any setting was measured"
+                raise CancelledError("stopped") from None
+            raise
+        if job.cancel.is_set():
+            raise CancelledError("stopped")
+        job.done.emit(found)

@@ -1,4 +1,5 @@
-"""The Sweep tab: which layer, how strong? A coefficient × layer sweep of one vector, plotted live.
+"""The Sweep tab: which layer, how strong? A coefficient × layer sweep of one vector, plotted live, or the
+engine's search for one good setting ("Suggest settings", `gui.widgets.suggest_box`).
 
 The tab puts together its settings form (`gui.widgets.sweep_form`), the run controls
 (`gui.widgets.job_controls`) and the live results (`gui.widgets.sweep_view`); this module runs the sweep and
@@ -14,12 +15,13 @@ from PySide6.QtCore import Qt, Slot
 from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QWidget
 
 from engine.errors import ActAddError
-from engine.experiments.sweep import OWN_LAYERS, SweepCell, SweepResult, layer_label
+from engine.experiments.sweep import OWN_LAYERS, SAMPLED_METRICS, SweepCell, SweepResult, layer_label
 from engine.transcript import model_record, sweep_script
 from gui.context import AppContext, SteeringChoice
 from gui.jobs import SweepRequest
 from gui.panels.common import bare_column, fill_with_splitter
 from gui.widgets.job_controls import JobControls
+from gui.widgets.suggest_box import SuggestBox
 from gui.widgets.sweep_cells import suggest_region
 from gui.widgets.sweep_form import SweepForm
 from gui.widgets.sweep_view import SweepView
@@ -84,19 +86,24 @@ class SweepPanel(QWidget):
         right_layout.addWidget(self.suggestion)
         right_layout.addLayout(exports)
 
+        self.suggest_box = SuggestBox(context, form.suggest_request)
         left, left_layout = bare_column()
         left_layout.addWidget(form)
+        left_layout.addWidget(self.suggest_box)
         left_layout.addStretch(1)
         fill_with_splitter(self, left, right, stretch=(2, 5), sizes=[380, 900])
 
         form.choices_changed.connect(self._update_run_enabled)  # also on a model change
+        form.metric.currentTextChanged.connect(self._update_run_enabled)
         self._update_run_enabled()
         self.read_settings()
 
     # ---- inputs -----------------------------------------------------------------------------------------
     @Slot()
     def _update_run_enabled(self) -> None:
-        self.controls.set_ready(self._ctx.model is not None and self.form.has_vectors())
+        ready = self._ctx.model is not None and self.form.has_vectors()
+        self.controls.set_ready(ready)
+        self.suggest_box.set_ready(ready and self.metric.currentText() in SAMPLED_METRICS)
 
     def set_vector(self, key: str) -> bool:
         return self.form.set_vector(key)

@@ -2,7 +2,8 @@
 
 It owns its inputs and their rules (the metric and targets follow the chosen vector's pair; the layer range
 follows the model's depth; only vectors that can steer the loaded model are offered), turns them into the
-engine's `SweepSpec` and keeps them in the settings file under `sweep/...`.
+engine's specs (`SweepSpec` for a sweep, `SuggestSpec` for "Suggest settings") and keeps them in the
+settings file under `sweep/...`.
 """
 
 from __future__ import annotations
@@ -23,14 +24,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.experiments.sweep import DEFAULT_PROMPTS, SweepSpec
+from engine.experiments.sweep import DEFAULT_PROMPTS, SAMPLED_METRICS, SweepSpec
 from engine.generation import SamplingConfig
 from engine.library import VectorEntry
 from engine.modes import MODES
 from engine.vector import SteeringVector
 from gui.context import AppContext
 from gui.item_models import INCOMPATIBLE, OTHER_MODEL
-from gui.jobs import SweepRequest
+from gui.jobs import SuggestRequest, SweepRequest
 from gui.panels.common import double_spin, int_spin
 
 METRIC_TIPS = {
@@ -226,12 +227,16 @@ class SweepForm(QGroupBox):
     def _sampling(self) -> SamplingConfig:
         return SamplingConfig.paper(max_new_tokens=self.max_tokens.value(), seed=self.seed.value())
 
+    def _layers(self) -> list[int] | None:
+        """The layer range when 'Sweep layers' is on, else None."""
+        if not self.sweep_layers.isChecked():
+            return None
+        first, last = sorted((self.layer_from.value(), self.layer_to.value()))
+        return list(range(first, last + 1))
+
     def sweep_request(self) -> SweepRequest:
         chosen = self.chosen_vector()
-        layers = None
-        if self.sweep_layers.isChecked():
-            first, last = sorted((self.layer_from.value(), self.layer_to.value()))
-            layers = list(range(first, last + 1))
+        layers = self._layers()
         spec = SweepSpec(
             vector=chosen.vector,
             sentiment_sign=chosen.sentiment_sign,
@@ -247,6 +252,30 @@ class SweepForm(QGroupBox):
             allow_other_model=chosen.other_model,
         )
         return SweepRequest(spec=spec, vector_path=str(chosen.entry.path))
+
+    def suggest_request(self) -> SuggestRequest:
+        """The same vector, measure, prompts and sampling for `engine.experiments.suggest`, which chooses the
+        coefficients itself, and the layers too unless 'Sweep layers' gives a range to search."""
+        from engine.experiments.suggest import SuggestSpec
+
+        metric = self.metric.currentText()
+        if metric not in SAMPLED_METRICS:
+            raise ValueError(
+                f"Suggest measures sampled text: choose the metric {' or '.join(SAMPLED_METRICS)}"
+            )
+        chosen = self.chosen_vector()
+        spec = SuggestSpec(
+            vector=chosen.vector,
+            metric=metric,
+            targets=self._targets(),
+            sentiment_sign=chosen.sentiment_sign,
+            mode=self._mode(),
+            prompts=self._prompts(),
+            samples_per_prompt=self.samples.value(),
+            sampling=self._sampling(),
+            layers=self._layers(),
+        )
+        return SuggestRequest(spec=spec, vector_key=chosen.entry.key, vector_path=str(chosen.entry.path))
 
     # ---- settings -----------------------------------------------------------------------------------------
     def read_settings(self) -> None:
