@@ -1,9 +1,17 @@
-"""Widget-building helpers the panels share: a margin-free column, the panel's two-part splitter, and a
-configured QDoubleSpinBox or QSpinBox."""
+"""Widget-building helpers the panels share: a margin-free column, the panel's two-part splitter, a
+configured QDoubleSpinBox or QSpinBox, and a combo box of the library's vectors that can steer the model."""
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QDoubleSpinBox, QSpinBox, QSplitter, QVBoxLayout, QWidget
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QSpinBox, QSplitter, QVBoxLayout, QWidget
+
+from gui.item_models import INCOMPATIBLE, OTHER_MODEL
+
+if TYPE_CHECKING:
+    from gui.context import AppContext
 
 
 def bare_column() -> tuple[QWidget, QVBoxLayout]:
@@ -61,4 +69,19 @@ def int_spin(low: int, high: int, tip: str, *, value: int | None = None) -> QSpi
     return spin
 
 
-__all__ = ["bare_column", "double_spin", "fill_with_splitter", "int_spin"]
+def fill_vector_choices(combo: QComboBox, context: AppContext) -> None:
+    """Offer the listed vectors that can steer the loaded model (item data: the key; one captured on another
+    model of the same shape is marked, and each says why in its tooltip); the current choice stays chosen."""
+    current = combo.currentData()
+    combo.clear()
+    for entry in context.listing.entries:
+        fit = context.fit(entry)
+        if fit.status == INCOMPATIBLE:
+            continue
+        combo.addItem(entry.key + ("  (other model)" if fit.status == OTHER_MODEL else ""), entry.key)
+        combo.setItemData(combo.count() - 1, fit.reason, Qt.ItemDataRole.ToolTipRole)
+    if current is not None and (index := combo.findData(current)) >= 0:
+        combo.setCurrentIndex(index)
+
+
+__all__ = ["bare_column", "double_spin", "fill_vector_choices", "fill_with_splitter", "int_spin"]

@@ -14,7 +14,6 @@ from pathlib import Path
 from PySide6.QtCore import Qt, Slot
 from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QWidget
 
-from engine.errors import ActAddError
 from engine.experiments.sweep import OWN_LAYERS, SAMPLED_METRICS, SweepCell, SweepResult, layer_label
 from engine.transcript import model_record, sweep_script
 from gui.context import AppContext, SteeringChoice
@@ -31,7 +30,6 @@ class SweepPanel(QWidget):
     def __init__(self, context: AppContext, parent=None):
         super().__init__(parent)
         self._ctx = context
-        self._controller = context.controller
         self.result: SweepResult | None = None
         self._request: SweepRequest | None = None
         self._vector_key = ""  # the library key of the swept vector
@@ -114,21 +112,16 @@ class SweepPanel(QWidget):
     # ---- running -----------------------------------------------------------------------------------------
     @Slot()
     def run(self) -> None:
-        if self.is_running():
+        job = self.controls.launch(self._ctx, self.request, "Sweep")
+        if job is None:
             return
-        try:
-            request = self.request()
-        except (ValueError, ActAddError) as exc:  # no vector chosen, or its file is unreadable
-            self._ctx.report_error("Sweep", str(exc))
-            return
-        self._request = request
+        assert isinstance(job.request, SweepRequest)
+        self._request = job.request
         self._vector_key = self.form.vector_key()
         self.result = None
         self.suggestion.setText("Sweeping…")
         self.view.show_result(None)
         self._ctx.show_status("Sweeping…")
-        job = self._controller.submit(request)
-        self.controls.start(job)
         job.partial.connect(self._on_partial)
         job.done.connect(self._on_done)
         job.failed.connect(self._on_failed)

@@ -1,17 +1,21 @@
 """Run, Stop and a progress bar for one worker job at a time (a sweep, a settings search).
 
-The owner builds and submits the request itself and hands the `Job` to `start`; from then on these
-controls follow the job: Run is disabled and Stop enabled while it runs, its `(done, total, ...)` progress
+`launch` builds the owner's request and submits it (or `start` follows a job submitted elsewhere); from
+then on these controls follow the job: Run is disabled and Stop enabled while it runs, its `(done, total, ...)` progress
 fills the bar, and when the job's last signal (`finished`) arrives Run is enabled again if the owner says
 it can run (`set_ready`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from PySide6.QtCore import Slot
 from PySide6.QtWidgets import QHBoxLayout, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
-from gui.jobs import Job
+from engine.errors import ActAddError
+from gui.context import AppContext
+from gui.jobs import Job, Request
 
 STEPS = 1000  # the bar's resolution
 
@@ -47,6 +51,20 @@ class JobControls(QWidget):
         """Whether a job could start now (a model and a vector are there); Run follows it when idle."""
         self._ready = ready
         self.run_button.setEnabled(ready and self._job is None)
+
+    def launch(self, context: AppContext, build: Callable[[], Request], title: str) -> Job | None:
+        """Build a request and submit it, unless a job runs already. A request that can't be built (no
+        vector chosen, an unreadable file, a setting the job can't use) is reported under `title`."""
+        if self.is_running():
+            return None
+        try:
+            request = build()
+        except (ValueError, ActAddError) as exc:
+            context.report_error(title, str(exc))
+            return None
+        job = context.controller.submit(request)
+        self.start(job)
+        return job
 
     def start(self, job: Job) -> None:
         self._job = job

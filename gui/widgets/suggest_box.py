@@ -20,7 +20,6 @@ from collections.abc import Callable
 from PySide6.QtCore import Qt, Slot
 from PySide6.QtWidgets import QGroupBox, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from engine.errors import ActAddError
 from engine.experiments.suggest import Suggestion
 from gui.context import AppContext, SteeringChoice
 from gui.item_models import OK
@@ -97,23 +96,14 @@ class SuggestBox(QGroupBox):
     # ---- the search ---------------------------------------------------------------------------------------
     @Slot()
     def run(self) -> None:
-        if self.is_running():
+        job = self.controls.launch(self._ctx, self._build_request, TITLE)
+        if job is None:
             return
-        try:
-            request = self._build_request()
-        except (
-            ValueError,
-            ActAddError,
-        ) as exc:  # no vector chosen, its file unreadable, a metric it can't use
-            self.result_label.setText(f"Can't suggest: {exc}")
-            self._ctx.report_error(TITLE, str(exc))
-            return
-        self._request, self.suggestion = request, None
+        assert isinstance(job.request, SuggestRequest)
+        self._request, self.suggestion = job.request, None
         self.apply_button.setEnabled(False)
         self.result_label.setText("Searching…")
         self._ctx.show_status("Suggesting settings…")
-        job = self._ctx.controller.submit(request)
-        self.controls.start(job)
         job.progress.connect(self._on_progress)
         job.done.connect(self._on_done)
         job.failed.connect(self._on_failed)

@@ -30,9 +30,9 @@ from engine.library import VectorEntry
 from engine.modes import MODES
 from engine.vector import SteeringVector
 from gui.context import AppContext
-from gui.item_models import INCOMPATIBLE, OTHER_MODEL
+from gui.item_models import OTHER_MODEL
 from gui.jobs import SuggestRequest, SweepRequest
-from gui.panels.common import double_spin, int_spin
+from gui.panels.common import double_spin, fill_vector_choices, int_spin
 
 METRIC_TIPS = {
     "target-words": "Share of sampled completions that contain one of the target words (the paper's topic metric)",
@@ -157,17 +157,7 @@ class SweepForm(QGroupBox):
 
     @Slot()
     def refresh_vectors(self) -> None:
-        current = self.vector.currentData()
-        self.vector.clear()
-        for entry in self._ctx.listing.entries:
-            fit = self._ctx.fit(entry)
-            if fit.status == INCOMPATIBLE:
-                continue
-            self.vector.addItem(
-                entry.key + ("  (other model)" if fit.status == OTHER_MODEL else ""), entry.key
-            )
-        if current is not None and (index := self.vector.findData(current)) >= 0:
-            self.vector.setCurrentIndex(index)
+        fill_vector_choices(self.vector, self._ctx)
         self.choices_changed.emit()
 
     @Slot(str, str, str)

@@ -118,13 +118,24 @@ def test_stop_abandons_the_search_and_the_tab_stays_usable(loaded_window, qtbot,
     assert _suggest(window, qtbot, box) is not None and window.errors == []
 
 
+def test_closing_the_window_mid_search_ends_the_worker(loaded_window, qtbot, capture_in):
+    window = loaded_window
+    capture_in(window, "weddings", positive=" weddings", negative=" ", layer=1)
+    box = _configure(window, "weddings", 1, tokens=120, samples=4, prompts=(PROMPT, "The weather today"))
+    box.suggest_button.click()
+    qtbot.waitUntil(lambda: box.progress.value() > 0, timeout=30_000)
+    controller = window.context.controller
+    window.close()
+    assert not controller._thread.isRunning()
+
+
 def test_without_a_vector_or_a_model_or_a_sampled_metric_it_says_why(window, qtbot, load_model_in, tiny_dir,
                                                                      capture_in):  # fmt: skip
     box = window.sweep_panel.suggest_box
     assert not box.suggest_button.isEnabled()  # no model, no vector
     box.run()  # as a script would: a message, nothing submitted
     assert window.errors[-1] == ("Suggest settings", "choose a vector")
-    assert box.result_label.text() == "Can't suggest: choose a vector" and not box.is_running()
+    assert not box.is_running() and box.suggestion is None
 
     load_model_in(window, tiny_dir)
     capture_in(window, "weddings", positive=" weddings", negative=" ", layer=1)
