@@ -36,7 +36,7 @@ class SweepPanel(QWidget):
 
         self.form = form = SweepForm(context)
         # The inputs under the panel's own names: scripts and tests drive the tab through them.
-        self._vector, self.metric, self.targets = form.vector, form.metric, form.targets
+        self._vector, self.metric, self.targets = form.vector, form.metric_box, form.targets
         self.coeff_from, self.coeff_to, self.coeff_count = form.coeff_from, form.coeff_to, form.coeff_count
         self.sweep_layers, self.layer_from, self.layer_to = form.sweep_layers, form.layer_from, form.layer_to
         self.samples, self.max_tokens, self.seed = form.samples, form.max_tokens, form.seed
@@ -92,7 +92,7 @@ class SweepPanel(QWidget):
         fill_with_splitter(self, left, right, stretch=(2, 5), sizes=[380, 900])
 
         form.choices_changed.connect(self._update_run_enabled)  # also on a model change
-        form.metric.currentTextChanged.connect(self._update_run_enabled)
+        form.metric_box.currentTextChanged.connect(self._update_run_enabled)
         self._update_run_enabled()
         self.read_settings()
 
@@ -101,7 +101,7 @@ class SweepPanel(QWidget):
     def _update_run_enabled(self) -> None:
         ready = self._ctx.model is not None and self.form.has_vectors()
         self.controls.set_ready(ready)
-        self.suggest_box.set_ready(ready and self.metric.currentText() in SAMPLED_METRICS)
+        self.suggest_box.set_ready(ready and self.form.metric_box.currentText() in SAMPLED_METRICS)
 
     def set_vector(self, key: str) -> bool:
         return self.form.set_vector(key)

@@ -85,11 +85,11 @@ class SweepForm(QGroupBox):
         self.mode = QComboBox()
         self.mode.addItems(["vector default", *(m for m in MODES if m != "ablate")])
         self.mode.setToolTip("Injection mode (front: ActAdd on the prompt; all: every position)")
-        self.metric = QComboBox()
+        self.metric_box = QComboBox()
         for metric, tip in METRIC_TIPS.items():
-            self.metric.addItem(metric)
-            self.metric.setItemData(self.metric.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
-        self.metric.setToolTip("What to measure at each (layer, c) cell")
+            self.metric_box.addItem(metric)
+            self.metric_box.setItemData(self.metric_box.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
+        self.metric_box.setToolTip("What to measure at each (layer, c) cell")
         self.targets = QLineEdit("wedding, weddings, bride, groom")
         self.targets.setToolTip("Comma-separated target words (target-words and target-prob)")
         self.reference = QPlainTextEdit("I went up to my friend and said hello. We talked about the weather.")
@@ -103,7 +103,7 @@ class SweepForm(QGroupBox):
         self.seed = int_spin(
             0, 2**31 - 1, "Seed of the paper sampling (temperature 1, top-p 0.3, frequency penalty 1)"
         )
-        self.metric.currentTextChanged.connect(self._on_metric_changed)
+        self.metric_box.currentTextChanged.connect(self._on_metric_changed)
         self.vector.currentIndexChanged.connect(self._on_vector_changed)
 
         self._form = form = QFormLayout(self)
@@ -113,7 +113,7 @@ class SweepForm(QGroupBox):
         )
         form.addRow("Layers:", _row(self.sweep_layers, self.layer_from, QLabel("to"), self.layer_to))
         form.addRow("Mode:", self.mode)
-        form.addRow("Metric:", self.metric)
+        form.addRow("Metric:", self.metric_box)
         form.addRow("Targets:", self.targets)
         form.addRow("Reference:", self.reference)
         form.addRow("Prompts:", self.prompts)
@@ -126,7 +126,7 @@ class SweepForm(QGroupBox):
         context.library_changed.connect(self.refresh_vectors)
         context.vector_moved.connect(self._on_vector_moved)
         context.model_changed.connect(self._on_model_changed)
-        self._on_metric_changed(self.metric.currentText())
+        self._on_metric_changed(self.metric_box.currentText())
         self._on_model_changed(context.model)
 
     def add_row(self, item: QWidget | QLayout) -> None:
@@ -149,9 +149,9 @@ class SweepForm(QGroupBox):
 
         entry = self._ctx.entry(self.vector.currentData() or "")
         measure = measure_for_prompts(entry.prompts or {}) if entry is not None else None
-        if measure is None or self.metric.currentText() == "perplexity":
+        if measure is None or self.metric_box.currentText() == "perplexity":
             return
-        self.metric.setCurrentText(measure.metric)
+        self.metric_box.setCurrentText(measure.metric)
         if measure.targets:
             self.targets.setText(", ".join(measure.targets))
 
@@ -233,7 +233,7 @@ class SweepForm(QGroupBox):
             coeffs=linspace(self.coeff_from.value(), self.coeff_to.value(), self.coeff_count.value()),
             layers=layers,
             prompts=self._prompts(),
-            metric=self.metric.currentText(),
+            metric=self.metric_box.currentText(),
             targets=self._targets(),
             reference_text=self.reference.toPlainText(),
             samples_per_prompt=self.samples.value(),
@@ -248,7 +248,7 @@ class SweepForm(QGroupBox):
         coefficients itself, and the layers too unless 'Sweep layers' gives a range to search."""
         from engine.experiments.suggest import SuggestSpec
 
-        metric = self.metric.currentText()
+        metric = self.metric_box.currentText()
         if metric not in SAMPLED_METRICS:
             raise ValueError(
                 f"Suggest measures sampled text: choose the metric {' or '.join(SAMPLED_METRICS)}"
@@ -273,9 +273,9 @@ class SweepForm(QGroupBox):
         self.coeff_from.setValue(float(settings.value("sweep/coeff_from", self.coeff_from.value())))
         self.coeff_to.setValue(float(settings.value("sweep/coeff_to", self.coeff_to.value())))
         self.coeff_count.setValue(int(settings.value("sweep/coeff_count", self.coeff_count.value())))
-        metric = str(settings.value("sweep/metric", self.metric.currentText()))
+        metric = str(settings.value("sweep/metric", self.metric_box.currentText()))
         if metric in METRIC_TIPS:
-            self.metric.setCurrentText(metric)
+            self.metric_box.setCurrentText(metric)
         self.targets.setText(str(settings.value("sweep/targets", self.targets.text())))
         self.targets.setCursorPosition(0)
 
@@ -284,7 +284,7 @@ class SweepForm(QGroupBox):
         settings.setValue("sweep/coeff_from", self.coeff_from.value())
         settings.setValue("sweep/coeff_to", self.coeff_to.value())
         settings.setValue("sweep/coeff_count", self.coeff_count.value())
-        settings.setValue("sweep/metric", self.metric.currentText())
+        settings.setValue("sweep/metric", self.metric_box.currentText())
         settings.setValue("sweep/targets", self.targets.text())
 
 
