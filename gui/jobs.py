@@ -188,9 +188,7 @@ class Job(QObject):
     last `finished`, always."""
 
     started = Signal()
-    progress = Signal(
-        object
-    )  # load: (stage, fraction); capture and sweep: (done, total); suggest: (.., line)
+    progress = Signal(object)  # load: (stage, fraction); capture, sweep: (done, total); suggest: (.., line)
     token = Signal(object)  # engine TokenEvent (generate, chat)
     coefficient_applied = Signal(object)  # LiveChange (generate)
     partial = Signal(object)  # SweepResult with the layers finished so far (sweep)
