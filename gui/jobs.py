@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from PySide6.QtCore import QObject, Signal
 
 from engine.chat import ChatTurn
+from engine.experiments.suggest import SuggestSpec
 from engine.experiments.sweep import SweepSpec
 from engine.generation import SamplingConfig
 from engine.pairs import PromptPair
@@ -108,8 +109,25 @@ class SweepRequest:
     vector_path: str  # where the vector came from, for the exported script
 
 
+@dataclass
+class SuggestRequest:
+    """Suggest settings (`engine.experiments.suggest`): the job's progress is (tokens done, the most the
+    search can take, its latest line), its result a `Suggestion`."""
+
+    spec: SuggestSpec  # the engine's search, vector included
+    vector_key: str  # the library entry searched, for "Apply to Generate"
+    vector_path: str
+
+
 Request = (
-    LoadRequest | UnloadRequest | NormsRequest | CaptureRequest | GenerateRequest | ChatRequest | SweepRequest
+    LoadRequest
+    | UnloadRequest
+    | NormsRequest
+    | CaptureRequest
+    | GenerateRequest
+    | ChatRequest
+    | SweepRequest
+    | SuggestRequest
 )
 
 
@@ -139,6 +157,7 @@ KINDS = {
     GenerateRequest: "generate",
     ChatRequest: "chat",
     SweepRequest: "sweep",
+    SuggestRequest: "suggest",
 }
 
 
@@ -149,13 +168,13 @@ class Job(QObject):
     made so far, then `aborted`."""
 
     started = Signal()
-    progress = Signal(object)  # load: (stage, fraction); capture and sweep: (done, total)
+    progress = Signal(object)  # load: (stage, fraction); capture, sweep: (done, total); suggest: (.., line)
     warnings = Signal(list)  # generate: readable warnings about the active vectors (BOS rule, other model)
     token = Signal(object)  # engine TokenEvent (generate, chat)
     coefficient_applied = Signal(object)  # LiveChange (generate), once the worker applied it
     partial = Signal(object)  # SweepResult with the layers finished so far (sweep)
     # load: ModelInfo; unload: None; norms: ResidualNorms; capture: CaptureOutcome;
-    # generate, chat: engine GenerationResult; sweep: SweepResult
+    # generate, chat: engine GenerationResult; sweep: SweepResult; suggest: engine Suggestion
     done = Signal(object)
     failed = Signal(str)
     aborted = Signal()  # stopped by the user or by shutdown

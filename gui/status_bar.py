@@ -16,6 +16,7 @@ BUSY_TEXT = {  # by Job.kind; another kind reads "<kind>…"
     "capture": "capturing…",
     "generate": "generating…",
     "sweep": "sweeping…",
+    "suggest": "suggesting settings…",
 }
 
 

@@ -38,6 +38,7 @@ from gui.jobs import (
     LiveChange,
     LoadRequest,
     NormsRequest,
+    SuggestRequest,
     SweepRequest,
     UnloadRequest,
 )
@@ -66,6 +67,7 @@ class ModelWorker(JobRunner):
             GenerateRequest: self._generate,
             ChatRequest: self._chat,
             SweepRequest: self._sweep,
+            SuggestRequest: self._suggest,
         }
 
     # ---- shared by the handlers -----------------------------------------------------------------------------------------
@@ -306,3 +308,28 @@ class ModelWorker(JobRunner):
         job.done.emit(result)
         if job.cancel.is_set():
             raise CancelledError("stopped")
+
+    def _suggest(self, job: Job, request: SuggestRequest) -> None:
+        """Suggest settings; a stopped search reports nothing (a partial search's answer is not the answer)."""
+        from engine.experiments.suggest import suggest
+
+        loaded = self._need_model()
+        state: dict[str, Any] = {"done": 0, "total": 1, "line": ""}
+
+        def progress(done: int, total: int) -> None:
+            state.update(done=done, total=total)
+            job.progress.emit((done, total, state["line"]))
+
+        def log(line: str) -> None:
+            state["line"] = line
+            job.progress.emit((state["done"], state["total"], line))
+
+        try:
+            found = suggest(loaded, request.spec, log=log, progress=progress, cancel=job.cancel)
+        except ActAddError:
+            if job.cancel.is_set():  # "cancelled before any setting was measured"
+                raise CancelledError("stopped") from None
+            raise
+        if job.cancel.is_set():
+            raise CancelledError("stopped")
+        job.done.emit(found)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 
 import pytest
 
 from engine import capture_actadd
 from engine.cli import main as cli_main
+from engine.errors import InvalidInputError
 from engine.experiments import coherence, defaults, plots, stats
 from engine.experiments.suggest import (
     SuggestSpec,
@@ -204,6 +206,32 @@ def test_suggest_stops_after_the_coarse_sweep_when_a_cell_hits_every_sample():
     spec.layers, spec.max_rounds = [1], 1  # layer 1 alone hits some samples, not all: it must refine
     slower = suggest(demo, spec)
     assert not slower.stopped_early and "refine 1" in {t.stage for t in slower.tried}
+
+
+def test_suggest_reports_progress_up_to_its_budget_and_stops_on_cancel(gpt2):
+    vector = capture_actadd(gpt2, " weddings", " ", 1)
+    spec = SuggestSpec(
+        vector, targets=["wedding"], prompts=["I went"], samples_per_prompt=1,
+        sampling=SamplingConfig.paper(max_new_tokens=2), layers=[1],
+    )  # fmt: skip
+    calls: list[tuple[int, int]] = []
+    found = suggest(gpt2, spec, progress=lambda done, total: calls.append((done, total)))
+    # The most it can take: 1 unsteered + 3 coarse cells + 2 rounds of 2 refined ones, 1 row x 2 tokens each.
+    assert {total for _, total in calls} == {(1 + 3 + 2 * 2) * 2}
+    dones = [done for done, _ in calls]
+    assert dones == sorted(dones) and dones[-1] == 16 and found.forward_passes > 0
+    assert sum(1 for d in dones if 0 < d < 16) >= 4  # it moves during the search, not only at its end
+
+    cancel, calls = threading.Event(), []
+
+    def stop_at_the_first_token(done: int, total: int) -> None:
+        calls.append((done, total))
+        if done > 0:
+            cancel.set()
+
+    with pytest.raises(InvalidInputError, match="cancelled before any setting was measured"):
+        suggest(gpt2, spec, progress=stop_at_the_first_token, cancel=cancel)
+    assert max(done for done, _ in calls) < 16  # a stopped search never reports itself complete
 
 
 # ---- sweep --suggest -------------------------------------------------------------------------------------------

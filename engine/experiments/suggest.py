@@ -27,6 +27,7 @@ from engine.experiments import coherence
 from engine.experiments.sweep import (
     DEFAULT_PROMPTS,
     SAMPLED_METRICS,
+    ProgressCallback,
     SweepCell,
     SweepSpec,
     generation_cells,
@@ -131,6 +132,11 @@ class Suggestion:
     grid_forward_passes: int  # the cost of the full grid: every layer × the coarse and refined ratios
     stopped_early: bool
 
+    @property
+    def clear_effect(self) -> bool:
+        """The chosen cell's interval lies above the unsteered one's: an effect, not sampling noise."""
+        return bool(self.ci_low > self.baseline_ci[1])
+
     def to_dict(self) -> dict:
         return {
             "layer": self.layer,
@@ -145,8 +151,7 @@ class Suggestion:
             "grid_forward_passes": self.grid_forward_passes,
             "baseline": self.baseline,
             "baseline_ci": list(self.baseline_ci),
-            # the chosen cell's interval lies above the unsteered one's: an effect, not sampling noise
-            "clear_effect": bool(self.ci_low > self.baseline_ci[1]),
+            "clear_effect": self.clear_effect,
             "stopped_early": self.stopped_early,
             "tried": [
                 {
@@ -175,9 +180,14 @@ def suggest(
     spec: SuggestSpec,
     *,
     log: Log | None = None,
+    progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> Suggestion:
-    """Find the strongest coherent steering setting of `spec.vector` (see the module docstring)."""
+    """Find the strongest coherent steering setting of `spec.vector` (see the module docstring).
+
+    `progress(done, total)` counts generated tokens of all rows against the most the search can take (the
+    coarse cells and every refinement round); a search that stops early jumps to `total` at its end.
+    """
     n_layers = len(loaded.blocks)
     spec.validate(n_layers)
     log = log or (lambda _: None)
@@ -188,6 +198,9 @@ def suggest(
     per_cell_passes = rows_per_cell * (spec.sampling.max_new_tokens + 1)  # decoding + scoring passes
     layers = spec.layers or sorted({min(n_layers - 1, round(f * n_layers)) for f in COARSE_FRACTIONS})
     ratios = spec.ratios or COARSE_RATIOS["front" if mode == "front" else "direction"]
+    cell_steps = rows_per_cell * spec.sampling.max_new_tokens  # one cell's share of `progress`
+    most_cells = len(layers) * len(ratios) + 1 + min(spec.top_layers, len(layers)) * 2 * spec.max_rounds
+    steps_done = 0
     passes = 1  # the typical-norm pass (measured once per model, then cached)
     typical = residual_norm_profile(loaded)
     vectors: dict[int, SteeringVector] = {}
@@ -212,7 +225,7 @@ def suggest(
     baseline_ci = (math.nan, math.nan)
 
     def run(cells: list[tuple[int, float]], stage: str) -> None:
-        nonlocal passes, baseline_fluency, baseline_score, baseline_ci
+        nonlocal passes, baseline_fluency, baseline_score, baseline_ci, steps_done
         keys = [(layer, _round(units[layer] * ratio)) for layer, ratio in cells]
         steers = {
             key: [Steer(vectors[key[0]], key[1], mode=mode, at_layer=at_layers[key[0]])] for key in keys
@@ -221,10 +234,23 @@ def suggest(
         if first:  # the unsteered cell: the baseline score and the coherence guard's scale
             zero = (cells[0][0], 0.0)
             keys, steers = [zero, *keys], {zero: [], **steers}
+        before = steps_done
+
+        def stage_progress(done: int, _total: int) -> None:
+            if progress is not None:
+                progress(before + done, most_cells * cell_steps)
+
         done, baseline = generation_cells(
-            loaded, sweep, keys, steers, baseline_fluency=baseline_fluency, cancel=cancel
+            loaded,
+            sweep,
+            keys,
+            steers,
+            baseline_fluency=baseline_fluency,
+            progress=stage_progress,
+            cancel=cancel,
         )
         passes += per_cell_passes * len(done)
+        steps_done += cell_steps * len(keys)
         if first and done:
             baseline_fluency, baseline_score = baseline, done[0].value
             baseline_ci = (done[0].ci_low, done[0].ci_high)
@@ -265,6 +291,8 @@ def suggest(
         if not tried:
             raise InvalidInputError("the search was cancelled before any setting was measured")
         chosen = min(tried, key=lambda t: (t.ratio, -t.cell.value))
+    if progress is not None and not cancel.is_set():
+        progress(most_cells * cell_steps, most_cells * cell_steps)
     grid_ratios = {t.ratio for t in tried}
     grid_passes = n_layers * (2 + len(grid_ratios) * per_cell_passes) + per_cell_passes + 1
     cell = chosen.cell

@@ -1,9 +1,14 @@
-"""Widget-building helpers the panels share: a margin-free column, the panel's two-part splitter, and a
-configured QDoubleSpinBox."""
+"""Widget-building helpers the panels share: a margin-free column, the panel's two-part splitter, a
+configured QDoubleSpinBox or QSpinBox, and a combo box of the library's vectors that can steer the model."""
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QDoubleSpinBox, QSplitter, QVBoxLayout, QWidget
+from typing import TYPE_CHECKING
+
+from PySide6.QtWidgets import QDoubleSpinBox, QSpinBox, QSplitter, QVBoxLayout, QWidget
+
+if TYPE_CHECKING:
+    pass
 
 
 def bare_column() -> tuple[QWidget, QVBoxLayout]:
@@ -51,4 +56,14 @@ def double_spin(
     return spin
 
 
-__all__ = ["bare_column", "double_spin", "fill_with_splitter"]
+def int_spin(low: int, high: int, tip: str, *, value: int | None = None) -> QSpinBox:
+    """A QSpinBox over [low, high] with a tooltip; `value` only when given."""
+    spin = QSpinBox()
+    spin.setRange(low, high)
+    if value is not None:
+        spin.setValue(value)
+    spin.setToolTip(tip)
+    return spin
+
+
+__all__ = ["bare_column", "double_spin", "fill_with_splitter", "int_spin"]

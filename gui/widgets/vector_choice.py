@@ -1,6 +1,6 @@
 """Choosing a library vector for the loaded model: the one way a combo box lists the vectors that fit.
 
-Generate's "Add" box uses it, and the Sweep tab's vector box can (it lists the same vectors the same way).
+Generate's "Add" box and the Sweep tab's vector box use it.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ import torch
 
 from engine.experiments.sweep import SweepCell, SweepResult, SweepSpec
 from engine.vector import SteeringVector
-from gui.panels.sweep import linspace, suggest_region
+from gui.widgets.sweep_cells import suggest_region
+from gui.widgets.sweep_form import linspace
 
 pytestmark = pytest.mark.gui
 

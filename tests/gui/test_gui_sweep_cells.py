@@ -13,8 +13,7 @@ from engine.experiments import stats
 from engine.experiments.sweep import SweepCell, SweepResult, SweepSpec
 from engine.vector import SteeringVector
 from gui.context import SteeringChoice
-from gui.panels.sweep import suggest_region
-from gui.widgets.sweep_cells import cell_interval, judge
+from gui.widgets.sweep_cells import cell_interval, judge, suggest_region
 
 pytestmark = pytest.mark.gui
 
