@@ -9,6 +9,7 @@ can be undone. Vectors that don't fit the loaded model are greyed, with the reas
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import QUrl, Signal, Slot
@@ -287,21 +288,19 @@ class LibraryPanel(QWidget):
         if entry is not None and name and name != entry.key:
             self.rename(entry.key, name)
 
+    def _ask_new_vector(self, title: str, label: str, suffix: str, make: Callable[[str, str], None]) -> None:
+        """Ask for the name of a vector made from the selected one (`make(key, name)`)."""
+        entry = self._one()
+        if entry is not None and (name := ask_name(self, title, label, entry.name + suffix)):
+            make(entry.key, name)
+
     @Slot()
     def _ask_duplicate(self) -> None:
-        entry = self._one()
-        if entry is not None and (
-            name := ask_name(self, "Duplicate", "Name of the copy:", entry.name + "-copy")
-        ):
-            self.duplicate(entry.key, name)
+        self._ask_new_vector("Duplicate", "Name of the copy:", "-copy", self.duplicate)
 
     @Slot()
     def _ask_direction(self) -> None:
-        entry = self._one()
-        if entry is not None and (
-            name := ask_name(self, "To direction", "Name of the direction:", entry.name + "-dir")
-        ):
-            self.to_direction(entry.key, name)
+        self._ask_new_vector("To direction", "Name of the direction:", "-dir", self.to_direction)
 
     @Slot()
     def _ask_combine(self) -> None:

@@ -14,12 +14,10 @@ from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
     QComboBox,
-    QHBoxLayout,
     QHeaderView,
     QLabel,
     QLineEdit,
     QTableView,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -27,6 +25,7 @@ from engine.library import Listing, VectorEntry
 from engine.vector import METHODS
 from gui.item_models import ENTRY_ROLE, Fit, VectorFilterProxy, VectorTableModel
 from gui.widgets.buttons import push_button
+from gui.widgets.filtered_table import lay_out_filtered_table
 
 SHOWN_BAD_FILES = 3  # the unreadable files named under the table; the rest are counted
 
@@ -76,18 +75,12 @@ class LibraryTable(QWidget):
         self.bad_label.setWordWrap(True)
         self.bad_label.setStyleSheet("color: #a33;")
 
-        filters = QHBoxLayout()
-        filters.addWidget(self.search, 1)
-        filters.addWidget(self.method)
-        filters.addWidget(self.tag)
-        filters.addWidget(self.fits_only)
-        filters.addWidget(self.refresh_button)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addLayout(filters)
-        layout.addWidget(self.table, 1)
-        layout.addWidget(self.bad_label)
-        layout.addWidget(self.root_label)
+        lay_out_filtered_table(
+            self,
+            (self.search, self.method, self.tag, self.fits_only, self.refresh_button),
+            self.table,
+            (self.bad_label, self.root_label),
+        )
 
     def show_listing(self, listing: Listing, fits: dict[str, Fit]) -> None:
         """Show `listing` (the selection is cleared); the tag filter offers its tags and keeps its choice."""
