@@ -154,7 +154,7 @@ class LibraryPanel(QWidget):
 
     @Slot()
     def _on_library_changed(self) -> None:
-        selected = self._pending_select or (self.selected_keys() or [None])[0]
+        selected = self._pending_select or next(iter(self.selected_keys()), None)
         self._pending_select = None
         self.browser.show_listing(self._ctx.listing, self._ctx.fits)
         if selected:
