@@ -1,45 +1,42 @@
-"""The Library tab: a sortable, filterable table of vectors, a detail view, and the library chores.
+"""The Library tab: the vector table (gui/widgets/library_table.py) beside the selected vector's details
+(gui/widgets/vector_details.py), the action buttons and the undo bar.
 
-Every file operation goes through `engine.library.Library` / `engine.interop` on the thread pool
-(`AppContext.run_library_task`); the table refreshes when it is done. Deleting moves to the library's trash
-and can be undone. Vectors that don't fit the loaded model are greyed, with the reason as tooltip.
-
-Over 400 lines because it wires about twenty library actions, each a thread-pool task with its callbacks;
-the widgets themselves are in gui/widgets (vector_details.py, library_dialogs.py).
+The chores themselves (rename, delete, import, ...) are `LibraryChores` (library_chores.py), tasks on the
+thread pool after which the table refreshes; this panel asks for a name or a file first (its dialogs are
+thin wrappers) and keeps the selection and the buttons in step. Deleting moves to the library's trash and
+can be undone. Vectors that don't fit the loaded model are greyed, with the reason as tooltip.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QItemSelectionModel, Qt, QUrl, Signal, Slot
+from PySide6.QtCore import QUrl, Signal, Slot
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
-    QAbstractItemView,
-    QCheckBox,
-    QComboBox,
     QDialog,
-    QFileDialog,
-    QFrame,
     QGridLayout,
     QHBoxLayout,
-    QHeaderView,
-    QInputDialog,
-    QLabel,
-    QLineEdit,
     QMenu,
-    QPushButton,
-    QSplitter,
-    QTableView,
-    QVBoxLayout,
     QWidget,
 )
 
 from engine.library import VectorEntry
-from engine.vector import METHODS
 from gui.context import AppContext
-from gui.item_models import ENTRY_ROLE, INCOMPATIBLE, VectorFilterProxy, VectorTableModel
-from gui.widgets.library_dialogs import CombineDialog, TrashDialog
+from gui.item_models import INCOMPATIBLE
+from gui.panels.common import bare_column, fill_with_splitter
+from gui.panels.library_chores import LibraryChores
+from gui.widgets.buttons import push_button
+from gui.widgets.library_dialogs import (
+    CombineDialog,
+    TrashDialog,
+    ask_export_path,
+    ask_import_path,
+    ask_name,
+)
+from gui.widgets.library_table import LibraryTable
+from gui.widgets.undo_bar import UndoBar
 from gui.widgets.vector_details import VectorDetails
 
 
@@ -49,71 +46,20 @@ class LibraryPanel(QWidget):
     def __init__(self, context: AppContext, parent=None):
         super().__init__(parent)
         self._ctx = context
-        self._last_trash_id: str | None = None
-        self._last_deleted = ""
         self._pending_select: str | None = None
+        self.chores = LibraryChores(context, self)
+        self.chores.select_after_refresh.connect(self._select_after_refresh)
 
         # ---- filters and the table ------------------------------------------------------------------------
-        self.search = QLineEdit()
-        self.search.setPlaceholderText("Filter by name, tag, notes, prompts…")
-        self.search.setClearButtonEnabled(True)
-        self.search.setToolTip(
-            "Every word must appear somewhere in the vector's name, tags, notes or prompts"
-        )
-        self._method = QComboBox()
-        self._method.addItem("all methods", "")
-        for method in METHODS:
-            self._method.addItem(method, method)
-        self._method.setToolTip("Show only vectors made this way")
-        self._tag = QComboBox()
-        self._tag.addItem("all tags", "")
-        self._tag.setToolTip("Show only vectors with this tag")
-        self._fits_only = QCheckBox("fits the model")
-        self._fits_only.setToolTip("Hide vectors that can't be used on the loaded model")
-        refresh = QPushButton("Refresh")
-        refresh.setToolTip("Re-read the library folder")
-        refresh.clicked.connect(self._ctx.refresh_library)
-
-        self.model = VectorTableModel(self)
-        self.proxy = VectorFilterProxy(self)
-        self.proxy.setSourceModel(self.model)
-        self.table = QTableView()
-        self.table.setModel(self.proxy)
-        self.table.setSortingEnabled(True)
-        self.table.sortByColumn(5, Qt.SortOrder.DescendingOrder)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
-        self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        self.table.horizontalHeader().setStretchLastSection(True)
-        self.table.setAlternatingRowColors(True)
-        self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.browser = LibraryTable()
+        self.search, self.table = self.browser.search, self.browser.table
+        self.model, self.proxy = self.browser.model, self.browser.proxy
+        self._method, self._tag = self.browser.method, self.browser.tag
+        self._fits_only = self.browser.fits_only
+        self.browser.refresh_button.clicked.connect(self._ctx.refresh_library)
         self.table.customContextMenuRequested.connect(self._context_menu)
         self.table.doubleClicked.connect(lambda _: self.use_selected())
         self.table.selectionModel().selectionChanged.connect(self._on_selection)
-        self.search.textChanged.connect(self.proxy.set_text)
-        self._method.currentIndexChanged.connect(lambda _: self.proxy.set_method(self._method.currentData()))
-        self._tag.currentIndexChanged.connect(lambda _: self.proxy.set_tag(self._tag.currentData() or ""))
-        self._fits_only.toggled.connect(self.proxy.set_compatible_only)
-        self._root_label = QLabel("")
-        self._root_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self._bad_label = QLabel("")
-        self._bad_label.setWordWrap(True)
-        self._bad_label.setStyleSheet("color: #a33;")
-
-        filters = QHBoxLayout()
-        filters.addWidget(self.search, 1)
-        filters.addWidget(self._method)
-        filters.addWidget(self._tag)
-        filters.addWidget(self._fits_only)
-        filters.addWidget(refresh)
-        left = QWidget()
-        left_layout = QVBoxLayout(left)
-        left_layout.setContentsMargins(0, 0, 0, 0)
-        left_layout.addLayout(filters)
-        left_layout.addWidget(self.table, 1)
-        left_layout.addWidget(self._bad_label)
-        left_layout.addWidget(self._root_label)
 
         # ---- details ------------------------------------------------------------------------------------------
         self.details = VectorDetails()
@@ -122,129 +68,95 @@ class LibraryPanel(QWidget):
         self._save_meta = self.details.save_button
         self._save_meta.clicked.connect(self.save_tags_and_notes)
 
-        self._use = QPushButton("Use in Generate")
-        self._use.setToolTip("Add the selected vectors to the Generate tab's steered pane")
-        self._use.clicked.connect(self.use_selected)
-        self._rename = QPushButton("Rename…")
-        self._rename.setToolTip("Rename (or move with collection/name)")
-        self._rename.clicked.connect(self._ask_rename)
-        self._duplicate = QPushButton("Duplicate…")
-        self._duplicate.setToolTip("Copy under a new name")
-        self._duplicate.clicked.connect(self._ask_duplicate)
-        self._direction = QPushButton("To direction…")
-        self._direction.setToolTip("Save the mean over positions of an ActAdd vector as a [hidden] direction")
-        self._direction.clicked.connect(self._ask_direction)
-        self._combine = QPushButton("Combine…")
-        self._combine.setToolTip("Save a weighted sum of the selected vectors (same shape and model)")
-        self._combine.clicked.connect(self._ask_combine)
-        self._delete = QPushButton("Delete")
-        self._delete.setToolTip("Move the selected vectors to the library's trash (undo is possible)")
-        self._delete.clicked.connect(self.delete_selected)
-        self._trash = QPushButton("Trash…")
-        self._trash.setToolTip("Restore any deleted vector")
-        self._trash.clicked.connect(self._show_trash)
+        self._use = push_button(
+            "Use in Generate",
+            "Add the selected vectors to the Generate tab's steered pane",
+            self.use_selected,
+        )
+        self._rename = push_button("Rename…", "Rename (or move with collection/name)", self._ask_rename)
+        self._duplicate = push_button("Duplicate…", "Copy under a new name", self._ask_duplicate)
+        self._direction = push_button(
+            "To direction…",
+            "Save the mean over positions of an ActAdd vector as a [hidden] direction",
+            self._ask_direction,
+        )
+        self._combine = push_button(
+            "Combine…",
+            "Save a weighted sum of the selected vectors (same shape and model)",
+            self._ask_combine,
+        )
+        self._delete = push_button(
+            "Delete",
+            "Move the selected vectors to the library's trash (undo is possible)",
+            self.delete_selected,
+        )
+        self._trash = push_button("Trash…", "Restore any deleted vector", self._show_trash)
         actions = QGridLayout()
-        for i, button in enumerate(
-            (
-                self._use,
-                self._rename,
-                self._duplicate,
-                self._direction,
-                self._combine,
-                self._delete,
-                self._trash,
-            )
-        ):
+        row = (
+            self._use,
+            self._rename,
+            self._duplicate,
+            self._direction,
+            self._combine,
+            self._delete,
+            self._trash,
+        )
+        for i, button in enumerate(row):
             actions.addWidget(button, i // 4, i % 4)
 
-        # The undo bar sits in space reserved for it (kept when hidden), so showing it moves nothing.
-        self.undo_bar = QFrame()
-        self.undo_bar.setFrameShape(QFrame.Shape.StyledPanel)
-        self.undo_bar.setStyleSheet("QFrame { background: #fff6d5; }")
-        self._undo_label = QLabel("")
-        self._undo_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.undo_button = QPushButton("Undo")
-        self.undo_button.setToolTip("Restore the last deleted vector from the trash")
+        self.undo_bar = UndoBar()
+        self._undo_label, self.undo_button = self.undo_bar.label, self.undo_bar.button
         self.undo_button.clicked.connect(self.undo_delete)
-        self.undo_button.setEnabled(False)
-        undo_layout = QHBoxLayout(self.undo_bar)
-        undo_layout.setContentsMargins(6, 2, 6, 2)
-        undo_layout.addWidget(self._undo_label, 1)
-        undo_layout.addWidget(self.undo_button)
-        policy = self.undo_bar.sizePolicy()
-        policy.setRetainSizeWhenHidden(True)
-        self.undo_bar.setSizePolicy(policy)
-        self.undo_bar.setVisible(False)
+        self.chores.deleted.connect(self.undo_bar.show_deleted)
 
-        self._import_button = QPushButton("Import…")
-        self._import_button.setToolTip(
-            "Import a .zip bundle, a llama.cpp .gguf, repeng .npy/.npz or a .safetensors vector"
+        self._import_button = push_button(
+            "Import…",
+            "Import a .zip bundle, a llama.cpp .gguf, repeng .npy/.npz or a .safetensors vector",
+            self._ask_import,
         )
-        self._import_button.clicked.connect(self._ask_import)
-        self._export_bundle = QPushButton("Export bundle…")
-        self._export_bundle.setToolTip("Save the selected vectors as a .zip bundle to share")
-        self._export_bundle.clicked.connect(lambda: self._ask_export("zip"))
-        self._export_gguf = QPushButton("Export GGUF…")
-        self._export_gguf.setToolTip(
-            "Save the selected vector as a llama.cpp control vector (ActAdd: mean over positions)"
+        self._export_bundle = push_button(
+            "Export bundle…",
+            "Save the selected vectors as a .zip bundle to share",
+            lambda: self._ask_export("zip"),
         )
-        self._export_gguf.clicked.connect(lambda: self._ask_export("gguf"))
-        self._open_folder = QPushButton("Open folder")
-        self._open_folder.setToolTip("Show the library folder in the file manager")
-        self._open_folder.clicked.connect(
-            lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(self._ctx.library.root)))
+        self._export_gguf = push_button(
+            "Export GGUF…",
+            "Save the selected vector as a llama.cpp control vector (ActAdd: mean over positions)",
+            lambda: self._ask_export("gguf"),
+        )
+        self._open_folder = push_button(
+            "Open folder",
+            "Show the library folder in the file manager",
+            lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(self._ctx.library.root))),
         )
         transfer = QHBoxLayout()
         for button in (self._import_button, self._export_bundle, self._export_gguf, self._open_folder):
             transfer.addWidget(button)
 
-        right = QWidget()
-        right_layout = QVBoxLayout(right)
-        right_layout.setContentsMargins(0, 0, 0, 0)
+        right, right_layout = bare_column()
         right_layout.addWidget(self.details)
         right_layout.addStretch(1)
         right_layout.addLayout(actions)
         right_layout.addLayout(transfer)
         right_layout.addWidget(self.undo_bar)
-
-        splitter = QSplitter()
-        splitter.addWidget(left)
-        splitter.addWidget(right)
-        splitter.setStretchFactor(0, 3)
-        splitter.setStretchFactor(1, 2)
-        layout = QVBoxLayout(self)
-        layout.addWidget(splitter)
+        fill_with_splitter(self, self.browser, right, stretch=(3, 2))
 
         context.library_changed.connect(self._on_library_changed)
         context.residual_norms_changed.connect(lambda _: self._on_selection())
-        context.library_root_changed.connect(lambda root: self._root_label.setText(f"Library: {root}"))
-        self._root_label.setText(f"Library: {context.library.root}")
+        context.library_root_changed.connect(self.browser.show_root)
+        self.browser.show_root(context.library.root)
         self._update_buttons()
 
     # ---- listing ------------------------------------------------------------------------------------------
+    @Slot(str)
+    def _select_after_refresh(self, key: str) -> None:
+        self._pending_select = key
+
     @Slot()
     def _on_library_changed(self) -> None:
-        selected = self._pending_select or (self.selected_keys() or [None])[0]
+        selected = self._pending_select or next(iter(self.selected_keys()), None)
         self._pending_select = None
-        listing = self._ctx.listing
-        self.model.set_entries(listing.entries, self._ctx.fits)
-        tags = sorted({t for e in listing.entries for t in e.tags}, key=str.casefold)
-        current_tag = self._tag.currentData()
-        self._tag.blockSignals(True)
-        self._tag.clear()
-        self._tag.addItem("all tags", "")
-        for tag in tags:
-            self._tag.addItem(tag, tag)
-        index = self._tag.findData(current_tag) if current_tag else 0
-        self._tag.setCurrentIndex(max(0, index))
-        self._tag.blockSignals(False)
-        if listing.bad_files:
-            shown = "; ".join(f"{Path(b.path).name}: {b.reason}" for b in listing.bad_files[:3])
-            more = f" (+{len(listing.bad_files) - 3} more)" if len(listing.bad_files) > 3 else ""
-            self._bad_label.setText(f"Skipped {len(listing.bad_files)} unreadable file(s): {shown}{more}")
-        else:
-            self._bad_label.setText("")
-        self.table.resizeColumnsToContents()
+        self.browser.show_listing(self._ctx.listing, self._ctx.fits)
         if selected:
             self.select(selected)
         else:
@@ -252,29 +164,19 @@ class LibraryPanel(QWidget):
         self.refreshed.emit()
 
     def select(self, key: str) -> bool:
-        row = self.model.row_of(key)
-        if row < 0:
+        if self.model.row_of(key) < 0:
             self._show_details(None)
             return False
-        index = self.proxy.mapFromSource(self.model.index(row, 0))
-        if not index.isValid():
-            return False
-        self.table.selectionModel().select(
-            index,
-            QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows,
-        )
-        self.table.scrollTo(index)
-        return True
+        return self.browser.select(key)
 
-    def selected_entries(self) -> list:
-        rows = {i.row() for i in self.table.selectionModel().selectedRows()}
-        return [self.proxy.index(r, 0).data(ENTRY_ROLE) for r in sorted(rows)]
+    def selected_entries(self) -> list[VectorEntry]:
+        return self.browser.selected_entries()
 
     def selected_keys(self) -> list[str]:
-        return [e.key for e in self.selected_entries()]
+        return self.browser.selected_keys()
 
     def visible_keys(self) -> list[str]:
-        return [self.proxy.index(r, 0).data(ENTRY_ROLE).key for r in range(self.proxy.rowCount())]
+        return self.browser.visible_keys()
 
     @Slot()
     def _on_selection(self) -> None:
@@ -318,8 +220,8 @@ class LibraryPanel(QWidget):
         # Norms need the tensors: read them off the GUI thread.
         self._ctx.tasks.submit(work, show_norms, lambda message: None)
 
-    # ---- actions --------------------------------------------------------------------------------------------
-    def _one(self):
+    # ---- actions (the chores, on what is selected) ----------------------------------------------------------
+    def _one(self) -> VectorEntry | None:
         entries = self.selected_entries()
         return entries[0] if len(entries) == 1 else None
 
@@ -338,169 +240,67 @@ class LibraryPanel(QWidget):
         entry = self._one()
         if entry is None:
             return
-        library, key = self._ctx.library, entry.key
         tags = [t.strip() for t in self.tags.text().split(",") if t.strip()]
-        notes = self.notes.toPlainText()
-
-        def work() -> None:
-            library.set_tags(key, tags)
-            library.set_notes(key, notes)
-
-        self._pending_select = key
-        self._ctx.run_library_task(work, lambda _: self._ctx.show_status(f"Saved tags and notes of {key}"))
-
-    def rename(self, key: str, new_name: str) -> None:
-        library = self._ctx.library
-        collection = key.rpartition("/")[0]
-        self._pending_select = new_name if "/" in new_name or not collection else f"{collection}/{new_name}"
-
-        def done(path: Path) -> None:
-            new_key = self._key_of(Path(path))
-            self._ctx.show_status(f"Renamed {key} to {new_key}")
-            self._ctx.vector_moved.emit(key, new_key, str(path))
-
-        self._ctx.run_library_task(lambda: library.rename(key, new_name), done)
-
-    def _key_of(self, path: Path) -> str:
-        """The library key of a vector file (`collection/name`, or `name` at the top level)."""
-        root = self._ctx.library.root.resolve()
-        folder = path.parent.resolve()
-        return path.stem if folder == root else f"{folder.name}/{path.stem}"
-
-    def duplicate(self, key: str, new_name: str) -> None:
-        library = self._ctx.library
-        self._ctx.run_library_task(
-            lambda: library.duplicate(key, new_name),
-            lambda _: self._ctx.show_status(f"Copied {key} to {new_name}"),
-        )
-
-    def to_direction(self, key: str, new_name: str) -> None:
-        library = self._ctx.library
-        self._ctx.run_library_task(
-            lambda: library.to_direction(key, new_name), lambda _: self._ctx.show_status(f"Saved {new_name}")
-        )
-
-    def combine(self, terms: list[tuple[float, str]], new_name: str) -> None:
-        library = self._ctx.library
-        self._pending_select = new_name
-        self._ctx.run_library_task(
-            lambda: library.combine(terms, new_name),
-            lambda _: self._ctx.show_status(f"Saved the combination {new_name}"),
-            title="Combine",
-        )
+        self.chores.save_tags_and_notes(entry.key, tags, self.notes.toPlainText())
 
     @Slot()
     def delete_selected(self) -> None:
         keys = self.selected_keys()
-        if not keys:
-            return
-        library = self._ctx.library
-
-        def work() -> list[str]:
-            return [library.delete(key) for key in keys]
-
-        def done(trash_ids: list[str]) -> None:
-            self._last_trash_id = trash_ids[-1] if trash_ids else None
-            self._last_deleted = keys[-1]
-            self.undo_button.setEnabled(self._last_trash_id is not None)
-            self._undo_label.setText(f"Deleted {keys[-1]}")
-            self._undo_label.setToolTip(f"Moved {', '.join(keys)} to the library's trash")
-            self.undo_bar.setVisible(self._last_trash_id is not None)
-            self._ctx.show_status(f"Moved {', '.join(keys)} to the trash (Undo restores)")
-            for key, trash_id in zip(keys, trash_ids, strict=True):
-                self._ctx.vector_deleted.emit(key, trash_id)
-
-        self._ctx.run_library_task(work, done, title="Delete")
+        if keys:
+            self.chores.delete(keys)
 
     @Slot()
     def undo_delete(self) -> None:
-        if self._last_trash_id is None:
+        last = self.undo_bar.take()
+        if last is None:
             return
-        self.restore(self._last_trash_id)
-        self._pending_select = self._last_deleted
-        self._last_trash_id = None
-        self.undo_button.setEnabled(False)
-        self.undo_bar.setVisible(False)
+        trash_id, key = last
+        self.chores.restore(trash_id)
+        self._pending_select = key
+
+    # The chores by name, as the dialogs (and scripts) ask for them.
+    def rename(self, key: str, new_name: str) -> None:
+        self.chores.rename(key, new_name)
+
+    def duplicate(self, key: str, new_name: str) -> None:
+        self.chores.duplicate(key, new_name)
+
+    def to_direction(self, key: str, new_name: str) -> None:
+        self.chores.to_direction(key, new_name)
+
+    def combine(self, terms: list[tuple[float, str]], new_name: str) -> None:
+        self.chores.combine(terms, new_name)
 
     def restore(self, trash_id: str) -> None:
-        library = self._ctx.library
-
-        def done(path: Path) -> None:
-            self._ctx.show_status(f"Restored {self._key_of(Path(path))}")
-            self._ctx.vector_restored.emit(trash_id, str(path))
-
-        self._ctx.run_library_task(lambda: library.restore(trash_id), done, title="Restore")
+        self.chores.restore(trash_id)
 
     def import_file(self, path: str | Path) -> None:
-        from engine.interop import import_file
-
-        library = self._ctx.library
-        model = self._ctx.model.fingerprint if self._ctx.model is not None else None
-
-        def done(result) -> None:
-            keys = ", ".join(k for k, _ in result.saved)
-            self._ctx.show_status(
-                f"Imported {keys}" + (f" ({'; '.join(result.warnings)})" if result.warnings else "")
-            )
-            if result.saved:
-                self._pending_select = result.saved[0][0]
-
-        self._ctx.run_library_task(
-            lambda: import_file(library, Path(path), model=model), done, title="Import"
-        )
+        self.chores.import_file(path)
 
     def export(self, keys: list[str], path: str | Path) -> None:
-        from engine.interop import export
-
-        library = self._ctx.library
-        path = Path(path)
-        direction = None
-        if path.suffix.lower() == ".gguf":
-            entry = self._ctx.entry(keys[0])
-            direction = "mean" if entry is not None and entry.is_positional else None
-
-        def done(result) -> None:
-            note = f" ({'; '.join(result.warnings)})" if result.warnings else ""
-            self._ctx.show_status(f"Exported {len(result.keys)} vector(s) to {result.path}{note}")
-
-        self._ctx.run_library_task(
-            lambda: export(library, keys, path, overwrite=True, direction=direction),
-            done,
-            title="Export",
-            refresh=False,
-        )
+        self.chores.export(keys, path)
 
     # ---- dialogs (thin wrappers over the methods above) -------------------------------------------------
     @Slot()
     def _ask_rename(self) -> None:
         entry = self._one()
-        if entry is None:
-            return
-        name, ok = QInputDialog.getText(
-            self, "Rename", "New name (collection/name moves it):", text=entry.key
-        )
-        if ok and name.strip() and name.strip() != entry.key:
-            self.rename(entry.key, name.strip())
+        name = entry and ask_name(self, "Rename", "New name (collection/name moves it):", entry.key)
+        if entry is not None and name and name != entry.key:
+            self.rename(entry.key, name)
+
+    def _ask_new_vector(self, title: str, label: str, suffix: str, make: Callable[[str, str], None]) -> None:
+        """Ask for the name of a vector made from the selected one (`make(key, name)`)."""
+        entry = self._one()
+        if entry is not None and (name := ask_name(self, title, label, entry.name + suffix)):
+            make(entry.key, name)
 
     @Slot()
     def _ask_duplicate(self) -> None:
-        entry = self._one()
-        if entry is None:
-            return
-        name, ok = QInputDialog.getText(self, "Duplicate", "Name of the copy:", text=entry.name + "-copy")
-        if ok and name.strip():
-            self.duplicate(entry.key, name.strip())
+        self._ask_new_vector("Duplicate", "Name of the copy:", "-copy", self.duplicate)
 
     @Slot()
     def _ask_direction(self) -> None:
-        entry = self._one()
-        if entry is None:
-            return
-        name, ok = QInputDialog.getText(
-            self, "To direction", "Name of the direction:", text=entry.name + "-dir"
-        )
-        if ok and name.strip():
-            self.to_direction(entry.key, name.strip())
+        self._ask_new_vector("To direction", "Name of the direction:", "-dir", self.to_direction)
 
     @Slot()
     def _ask_combine(self) -> None:
@@ -524,23 +324,12 @@ class LibraryPanel(QWidget):
 
     @Slot()
     def _ask_import(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self,
-            "Import vectors",
-            str(Path.home()),
-            "Vector files (*.zip *.gguf *.npy *.npz *.safetensors);;All files (*)",
-        )
-        if path:
+        if path := ask_import_path(self):
             self.import_file(path)
 
     def _ask_export(self, kind: str) -> None:
         keys = self.selected_keys()
-        if not keys:
-            return
-        default = (keys[0].replace("/", "-") if len(keys) == 1 else "vectors") + f".{kind}"
-        label = "Bundle (*.zip)" if kind == "zip" else "llama.cpp control vector (*.gguf)"
-        path, _ = QFileDialog.getSaveFileName(self, "Export", str(Path.home() / default), label)
-        if path:
+        if keys and (path := ask_export_path(self, keys, kind)):
             self.export(keys if kind == "zip" else keys[:1], path)
 
     @Slot(object)

@@ -22,19 +22,18 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QBrush, QColor, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
-    QHBoxLayout,
     QHeaderView,
     QLabel,
     QLineEdit,
     QPushButton,
     QTableView,
-    QVBoxLayout,
     QWidget,
 )
 
 from engine.model_stats import format_megabytes
 from engine.model_store import ModelEntry, list_models
 from gui.tasks import TaskRunner
+from gui.widgets.filtered_table import lay_out_filtered_table
 
 COLUMNS = ("Name", "Source", "Architecture", "Parameters", "Quantization", "Size")
 GREY = QBrush(QColor(128, 128, 128))
@@ -147,15 +146,9 @@ class ModelPicker(QWidget):
         self.table.doubleClicked.connect(self._open_index)
         self.table.selectionModel().selectionChanged.connect(self._on_selection)
 
-        top = QHBoxLayout()
-        top.addWidget(self.filter, 1)
-        top.addWidget(self.refresh_button)
-        top.addWidget(self.open_button)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addLayout(top)
-        layout.addWidget(self.table, 1)
-        layout.addWidget(self.summary)
+        lay_out_filtered_table(
+            self, (self.filter, self.refresh_button, self.open_button), self.table, (self.summary,)
+        )
 
     # ---- listing ---------------------------------------------------------------------------------------------
     def showEvent(self, event: QShowEvent) -> None:

@@ -1,13 +1,18 @@
-"""The Library tab's dialogs: combining vectors, and choosing one to restore from the trash."""
+"""The Library tab's dialogs: a new name, a file to import or export to, the weights of a combination,
+and a vector to restore from the trash."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
     QDoubleSpinBox,
+    QFileDialog,
     QFormLayout,
+    QInputDialog,
     QLineEdit,
     QListWidget,
     QListWidgetItem,
@@ -82,3 +87,26 @@ class TrashDialog(QDialog):
 def trash_label(entry) -> str:
     name = f"{entry.collection}/{entry.name}" if entry.collection else entry.name
     return f"{name}  (deleted {entry.deleted.replace('T', ' ')})"
+
+
+IMPORT_FILTER = "Vector files (*.zip *.gguf *.npy *.npz *.safetensors);;All files (*)"
+EXPORT_FILTER = {"zip": "Bundle (*.zip)", "gguf": "llama.cpp control vector (*.gguf)"}
+
+
+def ask_name(parent: QWidget, title: str, label: str, default: str) -> str | None:
+    """A name typed into a one-line dialog, stripped; None when cancelled or left empty."""
+    name, ok = QInputDialog.getText(parent, title, label, text=default)
+    return name.strip() if ok and name.strip() else None
+
+
+def ask_import_path(parent: QWidget) -> str:
+    """A vector file to import; "" when cancelled."""
+    path, _ = QFileDialog.getOpenFileName(parent, "Import vectors", str(Path.home()), IMPORT_FILTER)
+    return path
+
+
+def ask_export_path(parent: QWidget, keys: list[str], kind: str) -> str:
+    """Where to export `keys` as `kind` ("zip" or "gguf"); "" when cancelled."""
+    default = (keys[0].replace("/", "-") if len(keys) == 1 else "vectors") + f".{kind}"
+    path, _ = QFileDialog.getSaveFileName(parent, "Export", str(Path.home() / default), EXPORT_FILTER[kind])
+    return path

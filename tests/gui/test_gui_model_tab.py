@@ -189,9 +189,9 @@ def test_quantization_tooltip_says_cpu_works(window, qtbot, monkeypatch):
     combo.setCurrentText("4bit")  # now the devices bitsandbytes itself lists (engine.devices.bnb_devices)
     qtbot.waitUntil(lambda: "devices this bitsandbytes supports: " in combo.toolTip(), timeout=30_000)
     assert "cpu" in combo.toolTip().split("supports: ")[1]
-    from gui.panels import model as model_panel
+    from gui.panels import model_form
 
-    assert "not installed" in model_panel.quantize_tooltip(frozenset())
+    assert "not installed" in model_form.quantize_tooltip(frozenset())
 
 
 # ---- the picker -------------------------------------------------------------------------------------------
