@@ -43,7 +43,8 @@ def describe_suggestion(found: Suggestion) -> str:
         else "no clear effect (within sampling noise of the unsteered text)"
     )
     return (
-        f"Suggested: layer {found.layer}, c = {found.coeff:g}, mode {found.mode}\n"
+        f"Suggested: layer {found.layer}, c = {found.coeff:g}, mode {found.mode} "
+        f"(strength {found.strength:g}n: {found.strength:g} typical residual norms)\n"
         f"{found.metric} {found.score:.2f} (95% CI {found.ci_low:.2f}–{found.ci_high:.2f}); "
         f"unsteered {found.baseline:.2f} (95% CI {found.baseline_ci[0]:.2f}–{found.baseline_ci[1]:.2f})\n"
         f"{coherent}; {clear}\n"

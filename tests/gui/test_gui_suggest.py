@@ -52,6 +52,7 @@ def test_suggest_names_a_setting_that_generate_uses(demo_window, qtbot, job_of, 
     assert (found.layer, found.coeff) in {(t.cell.layer, t.cell.coeff) for t in found.tried}
     text = box.result_label.text()
     assert text.startswith(f"Suggested: layer 1, c = {found.coeff:g}, mode front")
+    assert f"(strength {found.strength:g}n" in text
     assert f"target-words {found.score:.2f} (95% CI {found.ci_low:.2f}–{found.ci_high:.2f})" in text
     assert f"unsteered {found.baseline:.2f}" in text
     assert ("a clear effect" in text) == found.clear_effect
