@@ -143,6 +143,34 @@ def test_sweep_without_coeffs_uses_strengths_for_the_vectors_mode(model_dirs, tm
     assert not raw["strengths"] and all(c["steer_coeff"] == c["coeff"] for c in raw["cells"])
 
 
+def test_experiment_size_follows_samples_and_max_new_tokens(model_dirs, tmp_path, capsys):
+    code, out, err = _run(
+        capsys, "sweep", "--experiment", "topic", "--quick", "--samples", "1", "--max-new-tokens", "3",
+        "--layers", "1", "--model", str(model_dirs["gpt2"]), "--out", str(tmp_path), "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    settings = json.loads((tmp_path / "summary.json").read_text())["_model"]["settings"]
+    assert settings["samples"] == 1 and settings["max_new_tokens"] == 3 and settings["layers"] == [1]
+    rows = list(csv.DictReader((tmp_path / "topic.csv").open()))
+    assert rows and {int(r["n_samples"]) for r in rows} == {settings["n_prompts"]}  # prompts x 1 sample
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--samples", "0"], "--samples must be between"),
+        (["--max-new-tokens", "0"], "--max-new-tokens must be"),
+    ],
+)
+def test_experiment_size_bad_input_is_one_line_and_exit_2(model_dirs, tmp_path, capsys, args, message):
+    code, out, err = _run(
+        capsys, "sweep", "--experiment", "topic", "--quick", "--model", str(model_dirs["gpt2"]),
+        "--out", str(tmp_path), *args,
+    )  # fmt: skip
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and out == "" and len(lines) == 1 and message in lines[0], err
+
+
 def test_sweep_help_lists_experiments(capsys):
     code, out, _ = _run(capsys, "sweep", "--help")
     assert code == 0

@@ -135,7 +135,11 @@ def register(sub) -> None:
     )
     measure.add_argument("--reference-text", default="", help="text whose perplexity is measured")
     measure.add_argument("--reference-file", metavar="FILE", help="read the reference text from a file")
-    measure.add_argument("--samples", type=int, default=4, help="samples per prompt and cell (default 4)")
+    measure.add_argument(
+        "--samples",
+        type=int,
+        help="samples per prompt and cell (default 4; with --experiment, overrides the size's own)",
+    )
     measure.add_argument("--max-new-tokens", type=int, help="default 32 (24 with --suggest)")
     measure.add_argument("--seed", type=int, default=0)
     measure.add_argument("--temperature", type=float, default=1.0)
@@ -235,7 +239,7 @@ def measurement_from_args(args: argparse.Namespace, vector, *, max_new_tokens: i
         "targets": targets,
         "sentiment_sign": sign,
         "mode": args.mode,
-        "samples_per_prompt": args.samples,
+        "samples_per_prompt": args.samples if args.samples is not None else 4,
         "sampling": sampling_from_args(args, SamplingConfig.paper(max_new_tokens=max_new_tokens)),
     }
     if args.prompt:
@@ -367,6 +371,15 @@ def _run_experiments(args: argparse.Namespace) -> int:
     settings.seed = args.seed
     if args.layers:
         settings.layers = _numbers(args.layers, int, "layers")
+    # --samples and --max-new-tokens resize the experiments (e.g. --quick with 5 samples per prompt)
+    if args.samples is not None:
+        if not 1 <= args.samples <= 1000:
+            raise InvalidInputError("--samples must be between 1 and 1000")
+        settings.samples = args.samples
+    if args.max_new_tokens is not None:
+        if not 1 <= args.max_new_tokens <= 4096:
+            raise InvalidInputError("--max-new-tokens must be between 1 and 4096")
+        settings.max_new_tokens = args.max_new_tokens
     loaded = load_model_from_args(args)
     if settings.layers:
         check_layers(loaded, settings.layers)
