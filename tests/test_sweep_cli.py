@@ -141,6 +141,10 @@ def test_sweep_without_coeffs_uses_strengths_for_the_vectors_mode(model_dirs, tm
     assert code == 0, err
     raw = json.loads(out)
     assert not raw["strengths"] and all(c["steer_coeff"] == c["coeff"] for c in raw["cells"])
+    assert all(c["effect"] is not None for c in raw["cells"] if c["coeff"] != 0)  # measured by default
+    code, out, err = _run(capsys, *base, "--coeffs", "-4,0,4", "--no-effect")
+    assert code == 0, err
+    assert all(c["effect"] is None for c in json.loads(out)["cells"])
 
 
 def test_experiment_size_follows_samples_and_max_new_tokens(model_dirs, tmp_path, capsys):

@@ -148,6 +148,11 @@ def register(sub) -> None:
     measure.add_argument(
         "--allow-other-model", action="store_true", help="use a vector captured on another model"
     )
+    measure.add_argument(
+        "--no-effect",
+        action="store_true",
+        help="skip each cell's per-token effect (KL); its shadow rows double a sampled sweep's rows",
+    )
     sweep.add_argument(
         "--experiment",
         action="append",
@@ -274,6 +279,7 @@ def _spec_from_args(args: argparse.Namespace, loaded):
         reference_text=reference,
         allow_other_model=args.allow_other_model,
         strengths=strengths,
+        effect=not args.no_effect,
         **measurement_from_args(args, vector, max_new_tokens=32),
     )
 
