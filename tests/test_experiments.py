@@ -331,6 +331,20 @@ def test_replication_runs_end_to_end_on_a_tiny_model(gpt2, tmp_path):
     assert summary["perplexity"]["base"]["wedding"] > 0
 
 
+def test_quantization_cosine_uses_every_position_so_a_vector_without_bos_has_one():
+    """SmolLM2 has no BOS: a one-token pair gives a [1, hidden] vector (its cosine was NaN when position 0
+    was dropped as if it were a shared BOS); a shared BOS row is zero in both and changes nothing."""
+    from engine.experiments.paper.quantization import cosine
+
+    torch.manual_seed(0)
+    one, noisy = torch.randn(1, 16), torch.randn(1, 16)
+    assert cosine(one, one) == pytest.approx(1.0) and cosine(one, -one) == pytest.approx(-1.0)
+    bos = torch.zeros(1, 16)
+    with_bos = cosine(torch.cat([bos, one]), torch.cat([bos, one + 0.1 * noisy]))
+    assert with_bos == pytest.approx(cosine(one, one + 0.1 * noisy)) and 0.9 < with_bos < 1.0
+    assert math.isnan(cosine(bos, one))  # a zero vector has no direction
+
+
 # ---- trends on the demo model ----------------------------------------------------------------------------
 needs_demo = pytest.mark.skipif(
     not (DEMO_MODEL_DIR / "config.json").exists(), reason="the demo model is not built"

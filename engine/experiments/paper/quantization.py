@@ -18,7 +18,9 @@ from engine.steering import Steer
 
 
 # ---- 6. quantization -----------------------------------------------------------------------------------
-def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Cosine similarity of two vectors' tensors (`[n, hidden]` or `[hidden]`), over all positions: a shared
+    BOS position is exactly zero in both, so it adds nothing (and a model without one has no row to drop)."""
     a, b = a.flatten().double(), b.flatten().double()
     return float(torch.dot(a, b) / (a.norm() * b.norm())) if a.norm() > 0 and b.norm() > 0 else math.nan
 
@@ -65,7 +67,7 @@ def _quantization(ctx: Context) -> ExperimentReport:
             continue
         for name in pairs:
             ref, other = vectors[("float32", name)], vectors[(q, name)]
-            values = [_cosine(ref.layers[l][1:], other.layers[l][1:]) for l in layers]
+            values = [cosine(ref.layers[l], other.layers[l]) for l in layers]
             norms = [float(other.layers[l].norm() / ref.layers[l].norm()) for l in layers]
             series[f"{name}, {q} vs float32"] = values
             cos_rows.append([f"{name}, {q}"] + [f"{v:.4f}" for v in values])
