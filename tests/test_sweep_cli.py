@@ -148,7 +148,7 @@ def test_sweep_without_coeffs_uses_strengths_for_the_vectors_mode(model_dirs, tm
 
 
 def test_experiment_size_follows_samples_and_max_new_tokens(model_dirs, tmp_path, capsys):
-    code, out, err = _run(
+    code, _out, err = _run(
         capsys, "sweep", "--experiment", "topic", "--quick", "--samples", "1", "--max-new-tokens", "3",
         "--layers", "1", "--model", str(model_dirs["gpt2"]), "--out", str(tmp_path), "--json",
     )  # fmt: skip
