@@ -53,7 +53,7 @@ class Settings:
             ppl_coeffs=[0, 4],
             injection_coeffs=[0, 4],
             method_coeffs=[1, 4],
-            n_pairs=8,
+            n_pairs=32,  # all 32 pairs: one batched capture, cheap next to generating
             n_texts=6,
             timing_repeats=1,
             overhead_rows_per_prompt=1,
