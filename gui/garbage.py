@@ -14,7 +14,9 @@ class GuiThreadGarbageCollector(QObject):
     is the worker's model-loading thread and the pending garbage holds Qt wrappers (a closed dialog, an old
     window), their C++ objects are destroyed off the GUI thread and Qt crashes (a segfault seen in the GUI
     tests). So automatic collection is off while a window lives, and a timer on the GUI thread collects
-    with the same generation thresholds. The last window to close collects and turns it back on.
+    with the same generation thresholds. The last window to close turns it back on after one full
+    collection, which runs on the GUI thread's next event-loop pass rather than inside the close (a full
+    collection of a heap holding a model can take most of the close's one-second budget on a busy machine).
     """
 
     _open = 0  # live collectors; automatic collection is off while there is one
@@ -42,7 +44,14 @@ class GuiThreadGarbageCollector(QObject):
         if not self._timer.isActive():  # already stopped
             return
         self._timer.stop()
-        gc.collect()
         GuiThreadGarbageCollector._open -= 1
         if GuiThreadGarbageCollector._open == 0:
-            gc.enable()
+            QTimer.singleShot(0, collect_then_enable)  # a plain function: it outlives this QObject
+
+
+def collect_then_enable() -> None:
+    """On the GUI thread, after the last window closed: collect what the windows left, then let Python
+    collect automatically again, unless a new window has opened meanwhile."""
+    gc.collect()
+    if GuiThreadGarbageCollector._open == 0:
+        gc.enable()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import tempfile
@@ -25,6 +26,16 @@ from engine.app_dirs import fetched_models_dir  # noqa: E402
 
 os.environ.setdefault("ACTADD_MODELS_DIR", str(fetched_models_dir()))
 os.environ.setdefault("ACTADD_CACHE", os.path.join(_SCRATCH, "cache"))
+
+
+@pytest.fixture(autouse=True)
+def _automatic_garbage_collection_back_on():
+    """After a test whose last window closed, finish the window's deferred final collection now (it
+    otherwise waits for an event-loop pass), so the tests after it run with automatic collection on."""
+    yield
+    garbage = sys.modules.get("gui.garbage")
+    if garbage is not None and not gc.isenabled() and garbage.GuiThreadGarbageCollector._open == 0:
+        garbage.collect_then_enable()
 
 
 @pytest.fixture(scope="session")
