@@ -171,6 +171,15 @@ def time_cli(env: dict[str, str]) -> tuple[float, list[dict]]:
     return time.perf_counter() - start, json.loads(done.stdout)["models"]
 
 
+def summary(digits: int, **series: list[float]) -> dict:
+    """Each series' times and their median, rounded: NAME_s=[...], NAME_median_s=..."""
+    out: dict = {}
+    for name, times in series.items():
+        out[f"{name}_s"] = [round(t, digits) for t in times]
+        out[f"{name}_median_s"] = round(median(times), digits)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=int, default=200)
@@ -206,13 +215,8 @@ def main(argv: list[str] | None = None) -> int:
             assert again == rows == reference and len(rows) == args.models, (len(rows), args.models)
             assert all(r.openable for r in rows), [r.reason for r in rows if not r.openable][:3]
         result.details.update(
-            cold_s=[round(t, 4) for t in cold],
-            warm_s=[round(t, 4) for t in warm],
-            cold_plain_walk_s=[round(t, 4) for t in plain],
-            cold_median_s=round(median(cold), 4),
+            **summary(4, cold=cold, warm=warm, cold_plain_walk=plain),
             cold_cpu_median_s=round(median(cold_cpu), 4),
-            warm_median_s=round(median(warm), 4),
-            cold_plain_walk_median_s=round(median(plain), 4),
             cold_plain_walk_cpu_median_s=round(median(plain_cpu), 4),
             plain_walk_over_cold_cpu=round(median(plain_cpu) / median(cold_cpu), 2),
             per_model_cold_ms=round(1000 * median(cold) / args.models, 3),
@@ -232,14 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             assert cli_rows == tables_rows == warm_rows
             listed = [r for r in cli_rows if r["source"] != "python-package"]
             assert listed == [r.to_json() for r in rows], (len(listed), len(rows))
-        result.details.update(
-            cli_cold_s=[round(t, 3) for t in cli_cold],
-            cli_tables_kept_s=[round(t, 3) for t in cli_tables],
-            cli_warm_s=[round(t, 3) for t in cli_warm],
-            cli_cold_median_s=round(median(cli_cold), 3),
-            cli_tables_kept_median_s=round(median(cli_tables), 3),
-            cli_warm_median_s=round(median(cli_warm), 3),
-        )
+        result.details.update(summary(3, cli_cold=cli_cold, cli_tables_kept=cli_tables, cli_warm=cli_warm))
         result.target("14a", f"list {args.models} models, no header cache", median(cold), "<=", 2.0, "s")
         result.target("14a", f"list {args.models} models, header cache warm", median(warm), "<=", 2.0, "s")
         result.target(
