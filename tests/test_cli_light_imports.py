@@ -177,3 +177,15 @@ def test_every_public_name_is_importable_from_the_package():
         exec("from engine import no_such_name")
     with pytest.raises(AttributeError, match="no_such_name"):
         engine.no_such_name  # noqa: B018
+
+
+def test_the_cli_silences_transformers_progress_bars_without_importing_it(monkeypatch, capsys):
+    from transformers.utils import logging as hf_logging
+
+    from engine.cli import main
+
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    hf_logging.enable_progress_bar()
+    assert main(["models", "--help"]) == 0
+    assert not hf_logging.is_progress_bar_enabled()  # already imported here: told directly
+    assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"  # read by a transformers imported later

@@ -178,6 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
+        elif "huggingface_hub" in sys.modules:
+            from huggingface_hub.utils import disable_progress_bars
+
+            disable_progress_bars()
         install_log_filters()
         argv = list(sys.argv[1:] if argv is None else argv)
         for arg in argv:  # bytes that aren't UTF-8 arrive as lone surrogates, which nothing can write out
