@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import logging
 
-import torch
-
 from engine.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -29,6 +27,8 @@ def device_available(kind: str) -> bool:
     """Whether torch reports a usable `kind` device ("cpu" always is)."""
     if kind == "cpu":
         return True
+    import torch  # here, not at the top: the CLI imports this module to build its parser
+
     if kind == "cuda":
         return torch.cuda.is_available()
     if kind == "mps":

@@ -6,13 +6,13 @@ noticeable while), which is too slow for listing hundreds of files; this walks t
 scalars and the tensor table. It uses the `gguf` package's enums for names and block sizes.
 
 `gguf_openability` is the one rule for "can the app open this .gguf": a single-file causal LM of an
-architecture that transformers reads from GGUF (`transformers.integrations.ggml.GGUF_CONFIG_MAPPING`),
+architecture that transformers reads from GGUF (`transformers.integrations.ggml.GGUF_CONFIG_MAPPING`,
+read through engine/transformers_tables.py),
 not an adapter, control vector, vision projector, vocabulary-only or split file, and not truncated.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import mmap
 import re
@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.transformers_tables import transformers_tables
+
 GGUF_MAGIC = b"GGUF"
 # GGUFValueType -> struct format of one scalar (STRING = 8 and ARRAY = 9 are variable-length)
 _SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 _STRING, _ARRAY = 8, 9
 _SPLIT_NAME = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
-# Keys of GGUF_CONFIG_MAPPING that are sections of the mapping, not architectures.
-_NOT_ARCHITECTURES = {"general", "tokenizer"}
 _FAST_SKIP_MIN = 4096  # string arrays at least this long are skipped by `skip_short_strings`
 _MAX_HOPS = 1024  # a vocabulary takes a few hops per 64 KB; a pathological array falls back to stepping
 
@@ -293,24 +293,16 @@ def read_gguf_header(path: str | Path) -> GGUFHeader:
     return GGUFHeader(path, version, size, metadata, tensors, data_offset)
 
 
-@functools.cache
 def supported_gguf_architectures() -> tuple[str, ...]:
-    """The architectures transformers reads from GGUF, from transformers itself."""
-    from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
-
-    return tuple(sorted(set(GGUF_CONFIG_MAPPING) - _NOT_ARCHITECTURES))
+    """The architectures transformers reads from GGUF, from transformers itself (via the on-disk copy of
+    engine/transformers_tables.py, so that listing models doesn't import transformers)."""
+    return transformers_tables().gguf_architectures
 
 
 def openable_gguf_architectures() -> tuple[str, ...]:
     """The GGUF architectures the app opens: those transformers reads that are causal language models."""
-    return tuple(a for a in supported_gguf_architectures() if a in _causal_lm_types())
-
-
-@functools.cache
-def _causal_lm_types() -> frozenset[str]:
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    return frozenset(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+    causal = transformers_tables().causal_lm_types
+    return tuple(a for a in supported_gguf_architectures() if a in causal)
 
 
 def transformers_architecture(gguf_arch: str) -> str | None:
@@ -377,7 +369,7 @@ def gguf_openability(path: str | Path) -> GGUFCheck:
             f"{path.name} has architecture {arch!r}, which transformers can't read from GGUF; "
             f"supported: {', '.join(openable_gguf_architectures())}"
         )
-    if hf_arch not in _causal_lm_types():
+    if hf_arch not in transformers_tables().causal_lm_types:
         return refuse(f"{path.name} is a {arch!r} model, not a causal language model that can be steered")
     if not header.tensors:
         return refuse(f"{path.name} holds no weights (a vocabulary-only file)")

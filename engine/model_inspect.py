@@ -8,7 +8,6 @@ take ~0.1 s each to walk, so their verdicts are kept in a small JSON cache keyed
 
 from __future__ import annotations
 
-import functools
 import json
 import struct
 from dataclasses import asdict, dataclass
@@ -18,6 +17,7 @@ from stat import S_ISREG
 from engine import app_dirs
 from engine.atomic import atomic_write_text
 from engine.gguf_header import gguf_openability
+from engine.transformers_tables import transformers_tables
 
 MAX_CACHE_ENTRIES = 4000
 
@@ -104,14 +104,6 @@ def _unreadable(name: str, source: str, path: Path, reason: str, fmt: str = "ggu
     return ModelEntry(name, source, str(path), fmt, None, None, None, 0, False, reason)
 
 
-@functools.cache
-def _transformers_types() -> tuple[frozenset[str], frozenset[str]]:
-    from transformers import CONFIG_MAPPING
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    return frozenset(CONFIG_MAPPING.keys()), frozenset(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
-
-
 def _safetensors_params(files: list[Path]) -> int | None:
     """Sum of the tensors' element counts, from the safetensors headers only."""
     total = 0
@@ -155,7 +147,8 @@ def folder_row(folder: Path, name: str, source: str, size: int | None = None) ->
     quantization = (
         quant.get("quant_method") if isinstance(quant, dict) else dtype if isinstance(dtype, str) else None
     )
-    known, causal = _transformers_types()
+    tables = transformers_tables()
+    known, causal = tables.model_types, tables.causal_lm_types
     names: list = config.get("architectures") or []
     names = names if isinstance(names, list) else []
     reason = None

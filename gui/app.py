@@ -12,9 +12,6 @@ from PySide6.QtWidgets import QApplication
 
 from engine import __version__
 from engine.log_filters import install_log_filters
-from gui.controller import wait_for_orphans
-from gui.main_window import APP_NAME, MainWindow, app_icon
-from gui.qt_platform import warn_if_xcb_broken
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -47,6 +44,11 @@ def startup_model(args: argparse.Namespace, settings: QSettings) -> str | None:
 def run(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    # The window (and through it torch and transformers) only now: `python main.py --help` needs none of it.
+    from gui.controller import wait_for_orphans
+    from gui.main_window import APP_NAME, MainWindow, app_icon
+    from gui.qt_platform import warn_if_xcb_broken
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     install_log_filters()
     if QApplication.instance() is None:  # Qt aborts the process if its platform plugin fails: explain first

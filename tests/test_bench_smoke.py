@@ -127,9 +127,10 @@ def test_memory_smoke(tmp_path):
 def test_model_listing_smoke(tmp_path):
     data = run_bench("bench.bench_model_listing", "--tiny", out=tmp_path / "model_listing.json")
     check_result(data, "model_listing")
-    assert [t["id"] for t in data["targets"]] == ["14a", "14a"]  # cold, warm
+    assert [t["id"] for t in data["targets"]] == ["14a", "14a", "14a"]  # cold, warm, `main.py models` warm
     details = data["details"]
     assert len(details["cold_s"]) == len(details["warm_s"]) == len(details["cold_plain_walk_s"]) == 1
+    assert len(details["cli_cold_s"]) == len(details["cli_tables_kept_s"]) == len(details["cli_warm_s"]) == 1
     assert details["plain_walk_over_cold_cpu"] > 0
 
 

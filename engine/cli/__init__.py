@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from engine.devices import KNOWN_DEVICES
 from engine.errors import ActAddError, AlreadyExistsError, InvalidInputError
 from engine.log_filters import install_log_filters
 
@@ -25,9 +26,22 @@ class _Parser(argparse.ArgumentParser):
         raise InvalidInputError(f"{self.prog}: {message}")
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    from engine.devices import available_devices
+class _DeviceChoice(argparse.Action):
+    """`--device`, checked against the devices torch reports only when given: building the parser (and
+    `--help`, `models`) must not import torch. The error is argparse's own "invalid choice" line."""
 
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from engine.devices import available_devices
+
+        choices = available_devices()
+        if values not in choices:
+            raise argparse.ArgumentError(
+                self, f"invalid choice: {values!r} (choose from {', '.join(map(repr, choices))})"
+            )
+        setattr(namespace, self.dest, values)
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument(
         "--model", default="demo", help="model folder, .gguf file, cached hub id, or 'demo' (default)"
@@ -36,7 +50,11 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "--quantize", choices=("none", "8bit", "4bit"), default="none", help="bitsandbytes quantization"
     )
     group.add_argument(
-        "--device", choices=available_devices(), default="auto", help="mps/xpu where torch has them"
+        "--device",
+        action=_DeviceChoice,
+        default="auto",
+        metavar="{" + ",".join(KNOWN_DEVICES) + "}",
+        help="mps/xpu where torch has them",
     )
     group.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"), default="auto")
     group.add_argument(
@@ -152,10 +170,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # No download or loading bars from transformers/huggingface_hub: they read this when first imported,
+    # which `models` and `--help` never do (importing transformers here would cost them seconds).
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
-        from transformers.utils import logging as hf_logging
+        if "transformers" in sys.modules:  # already imported (an in-process caller): tell it directly
+            from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()
+            hf_logging.disable_progress_bar()
+        elif "huggingface_hub" in sys.modules:
+            from huggingface_hub.utils import disable_progress_bars
+
+            disable_progress_bars()
         install_log_filters()
         argv = list(sys.argv[1:] if argv is None else argv)
         for arg in argv:  # bytes that aren't UTF-8 arrive as lone surrogates, which nothing can write out

@@ -27,7 +27,6 @@ from engine.cli import (
 from engine.cli.sampling_args import sampling_from_args
 from engine.errors import InvalidInputError
 from engine.modes import MODES
-from engine.tokens import legacy_bos_warning
 
 EXPERIMENT_CHOICES = (
     "topic",
@@ -298,6 +297,8 @@ def _run_single_sweep(args: argparse.Namespace) -> int:
     loaded = load_model_from_args(args)
     spec = _spec_from_args(args, loaded)
     spec.validate()
+    from engine.tokens import legacy_bos_warning
+
     if spec.vector is not None and (warning := legacy_bos_warning(spec.vector, loaded.tokenizer)):
         print(f"warning: {warning}", file=sys.stderr)
     with _progress_bar(args, "sweeping") as bar:
