@@ -4,6 +4,11 @@ It owns its inputs and their rules (the metric and targets follow the chosen vec
 follows the model's depth; only vectors that can steer the loaded model are offered), turns them into the
 engine's specs (`SweepSpec` for a sweep, `SuggestSpec` for "Suggest settings") and keeps them in the
 settings file under `sweep/...`.
+
+Coefficients are normalised strengths by default ("× residual norm (n)": `s` adds `s` typical residual norms
+at each swept layer, `engine.strength`), so one range suits the demo model and a real one; "raw c" is one
+choice away. Until the user edits the range it follows the mode (`default_range`); mode ablate has no
+strength and always sweeps raw c from 0 to 1.
 """
 
 from __future__ import annotations
@@ -43,6 +48,31 @@ METRIC_TIPS = {
 }
 
 
+# The units of the coefficient range: (combo text, settings value).
+STRENGTH_UNITS, RAW_UNITS = "n", "raw"
+UNIT_TEXTS = {STRENGTH_UNITS: "× residual norm (n)", RAW_UNITS: "raw c"}
+# Ranges before any edit, per mode, as (first, last, count, units). Front injection replaces a position's
+# residual and needs several residual norms to matter; a direction added at every position breaks text at
+# about one norm (the CLI's DEFAULT_STRENGTH_TEXT); ablate's c is already a fraction of the direction.
+DEFAULT_RANGES = {
+    "front": (-16.0, 16.0, 5, STRENGTH_UNITS),
+    "direction": (-1.0, 1.0, 5, STRENGTH_UNITS),
+    "ablate": (0.0, 1.0, 3, RAW_UNITS),
+}
+# What settings files from before the units choice hold when nobody edited the range (raw c, -8 to 8).
+OLD_RAW_DEFAULT = (-8.0, 8.0, 5)
+STRENGTH_TIP = (
+    "Normalised strengths: s adds s typical residual norms at each swept layer (the raw c differs by layer; "
+    "each cell shows the c it used)"
+)
+RAW_TIP = "Raw coefficients c: the same multiplier of the vector at every layer"
+
+
+def default_range(mode: str) -> tuple[float, float, int, str]:
+    """(first, last, count, units) of the coefficient range for an effective mode."""
+    return DEFAULT_RANGES[mode if mode in ("front", "ablate") else "direction"]
+
+
 def linspace(first: float, last: float, count: int) -> list[float]:
     if count <= 1:
         return [first]
@@ -71,9 +101,21 @@ class SweepForm(QGroupBox):
         self.vector = QComboBox()
         self.vector.setToolTip("The library vector to sweep")
         self.vector.setMinimumContentsLength(18)
-        self.coeff_from = double_spin(-1000, 1000, "The smallest coefficient c", value=-8.0)
-        self.coeff_to = double_spin(-1000, 1000, "The largest coefficient c", value=8.0)
+        self.coeff_from = double_spin(-1e5, 1e5, "The smallest coefficient", decimals=3, value=-16.0)
+        self.coeff_to = double_spin(-1e5, 1e5, "The largest coefficient", decimals=3, value=16.0)
         self.coeff_count = int_spin(1, 41, "How many evenly spaced coefficients, ends included", value=5)
+        self.coeff_units = QComboBox()
+        for units, text in UNIT_TEXTS.items():
+            self.coeff_units.addItem(text, units)
+        self.coeff_units.setItemData(0, STRENGTH_TIP, Qt.ItemDataRole.ToolTipRole)
+        self.coeff_units.setItemData(1, RAW_TIP, Qt.ItemDataRole.ToolTipRole)
+        self.coeff_units.setToolTip(STRENGTH_TIP)
+        self._range_edited = False  # the user typed a range: it no longer follows the vector's mode
+        self._user_units = STRENGTH_UNITS  # the user's units (mode ablate forces raw c while it lasts)
+        self._setting_range = False  # the form itself is filling the range in
+        for spin in (self.coeff_from, self.coeff_to, self.coeff_count):
+            spin.valueChanged.connect(self._on_range_edited)
+        self.coeff_units.currentIndexChanged.connect(self._on_units_chosen)
         self.sweep_layers = QCheckBox("Sweep layers")
         self.sweep_layers.setToolTip(
             "Re-capture the vector at every layer in the range from its stored prompts (off: its own layers)"
@@ -106,11 +148,15 @@ class SweepForm(QGroupBox):
         )
         self.metric_box.currentTextChanged.connect(self._on_metric_changed)
         self.vector.currentIndexChanged.connect(self._on_vector_changed)
+        self.mode.currentTextChanged.connect(lambda _: self._follow_mode())
 
         self._form = form = QFormLayout(self)
         form.addRow("Vector:", self.vector)
         form.addRow(
-            "Coefficients:", _row(self.coeff_from, QLabel("to"), self.coeff_to, QLabel("×"), self.coeff_count)
+            "Coefficients:",
+            _row(
+                self.coeff_from, QLabel("to"), self.coeff_to, QLabel("×"), self.coeff_count, self.coeff_units
+            ),
         )
         form.addRow("Layers:", _row(self.sweep_layers, self.layer_from, QLabel("to"), self.layer_to))
         form.addRow("Mode:", self.mode)
@@ -148,6 +194,7 @@ class SweepForm(QGroupBox):
         words of p+), so a Love - Hate vector is not swept against wedding words."""
         from engine.experiments.defaults import measure_for_prompts
 
+        self._follow_mode()
         entry = self._ctx.entry(self.vector.currentData() or "")
         measure = measure_for_prompts(entry.prompts or {}) if entry is not None else None
         if measure is None or self.metric_box.currentText() == "perplexity":
@@ -155,6 +202,97 @@ class SweepForm(QGroupBox):
         self.metric_box.setCurrentText(measure.metric)
         if measure.targets:
             self.targets.setText(", ".join(measure.targets))
+
+    # ---- the coefficient range and its units -----------------------------------------------------------
+    def effective_mode(self) -> str:
+        """The mode the sweep will use: the chosen one, or the chosen vector's default (front: none)."""
+        if (mode := self._mode()) is not None:
+            return mode
+        entry = self._ctx.entry(self.vector_key())
+        return entry.default_mode if entry is not None else "front"
+
+    def units(self) -> str:
+        return str(self.coeff_units.currentData())
+
+    def strengths(self) -> bool:
+        return self.units() == STRENGTH_UNITS
+
+    def set_units(self, units: str) -> None:
+        """Choose the units as the user would (the range converts, or follows the mode if unedited)."""
+        self.coeff_units.setCurrentIndex(self.coeff_units.findData(units))
+
+    def _set_range(self, first: float, last: float, count: int, units: str | None = None) -> None:
+        self._setting_range = True
+        try:
+            if units is not None:
+                self.coeff_units.setCurrentIndex(self.coeff_units.findData(units))
+                self.coeff_units.setToolTip(STRENGTH_TIP if units == STRENGTH_UNITS else RAW_TIP)
+            self.coeff_from.setValue(first)
+            self.coeff_to.setValue(last)
+            self.coeff_count.setValue(count)
+        finally:
+            self._setting_range = False
+
+    @Slot()
+    def _on_range_edited(self) -> None:
+        if not self._setting_range:
+            self._range_edited = True
+
+    @Slot(int)
+    def _on_units_chosen(self, _index: int) -> None:
+        if self._setting_range:
+            return
+        units = self.units()
+        self.coeff_units.setToolTip(STRENGTH_TIP if units == STRENGTH_UNITS else RAW_TIP)
+        self._user_units = units
+        if not self._range_edited:
+            self._follow_mode()
+            return
+        factor = self._raw_per_strength()  # keep the edited range, in the other units
+        if factor is not None:
+            scale = factor if units == RAW_UNITS else 1.0 / factor
+            self._set_range(
+                _round(self.coeff_from.value() * scale),
+                _round(self.coeff_to.value() * scale),
+                self.coeff_count.value(),
+            )
+
+    def _follow_mode(self) -> None:
+        """The range follows the effective mode until the user edits it; ablate always takes raw c."""
+        ablate = self.effective_mode() == "ablate"
+        self.coeff_units.model().item(0).setEnabled(not ablate)  # ablate has no strength
+        if ablate:
+            if not self._range_edited or self.strengths():
+                self._set_range(*DEFAULT_RANGES["ablate"])
+            return
+        if self._range_edited:
+            if self.units() != self._user_units:  # back from ablate: the user's units again
+                self._set_range(self.coeff_from.value(), self.coeff_to.value(), self.coeff_count.value(),
+                                self._user_units)  # fmt: skip
+            return
+        first, last, count, _ = default_range(self.effective_mode())
+        if self._user_units == RAW_UNITS:
+            factor = self._raw_per_strength()
+            first, last = (_round(first * factor), _round(last * factor)) if factor else OLD_RAW_DEFAULT[:2]
+        self._set_range(first, last, count, self._user_units)
+
+    def _raw_per_strength(self) -> float | None:
+        """c per unit of strength for the chosen vector and mode at its own first layer (the sweep's raw c
+        differs by layer): r_l / ||v_l||. None without the model's residual norms or a readable vector."""
+        from engine.errors import ActAddError
+        from engine.strength import relative_norms
+
+        norms = self._ctx.residual_norms
+        entry = self._ctx.entry(self.vector_key())
+        if norms is None or entry is None:
+            return None
+        try:
+            vector = self._ctx.library.load(str(entry.path))
+            relative = relative_norms(vector, norms, mode=self.effective_mode())
+        except (ActAddError, OSError, ValueError):
+            return None
+        first = relative.get(min(relative)) if relative else None
+        return 1.0 / first if first else None
 
     @Slot()
     def refresh_vectors(self) -> None:
@@ -232,6 +370,7 @@ class SweepForm(QGroupBox):
             vector=chosen.vector,
             sentiment_sign=chosen.sentiment_sign,
             coeffs=linspace(self.coeff_from.value(), self.coeff_to.value(), self.coeff_count.value()),
+            strengths=self.strengths(),
             layers=layers,
             prompts=self._prompts(),
             metric=self.metric_box.currentText(),
@@ -270,10 +409,26 @@ class SweepForm(QGroupBox):
 
     # ---- settings -----------------------------------------------------------------------------------------
     def read_settings(self) -> None:
+        """The range and its units. A file from before the units choice (no `sweep/coeff_units`) held raw c:
+        its untouched default (-8 to 8) becomes the strength default that follows the mode, while a range
+        the user had changed stays as it was, in raw c."""
         settings = self._ctx.settings
-        self.coeff_from.setValue(float(settings.value("sweep/coeff_from", self.coeff_from.value())))
-        self.coeff_to.setValue(float(settings.value("sweep/coeff_to", self.coeff_to.value())))
-        self.coeff_count.setValue(int(settings.value("sweep/coeff_count", self.coeff_count.value())))
+        saved = (
+            float(settings.value("sweep/coeff_from", OLD_RAW_DEFAULT[0])),
+            float(settings.value("sweep/coeff_to", OLD_RAW_DEFAULT[1])),
+            int(settings.value("sweep/coeff_count", OLD_RAW_DEFAULT[2])),
+        )
+        units = settings.value("sweep/coeff_units")
+        if units is None:
+            edited = settings.contains("sweep/coeff_from") and saved != OLD_RAW_DEFAULT
+            units = RAW_UNITS if edited else STRENGTH_UNITS
+        else:
+            edited = _flag(settings.value("sweep/coeff_edited", False))
+        self._user_units = units if units in UNIT_TEXTS else STRENGTH_UNITS
+        self._range_edited = edited
+        if edited:
+            self._set_range(*saved, self._user_units)
+        self._follow_mode()
         metric = str(settings.value("sweep/metric", self.metric_box.currentText()))
         if metric in METRIC_TIPS:
             self.metric_box.setCurrentText(metric)
@@ -285,8 +440,20 @@ class SweepForm(QGroupBox):
         settings.setValue("sweep/coeff_from", self.coeff_from.value())
         settings.setValue("sweep/coeff_to", self.coeff_to.value())
         settings.setValue("sweep/coeff_count", self.coeff_count.value())
+        settings.setValue("sweep/coeff_units", self._user_units)
+        settings.setValue("sweep/coeff_edited", self._range_edited)
         settings.setValue("sweep/metric", self.metric_box.currentText())
         settings.setValue("sweep/targets", self.targets.text())
+
+
+def _round(value: float) -> float:
+    """Three significant digits: a converted range reads 12.3, not 12.34567."""
+    return float(f"{value:.3g}")
+
+
+def _flag(value: object) -> bool:
+    """A boolean from the settings file (an ini file gives back "true" / "false")."""
+    return value if isinstance(value, bool) else str(value).lower() in ("true", "1")
 
 
 def _row(*widgets: QWidget) -> QHBoxLayout:
