@@ -5,10 +5,8 @@ follows the model's depth; only vectors that can steer the loaded model are offe
 engine's specs (`SweepSpec` for a sweep, `SuggestSpec` for "Suggest settings") and keeps them in the
 settings file under `sweep/...`.
 
-Coefficients are normalised strengths by default ("× residual norm (n)": `s` adds `s` typical residual norms
-at each swept layer, `engine.strength`), so one range suits the demo model and a real one; "raw c" is one
-choice away. Until the user edits the range it follows the mode (`default_range`); mode ablate has no
-strength and always sweeps raw c from 0 to 1.
+Coefficients are normalised strengths by default, raw c one choice away; the range and its rules are
+`gui.widgets.coeff_range`.
 """
 
 from __future__ import annotations
@@ -37,7 +35,8 @@ from engine.vector import SteeringVector
 from gui.context import AppContext
 from gui.item_models import OTHER_MODEL
 from gui.jobs import SuggestRequest, SweepRequest
-from gui.panels.common import double_spin, int_spin
+from gui.panels.common import int_spin
+from gui.widgets.coeff_range import CoefficientRange
 from gui.widgets.vector_choice import fill_with_fitting_vectors
 
 METRIC_TIPS = {
@@ -46,38 +45,6 @@ METRIC_TIPS = {
     "target-prob": "Next-token probability of the targets' first tokens right after each prompt (no sampling)",
     "perplexity": "Perplexity of the reference text with the vector applied (lower: more fluent)",
 }
-
-
-# The units of the coefficient range: (combo text, settings value).
-STRENGTH_UNITS, RAW_UNITS = "n", "raw"
-UNIT_TEXTS = {STRENGTH_UNITS: "× residual norm (n)", RAW_UNITS: "raw c"}
-# Ranges before any edit, per mode, as (first, last, count, units). Front injection replaces a position's
-# residual and needs several residual norms to matter; a direction added at every position breaks text at
-# about one norm (the CLI's DEFAULT_STRENGTH_TEXT); ablate's c is already a fraction of the direction.
-DEFAULT_RANGES = {
-    "front": (-16.0, 16.0, 5, STRENGTH_UNITS),
-    "direction": (-1.0, 1.0, 5, STRENGTH_UNITS),
-    "ablate": (0.0, 1.0, 3, RAW_UNITS),
-}
-# What settings files from before the units choice hold when nobody edited the range (raw c, -8 to 8).
-OLD_RAW_DEFAULT = (-8.0, 8.0, 5)
-STRENGTH_TIP = (
-    "Normalised strengths: s adds s typical residual norms at each swept layer (the raw c differs by layer; "
-    "each cell shows the c it used)"
-)
-RAW_TIP = "Raw coefficients c: the same multiplier of the vector at every layer"
-
-
-def default_range(mode: str) -> tuple[float, float, int, str]:
-    """(first, last, count, units) of the coefficient range for an effective mode."""
-    return DEFAULT_RANGES[mode if mode in ("front", "ablate") else "direction"]
-
-
-def linspace(first: float, last: float, count: int) -> list[float]:
-    if count <= 1:
-        return [first]
-    step = (last - first) / (count - 1)
-    return [round(first + i * step, 6) for i in range(count)]
 
 
 @dataclass
@@ -101,21 +68,9 @@ class SweepForm(QGroupBox):
         self.vector = QComboBox()
         self.vector.setToolTip("The library vector to sweep")
         self.vector.setMinimumContentsLength(18)
-        self.coeff_from = double_spin(-1e5, 1e5, "The smallest coefficient", decimals=3, value=-16.0)
-        self.coeff_to = double_spin(-1e5, 1e5, "The largest coefficient", decimals=3, value=16.0)
-        self.coeff_count = int_spin(1, 41, "How many evenly spaced coefficients, ends included", value=5)
-        self.coeff_units = QComboBox()
-        for units, text in UNIT_TEXTS.items():
-            self.coeff_units.addItem(text, units)
-        self.coeff_units.setItemData(0, STRENGTH_TIP, Qt.ItemDataRole.ToolTipRole)
-        self.coeff_units.setItemData(1, RAW_TIP, Qt.ItemDataRole.ToolTipRole)
-        self.coeff_units.setToolTip(STRENGTH_TIP)
-        self._range_edited = False  # the user typed a range: it no longer follows the vector's mode
-        self._user_units = STRENGTH_UNITS  # the user's units (mode ablate forces raw c while it lasts)
-        self._setting_range = False  # the form itself is filling the range in
-        for spin in (self.coeff_from, self.coeff_to, self.coeff_count):
-            spin.valueChanged.connect(self._on_range_edited)
-        self.coeff_units.currentIndexChanged.connect(self._on_units_chosen)
+        self.coeff_range = CoefficientRange(self.effective_mode, self._raw_per_strength)
+        self.coeff_from, self.coeff_to = self.coeff_range.coeff_from, self.coeff_range.coeff_to
+        self.coeff_count, self.coeff_units = self.coeff_range.coeff_count, self.coeff_range.coeff_units
         self.sweep_layers = QCheckBox("Sweep layers")
         self.sweep_layers.setToolTip(
             "Re-capture the vector at every layer in the range from its stored prompts (off: its own layers)"
@@ -148,16 +103,11 @@ class SweepForm(QGroupBox):
         )
         self.metric_box.currentTextChanged.connect(self._on_metric_changed)
         self.vector.currentIndexChanged.connect(self._on_vector_changed)
-        self.mode.currentTextChanged.connect(lambda _: self._follow_mode())
+        self.mode.currentTextChanged.connect(lambda _: self.coeff_range.follow_mode())
 
         self._form = form = QFormLayout(self)
         form.addRow("Vector:", self.vector)
-        form.addRow(
-            "Coefficients:",
-            _row(
-                self.coeff_from, QLabel("to"), self.coeff_to, QLabel("×"), self.coeff_count, self.coeff_units
-            ),
-        )
+        form.addRow("Coefficients:", self.coeff_range)
         form.addRow("Layers:", _row(self.sweep_layers, self.layer_from, QLabel("to"), self.layer_to))
         form.addRow("Mode:", self.mode)
         form.addRow("Metric:", self.metric_box)
@@ -194,7 +144,7 @@ class SweepForm(QGroupBox):
         words of p+), so a Love - Hate vector is not swept against wedding words."""
         from engine.experiments.defaults import measure_for_prompts
 
-        self._follow_mode()
+        self.coeff_range.follow_mode()
         entry = self._ctx.entry(self.vector.currentData() or "")
         measure = measure_for_prompts(entry.prompts or {}) if entry is not None else None
         if measure is None or self.metric_box.currentText() == "perplexity":
@@ -212,69 +162,10 @@ class SweepForm(QGroupBox):
         return entry.default_mode if entry is not None else "front"
 
     def units(self) -> str:
-        return str(self.coeff_units.currentData())
-
-    def strengths(self) -> bool:
-        return self.units() == STRENGTH_UNITS
+        return self.coeff_range.units()
 
     def set_units(self, units: str) -> None:
-        """Choose the units as the user would (the range converts, or follows the mode if unedited)."""
-        self.coeff_units.setCurrentIndex(self.coeff_units.findData(units))
-
-    def _set_range(self, first: float, last: float, count: int, units: str | None = None) -> None:
-        self._setting_range = True
-        try:
-            if units is not None:
-                self.coeff_units.setCurrentIndex(self.coeff_units.findData(units))
-                self.coeff_units.setToolTip(STRENGTH_TIP if units == STRENGTH_UNITS else RAW_TIP)
-            self.coeff_from.setValue(first)
-            self.coeff_to.setValue(last)
-            self.coeff_count.setValue(count)
-        finally:
-            self._setting_range = False
-
-    @Slot()
-    def _on_range_edited(self) -> None:
-        if not self._setting_range:
-            self._range_edited = True
-
-    @Slot(int)
-    def _on_units_chosen(self, _index: int) -> None:
-        if self._setting_range:
-            return
-        units = self.units()
-        self.coeff_units.setToolTip(STRENGTH_TIP if units == STRENGTH_UNITS else RAW_TIP)
-        self._user_units = units
-        if not self._range_edited:
-            self._follow_mode()
-            return
-        factor = self._raw_per_strength()  # keep the edited range, in the other units
-        if factor is not None:
-            scale = factor if units == RAW_UNITS else 1.0 / factor
-            self._set_range(
-                _round(self.coeff_from.value() * scale),
-                _round(self.coeff_to.value() * scale),
-                self.coeff_count.value(),
-            )
-
-    def _follow_mode(self) -> None:
-        """The range follows the effective mode until the user edits it; ablate always takes raw c."""
-        ablate = self.effective_mode() == "ablate"
-        self.coeff_units.model().item(0).setEnabled(not ablate)  # ablate has no strength
-        if ablate:
-            if not self._range_edited or self.strengths():
-                self._set_range(*DEFAULT_RANGES["ablate"])
-            return
-        if self._range_edited:
-            if self.units() != self._user_units:  # back from ablate: the user's units again
-                self._set_range(self.coeff_from.value(), self.coeff_to.value(), self.coeff_count.value(),
-                                self._user_units)  # fmt: skip
-            return
-        first, last, count, _ = default_range(self.effective_mode())
-        if self._user_units == RAW_UNITS:
-            factor = self._raw_per_strength()
-            first, last = (_round(first * factor), _round(last * factor)) if factor else OLD_RAW_DEFAULT[:2]
-        self._set_range(first, last, count, self._user_units)
+        self.coeff_range.set_units(units)
 
     def _raw_per_strength(self) -> float | None:
         """c per unit of strength for the chosen vector and mode at its own first layer (the sweep's raw c
@@ -369,8 +260,8 @@ class SweepForm(QGroupBox):
         spec = SweepSpec(
             vector=chosen.vector,
             sentiment_sign=chosen.sentiment_sign,
-            coeffs=linspace(self.coeff_from.value(), self.coeff_to.value(), self.coeff_count.value()),
-            strengths=self.strengths(),
+            coeffs=self.coeff_range.coeffs(),
+            strengths=self.coeff_range.strengths(),
             layers=layers,
             prompts=self._prompts(),
             metric=self.metric_box.currentText(),
@@ -409,26 +300,8 @@ class SweepForm(QGroupBox):
 
     # ---- settings -----------------------------------------------------------------------------------------
     def read_settings(self) -> None:
-        """The range and its units. A file from before the units choice (no `sweep/coeff_units`) held raw c:
-        its untouched default (-8 to 8) becomes the strength default that follows the mode, while a range
-        the user had changed stays as it was, in raw c."""
         settings = self._ctx.settings
-        saved = (
-            float(settings.value("sweep/coeff_from", OLD_RAW_DEFAULT[0])),
-            float(settings.value("sweep/coeff_to", OLD_RAW_DEFAULT[1])),
-            int(settings.value("sweep/coeff_count", OLD_RAW_DEFAULT[2])),
-        )
-        units = settings.value("sweep/coeff_units")
-        if units is None:
-            edited = settings.contains("sweep/coeff_from") and saved != OLD_RAW_DEFAULT
-            units = RAW_UNITS if edited else STRENGTH_UNITS
-        else:
-            edited = _flag(settings.value("sweep/coeff_edited", False))
-        self._user_units = units if units in UNIT_TEXTS else STRENGTH_UNITS
-        self._range_edited = edited
-        if edited:
-            self._set_range(*saved, self._user_units)
-        self._follow_mode()
+        self.coeff_range.read_settings(settings)
         metric = str(settings.value("sweep/metric", self.metric_box.currentText()))
         if metric in METRIC_TIPS:
             self.metric_box.setCurrentText(metric)
@@ -437,23 +310,9 @@ class SweepForm(QGroupBox):
 
     def write_settings(self) -> None:
         settings = self._ctx.settings
-        settings.setValue("sweep/coeff_from", self.coeff_from.value())
-        settings.setValue("sweep/coeff_to", self.coeff_to.value())
-        settings.setValue("sweep/coeff_count", self.coeff_count.value())
-        settings.setValue("sweep/coeff_units", self._user_units)
-        settings.setValue("sweep/coeff_edited", self._range_edited)
+        self.coeff_range.write_settings(settings)
         settings.setValue("sweep/metric", self.metric_box.currentText())
         settings.setValue("sweep/targets", self.targets.text())
-
-
-def _round(value: float) -> float:
-    """Three significant digits: a converted range reads 12.3, not 12.34567."""
-    return float(f"{value:.3g}")
-
-
-def _flag(value: object) -> bool:
-    """A boolean from the settings file (an ini file gives back "true" / "false")."""
-    return value if isinstance(value, bool) else str(value).lower() in ("true", "1")
 
 
 def _row(*widgets: QWidget) -> QHBoxLayout:

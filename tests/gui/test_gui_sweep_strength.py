@@ -137,7 +137,9 @@ def test_switching_units_converts_an_edited_range(loaded_window, qtbot, capture_
     assert panel.set_vector("love")
     panel.coeff_from.setValue(-2)
     panel.coeff_to.setValue(4)
-    relative = relative_norms(context.library.load(str(context.entry("love").path)), context.residual_norms)[1]
+    relative = relative_norms(context.library.load(str(context.entry("love").path)), context.residual_norms)[
+        1
+    ]
     panel.form.set_units("raw")  # the same range in c at the vector's own layer: c = s / (||v|| / r)
     assert panel.coeff_to.value() == pytest.approx(float(f"{4 / relative:.3g}"), abs=1e-3)
     assert panel.coeff_from.value() == pytest.approx(float(f"{-2 / relative:.3g}"), abs=1e-3)
