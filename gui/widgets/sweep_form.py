@@ -123,6 +123,8 @@ class SweepForm(QGroupBox):
         context.library_changed.connect(self.refresh_vectors)
         context.vector_moved.connect(self._on_vector_moved)
         context.model_changed.connect(self._on_model_changed)
+        # An untouched raw-c range is the strength default converted with the residual norms, once known.
+        context.residual_norms_changed.connect(lambda _: self.coeff_range.follow_mode())
         self._on_metric_changed(self.metric_box.currentText())
         self._on_model_changed(context.model)
 

@@ -135,12 +135,16 @@ def test_switching_units_converts_an_edited_range(loaded_window, qtbot, capture_
     qtbot.waitUntil(lambda: context.residual_norms is not None, timeout=20_000)
     panel = loaded_window.sweep_panel
     assert panel.set_vector("love")
+    vector = context.library.load(str(context.entry("love").path))
+    relative = relative_norms(vector, context.residual_norms)[1]  # ||v|| / r at its layer: c = s / relative
+    panel.form.set_units("raw")  # untouched: the mode's default range, in c at the vector's own layer
+    assert panel.coeff_to.value() == pytest.approx(float(f"{16 / relative:.3g}"), abs=1e-3)
+    assert panel.coeff_from.value() == -panel.coeff_to.value() and panel.coeff_count.value() == 5
+    panel.form.set_units("n")
+    assert _range(panel) == (-16.0, 16.0, 5, "n")
     panel.coeff_from.setValue(-2)
     panel.coeff_to.setValue(4)
-    relative = relative_norms(context.library.load(str(context.entry("love").path)), context.residual_norms)[
-        1
-    ]
-    panel.form.set_units("raw")  # the same range in c at the vector's own layer: c = s / (||v|| / r)
+    panel.form.set_units("raw")  # the edited range, converted
     assert panel.coeff_to.value() == pytest.approx(float(f"{4 / relative:.3g}"), abs=1e-3)
     assert panel.coeff_from.value() == pytest.approx(float(f"{-2 / relative:.3g}"), abs=1e-3)
     assert not panel.request().spec.strengths
