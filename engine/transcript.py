@@ -266,6 +266,8 @@ def spec(layers):
         sampling={_sampling_expr(sampling)},
         mode={spec.mode!r},
         allow_other_model={spec.allow_other_model!r},
+        sentiment_sign={spec.sentiment_sign!r},
+        strengths={spec.strengths!r},  # True: coeffs are normalised strengths (x typical residual norm)
     )
 
 
@@ -280,7 +282,9 @@ plot_sweep(result, "sweep.png")
 best = result.best()
 for cell in result.cells:
     flag = "  (degenerate)" if cell.degenerate else ""
-    print(f"layer {{cell.layer:>3}}  c = {{cell.coeff:>7g}}  {spec.metric} = {{cell.value:.4g}}{{flag}}")
+    setting = f"{{result.spec.coeff_text(cell.coeff):>7}} (c = {{cell.steer_coeff:.4g}})"
+    print(f"layer {{cell.layer:>3}}  {{setting}}  {spec.metric} = {{cell.value:.4g}}{{flag}}")
 if best is not None:
-    print(f"best: layer {{best.layer}}, c = {{best.coeff:g}} ({spec.metric} = {{best.value:.4g}})")
+    setting = f"{{result.spec.coeff_text(best.coeff)}} (c = {{best.steer_coeff:.4g}})"
+    print(f"best: layer {{best.layer}}, {{setting}} ({spec.metric} = {{best.value:.4g}})")
 '''

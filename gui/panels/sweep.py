@@ -21,7 +21,7 @@ from gui.jobs import SweepRequest
 from gui.panels.common import bare_column, fill_with_splitter
 from gui.widgets.job_controls import JobControls
 from gui.widgets.suggest_box import SuggestBox
-from gui.widgets.sweep_cells import suggest_region
+from gui.widgets.sweep_cells import applied_coeff, setting_text, suggest_region
 from gui.widgets.sweep_form import SweepForm
 from gui.widgets.sweep_view import SweepView
 
@@ -38,6 +38,7 @@ class SweepPanel(QWidget):
         # The inputs under the panel's own names: scripts and tests drive the tab through them.
         self._vector, self.metric, self.targets = form.vector, form.metric_box, form.targets
         self.coeff_from, self.coeff_to, self.coeff_count = form.coeff_from, form.coeff_to, form.coeff_count
+        self.coeff_units = form.coeff_units
         self.sweep_layers, self.layer_from, self.layer_to = form.sweep_layers, form.layer_from, form.layer_to
         self.samples, self.max_tokens, self.seed = form.samples, form.max_tokens, form.seed
 
@@ -171,7 +172,8 @@ class SweepPanel(QWidget):
 
     @Slot()
     def apply_to_generate(self) -> None:
-        """Hand the chosen cell's setting to the Generate tab through the context (not its widgets)."""
+        """Hand the chosen cell's setting to the Generate tab through the context (not its widgets): the raw
+        c the cell applied at its layer (`steer_coeff`; with strengths it differs from the grid's `s`)."""
         cell, request = self.chosen_cell(), self._request
         if cell is None or request is None:
             return
@@ -181,7 +183,7 @@ class SweepPanel(QWidget):
         choice = SteeringChoice(
             vector_key=self._vector_key,
             vector_path=request.vector_path,
-            coeff=float(cell.coeff),
+            coeff=applied_coeff(cell),
             layer=layer,
             mode=request.spec.mode,
             exact=exact,
@@ -189,7 +191,8 @@ class SweepPanel(QWidget):
         self._ctx.apply_steering.emit(choice)
         where = layer_label(cell.layer) if layer is not None else "its own layers"
         note = "" if exact else " (the sweep re-captured it there from its prompts)"
-        self._ctx.show_status(f"Generate: {self._vector_key} at {where}{note}, c = {cell.coeff:g}")
+        setting = setting_text(request.spec, cell)
+        self._ctx.show_status(f"Generate: {self._vector_key} at {where}{note}, {setting}")
 
     # ---- exports ------------------------------------------------------------------------------------------
     def _ask_export(self, kind: str) -> None:

@@ -23,10 +23,22 @@ from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTab
 
 from engine.experiments import stats
 from engine.experiments.plots import METRIC_LABELS
-from engine.experiments.sweep import OWN_LAYERS, SweepCell, SweepResult, layer_label
+from engine.experiments.sweep import OWN_LAYERS, SweepCell, SweepResult, SweepSpec, layer_label
 
 SHARE_METRICS = ("target-words", "sentiment")  # a cell's value is hits / samples
 NONNEGATIVE_METRICS = (*SHARE_METRICS, "target-prob")  # their axes start at 0
+
+
+def applied_coeff(cell: SweepCell) -> float:
+    """The raw c the cell applied at its layer (its grid coordinate is a strength in a strength sweep)."""
+    return float(cell.steer_coeff) if math.isfinite(cell.steer_coeff) else float(cell.coeff)
+
+
+def setting_text(spec: SweepSpec, cell: SweepCell) -> str:
+    """How a cell's coefficient reads: "c = 4", or "4n (c = 12.3)" for a normalised strength."""
+    if not spec.strengths:
+        return f"c = {cell.coeff:g}"
+    return f"{spec.coeff_text(cell.coeff)} (c = {applied_coeff(cell):.3g})"
 
 
 def cell_interval(result: SweepResult, cell: SweepCell) -> tuple[float, float]:
@@ -129,6 +141,8 @@ class SweepCellTable(QTableWidget):
         chosen = self.chosen()
         key = (chosen.layer, chosen.coeff) if chosen is not None else None
         self.blockSignals(True)
+        strengths = result is not None and result.spec.strengths
+        self.setHorizontalHeaderItem(1, QTableWidgetItem("s" if strengths else "c"))
         self._cells = list(result.cells) if result is not None else []
         self.setRowCount(len(self._cells))
         for row, cell in enumerate(self._cells):
@@ -140,7 +154,7 @@ class SweepCellTable(QTableWidget):
                 note = "top (not clearly better)"
             texts = [
                 "own" if cell.layer == OWN_LAYERS else str(cell.layer),
-                f"{cell.coeff:g}",
+                result.spec.coeff_text(cell.coeff) if result is not None else f"{cell.coeff:g}",
                 f"{cell.value:.3g}",
                 f"{low:.2g}–{high:.2g}" if math.isfinite(low) and math.isfinite(high) else "–",
                 str(len(cell.samples)),
@@ -148,7 +162,8 @@ class SweepCellTable(QTableWidget):
             ]
             for column, text in enumerate(texts):
                 item = QTableWidgetItem(text)
-                item.setToolTip(f"{layer_label(cell.layer)}, c = {cell.coeff:g}")
+                setting = setting_text(result.spec, cell) if result is not None else f"c = {cell.coeff:g}"
+                item.setToolTip(f"{layer_label(cell.layer)}, {setting}")
                 if column in (1, 2, 3, 4):
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.setItem(row, column, item)
@@ -190,7 +205,7 @@ def suggest_region(result) -> str:
         top = verdict.top
         text = (
             f"No cell is clearly better than no steering: the top one, {layer_label(top.layer)}, "
-            f"c = {top.coeff:g}, has {label} {describe(result, top)}, and {verdict.reason}. "
+            f"{setting_text(result.spec, top)}, has {label} {describe(result, top)}, and {verdict.reason}. "
             "Take more samples or prompts."
         )
     else:
@@ -206,16 +221,25 @@ def suggest_region(result) -> str:
             and (best.value - c.value if higher else c.value - best.value) <= 0.1 * spread
         ]
         coeffs = sorted(c.coeff for c in near)
-        region = f"c = {coeffs[0]:g}" if len(coeffs) == 1 else f"c from {coeffs[0]:g} to {coeffs[-1]:g}"
+        text_of, name = result.spec.coeff_text, "s" if result.spec.strengths else "c"
+        region = (
+            f"{name} = {text_of(coeffs[0])}"
+            if len(coeffs) == 1
+            else f"{name} from {text_of(coeffs[0])} to {text_of(coeffs[-1])}"
+        )
         effect = getattr(best, "effect", float("nan"))  # mean per-token KL on the same context
         text = (
-            f"Best: {layer_label(best.layer)}, c = {best.coeff:g} ({label} {describe(result, best)}"
+            f"Best: {layer_label(best.layer)}, {setting_text(result.spec, best)} ({label} {describe(result, best)}"
             + (f"; effect {effect:.3g} nats per token" if math.isfinite(effect) else "")
             + f"). Within 10% of it: {layer_label(best.layer)}, {region}."
         )
     if degenerate:
         worst = sorted({abs(c.coeff) for c in degenerate})
-        text += f" {len(degenerate)} degenerate cell(s) (✕, hatched) from |c| = {worst[0]:g}: stay below."
+        name = "s" if result.spec.strengths else "c"
+        text += (
+            f" {len(degenerate)} degenerate cell(s) (✕, hatched) from |{name}| = "
+            f"{result.spec.coeff_text(worst[0])}: stay below."
+        )
     if result.cancelled:
         text += " (partial: the sweep was stopped)"
     return text

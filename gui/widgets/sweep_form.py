@@ -4,6 +4,9 @@ It owns its inputs and their rules (the metric and targets follow the chosen vec
 follows the model's depth; only vectors that can steer the loaded model are offered), turns them into the
 engine's specs (`SweepSpec` for a sweep, `SuggestSpec` for "Suggest settings") and keeps them in the
 settings file under `sweep/...`.
+
+Coefficients are normalised strengths by default, raw c one choice away; the range and its rules are
+`gui.widgets.coeff_range`.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from engine.vector import SteeringVector
 from gui.context import AppContext
 from gui.item_models import OTHER_MODEL
 from gui.jobs import SuggestRequest, SweepRequest
-from gui.panels.common import double_spin, int_spin
+from gui.panels.common import int_spin
+from gui.widgets.coeff_range import CoefficientRange
 from gui.widgets.vector_choice import fill_with_fitting_vectors
 
 METRIC_TIPS = {
@@ -41,13 +45,6 @@ METRIC_TIPS = {
     "target-prob": "Next-token probability of the targets' first tokens right after each prompt (no sampling)",
     "perplexity": "Perplexity of the reference text with the vector applied (lower: more fluent)",
 }
-
-
-def linspace(first: float, last: float, count: int) -> list[float]:
-    if count <= 1:
-        return [first]
-    step = (last - first) / (count - 1)
-    return [round(first + i * step, 6) for i in range(count)]
 
 
 @dataclass
@@ -71,9 +68,9 @@ class SweepForm(QGroupBox):
         self.vector = QComboBox()
         self.vector.setToolTip("The library vector to sweep")
         self.vector.setMinimumContentsLength(18)
-        self.coeff_from = double_spin(-1000, 1000, "The smallest coefficient c", value=-8.0)
-        self.coeff_to = double_spin(-1000, 1000, "The largest coefficient c", value=8.0)
-        self.coeff_count = int_spin(1, 41, "How many evenly spaced coefficients, ends included", value=5)
+        self.coeff_range = CoefficientRange(self.effective_mode, self._raw_per_strength)
+        self.coeff_from, self.coeff_to = self.coeff_range.coeff_from, self.coeff_range.coeff_to
+        self.coeff_count, self.coeff_units = self.coeff_range.coeff_count, self.coeff_range.coeff_units
         self.sweep_layers = QCheckBox("Sweep layers")
         self.sweep_layers.setToolTip(
             "Re-capture the vector at every layer in the range from its stored prompts (off: its own layers)"
@@ -106,12 +103,11 @@ class SweepForm(QGroupBox):
         )
         self.metric_box.currentTextChanged.connect(self._on_metric_changed)
         self.vector.currentIndexChanged.connect(self._on_vector_changed)
+        self.mode.currentTextChanged.connect(lambda _: self.coeff_range.follow_mode())
 
         self._form = form = QFormLayout(self)
         form.addRow("Vector:", self.vector)
-        form.addRow(
-            "Coefficients:", _row(self.coeff_from, QLabel("to"), self.coeff_to, QLabel("×"), self.coeff_count)
-        )
+        form.addRow("Coefficients:", self.coeff_range)
         form.addRow("Layers:", _row(self.sweep_layers, self.layer_from, QLabel("to"), self.layer_to))
         form.addRow("Mode:", self.mode)
         form.addRow("Metric:", self.metric_box)
@@ -127,6 +123,8 @@ class SweepForm(QGroupBox):
         context.library_changed.connect(self.refresh_vectors)
         context.vector_moved.connect(self._on_vector_moved)
         context.model_changed.connect(self._on_model_changed)
+        # An untouched raw-c range is the strength default converted with the residual norms, once known.
+        context.residual_norms_changed.connect(lambda _: self.coeff_range.follow_mode())
         self._on_metric_changed(self.metric_box.currentText())
         self._on_model_changed(context.model)
 
@@ -148,6 +146,7 @@ class SweepForm(QGroupBox):
         words of p+), so a Love - Hate vector is not swept against wedding words."""
         from engine.experiments.defaults import measure_for_prompts
 
+        self.coeff_range.follow_mode()
         entry = self._ctx.entry(self.vector.currentData() or "")
         measure = measure_for_prompts(entry.prompts or {}) if entry is not None else None
         if measure is None or self.metric_box.currentText() == "perplexity":
@@ -155,6 +154,38 @@ class SweepForm(QGroupBox):
         self.metric_box.setCurrentText(measure.metric)
         if measure.targets:
             self.targets.setText(", ".join(measure.targets))
+
+    # ---- the coefficient range and its units -----------------------------------------------------------
+    def effective_mode(self) -> str:
+        """The mode the sweep will use: the chosen one, or the chosen vector's default (front: none)."""
+        if (mode := self._mode()) is not None:
+            return mode
+        entry = self._ctx.entry(self.vector_key())
+        return entry.default_mode if entry is not None else "front"
+
+    def units(self) -> str:
+        return self.coeff_range.units()
+
+    def set_units(self, units: str) -> None:
+        self.coeff_range.set_units(units)
+
+    def _raw_per_strength(self) -> float | None:
+        """c per unit of strength for the chosen vector and mode at its own first layer (the sweep's raw c
+        differs by layer): r_l / ||v_l||. None without the model's residual norms or a readable vector."""
+        from engine.errors import ActAddError
+        from engine.strength import relative_norms
+
+        norms = self._ctx.residual_norms
+        entry = self._ctx.entry(self.vector_key())
+        if norms is None or entry is None:
+            return None
+        try:
+            vector = self._ctx.library.load(str(entry.path))
+            relative = relative_norms(vector, norms, mode=self.effective_mode())
+        except (ActAddError, OSError, ValueError):
+            return None
+        first = relative.get(min(relative)) if relative else None
+        return 1.0 / first if first else None
 
     @Slot()
     def refresh_vectors(self) -> None:
@@ -231,7 +262,8 @@ class SweepForm(QGroupBox):
         spec = SweepSpec(
             vector=chosen.vector,
             sentiment_sign=chosen.sentiment_sign,
-            coeffs=linspace(self.coeff_from.value(), self.coeff_to.value(), self.coeff_count.value()),
+            coeffs=self.coeff_range.coeffs(),
+            strengths=self.coeff_range.strengths(),
             layers=layers,
             prompts=self._prompts(),
             metric=self.metric_box.currentText(),
@@ -271,9 +303,7 @@ class SweepForm(QGroupBox):
     # ---- settings -----------------------------------------------------------------------------------------
     def read_settings(self) -> None:
         settings = self._ctx.settings
-        self.coeff_from.setValue(float(settings.value("sweep/coeff_from", self.coeff_from.value())))
-        self.coeff_to.setValue(float(settings.value("sweep/coeff_to", self.coeff_to.value())))
-        self.coeff_count.setValue(int(settings.value("sweep/coeff_count", self.coeff_count.value())))
+        self.coeff_range.read_settings(settings)
         metric = str(settings.value("sweep/metric", self.metric_box.currentText()))
         if metric in METRIC_TIPS:
             self.metric_box.setCurrentText(metric)
@@ -282,9 +312,7 @@ class SweepForm(QGroupBox):
 
     def write_settings(self) -> None:
         settings = self._ctx.settings
-        settings.setValue("sweep/coeff_from", self.coeff_from.value())
-        settings.setValue("sweep/coeff_to", self.coeff_to.value())
-        settings.setValue("sweep/coeff_count", self.coeff_count.value())
+        self.coeff_range.write_settings(settings)
         settings.setValue("sweep/metric", self.metric_box.currentText())
         settings.setValue("sweep/targets", self.targets.text())
 

@@ -19,7 +19,15 @@ from PySide6.QtWidgets import QPlainTextEdit, QSplitter, QVBoxLayout, QWidget
 
 from engine.experiments.plots import METRIC_LABELS, draw_sweep
 from engine.experiments.sweep import SweepCell, SweepResult, layer_label
-from gui.widgets.sweep_cells import NONNEGATIVE_METRICS, SweepCellTable, cell_interval, describe, judge, shown
+from gui.widgets.sweep_cells import (
+    NONNEGATIVE_METRICS,
+    SweepCellTable,
+    cell_interval,
+    describe,
+    judge,
+    setting_text,
+    shown,
+)
 
 
 class SweepView(QWidget):
@@ -146,7 +154,7 @@ class SweepView(QWidget):
             self.cell_samples.clear()
             return
         head = (
-            f"{layer_label(cell.layer)}, c = {cell.coeff:g}: "
+            f"{layer_label(cell.layer)}, {setting_text(self._shown.spec, cell)}: "
             f"{METRIC_LABELS.get(self._shown.spec.metric, '')} {describe(self._shown, cell)}"
         )
         if cell.degenerate:

@@ -9,8 +9,8 @@ import torch
 
 from engine.experiments.sweep import SweepCell, SweepResult, SweepSpec
 from engine.vector import SteeringVector
+from gui.widgets.coeff_range import linspace
 from gui.widgets.sweep_cells import suggest_region
-from gui.widgets.sweep_form import linspace
 
 pytestmark = pytest.mark.gui
 

@@ -74,6 +74,7 @@ def test_panel_shows_intervals_and_keeps_share_axis_at_zero(window):
 def _configure(window):
     panel = window.sweep_panel
     assert panel.set_vector("love")
+    panel.form.set_units("raw")  # these cells are read as raw c (test_gui_sweep_strength: strengths)
     panel.coeff_from.setValue(0)
     panel.coeff_to.setValue(4)
     panel.coeff_count.setValue(2)
