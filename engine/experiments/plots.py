@@ -124,7 +124,8 @@ def draw_sweep(fig: Figure, result: SweepResult) -> None:
 def plot_sweep(result: SweepResult, path: str | Path) -> None:
     """A line plot (one layer) or a layer × coefficient heatmap, as a PNG."""
     layers, coeffs, _ = result.grid()
-    title = f"{_vector_label(result)} ({result.model or 'model'})"
+    # the model's file or folder name: a full path is long and says where the user keeps their files
+    title = f"{_vector_label(result)} ({Path(result.model).name if result.model else 'model'})"
     if result.cancelled:
         title += " (cancelled)"
     if len(layers) <= 1:
