@@ -361,8 +361,7 @@ def _run_single_sweep(args: argparse.Namespace) -> int:
             label = "own" if layer < 0 else str(layer)
             lines.append(label.ljust(8) + "".join(f"{v:.3f}".rjust(width) for v in row))
     if best is not None:
-        setting = f"{best.coeff:g}n (c = {best.steer_coeff:.3g})" if spec.strengths else f"c = {best.coeff:g}"
-        lines.append(f"best: layer {best.layer}, {setting}: {best.value:.3f}")
+        lines.append(f"best: layer {best.layer}, {spec.setting_text(best)}: {best.value:.3f}")
     lines.append(f"wrote {csv_path} and {png_path}")
     emit(args, payload, "\n".join(lines))
     return 0

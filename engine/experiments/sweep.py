@@ -88,6 +88,12 @@ class SweepSpec:
         """How a grid coefficient reads: "4n" (a normalised strength) or "4" (raw c)."""
         return f"{value:g}n" if self.strengths and value else f"{value:g}"
 
+    def setting_text(self, cell: SweepCell) -> str:
+        """How a cell's setting reads: "c = 4", or "4n (c = 12.3)" for a normalised strength."""
+        if not self.strengths:
+            return f"c = {cell.coeff:g}"
+        return f"{self.coeff_text(cell.coeff)} (c = {cell.applied_coeff:.3g})"
+
     def validate(self) -> None:
         if self.metric not in METRICS:
             raise InvalidInputError(f"unknown metric {self.metric!r}; choose one of {', '.join(METRICS)}")

@@ -44,6 +44,11 @@ class SweepCell:
     effect: float = math.nan  # mean per-token KL(steered || unsteered) on the same context, in nats
     steer_coeff: float = math.nan  # the raw c applied at this cell's layer (= coeff unless strengths)
 
+    @property
+    def applied_coeff(self) -> float:
+        """The raw c this cell applied at its layer (its grid coordinate is a strength in a strength sweep)."""
+        return float(self.steer_coeff) if math.isfinite(self.steer_coeff) else float(self.coeff)
+
     def bound(self, higher_is_better: bool = True) -> float:
         """The pessimistic end of the interval (lower bound, or upper for lower-is-better), else value."""
         edge = self.ci_low if higher_is_better else self.ci_high

@@ -21,7 +21,7 @@ from gui.jobs import SweepRequest
 from gui.panels.common import bare_column, fill_with_splitter
 from gui.widgets.job_controls import JobControls
 from gui.widgets.suggest_box import SuggestBox
-from gui.widgets.sweep_cells import applied_coeff, setting_text, suggest_region
+from gui.widgets.sweep_cells import suggest_region
 from gui.widgets.sweep_form import SweepForm
 from gui.widgets.sweep_view import SweepView
 
@@ -183,7 +183,7 @@ class SweepPanel(QWidget):
         choice = SteeringChoice(
             vector_key=self._vector_key,
             vector_path=request.vector_path,
-            coeff=applied_coeff(cell),
+            coeff=cell.applied_coeff,
             layer=layer,
             mode=request.spec.mode,
             exact=exact,
@@ -191,7 +191,7 @@ class SweepPanel(QWidget):
         self._ctx.apply_steering.emit(choice)
         where = layer_label(cell.layer) if layer is not None else "its own layers"
         note = "" if exact else " (the sweep re-captured it there from its prompts)"
-        setting = setting_text(request.spec, cell)
+        setting = request.spec.setting_text(cell)
         self._ctx.show_status(f"Generate: {self._vector_key} at {where}{note}, {setting}")
 
     # ---- exports ------------------------------------------------------------------------------------------

@@ -23,22 +23,10 @@ from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTab
 
 from engine.experiments import stats
 from engine.experiments.plots import METRIC_LABELS
-from engine.experiments.sweep import OWN_LAYERS, SweepCell, SweepResult, SweepSpec, layer_label
+from engine.experiments.sweep import OWN_LAYERS, SweepCell, SweepResult, layer_label
 
 SHARE_METRICS = ("target-words", "sentiment")  # a cell's value is hits / samples
 NONNEGATIVE_METRICS = (*SHARE_METRICS, "target-prob")  # their axes start at 0
-
-
-def applied_coeff(cell: SweepCell) -> float:
-    """The raw c the cell applied at its layer (its grid coordinate is a strength in a strength sweep)."""
-    return float(cell.steer_coeff) if math.isfinite(cell.steer_coeff) else float(cell.coeff)
-
-
-def setting_text(spec: SweepSpec, cell: SweepCell) -> str:
-    """How a cell's coefficient reads: "c = 4", or "4n (c = 12.3)" for a normalised strength."""
-    if not spec.strengths:
-        return f"c = {cell.coeff:g}"
-    return f"{spec.coeff_text(cell.coeff)} (c = {applied_coeff(cell):.3g})"
 
 
 def cell_interval(result: SweepResult, cell: SweepCell) -> tuple[float, float]:
@@ -162,7 +150,7 @@ class SweepCellTable(QTableWidget):
             ]
             for column, text in enumerate(texts):
                 item = QTableWidgetItem(text)
-                setting = setting_text(result.spec, cell) if result is not None else f"c = {cell.coeff:g}"
+                setting = result.spec.setting_text(cell) if result is not None else f"c = {cell.coeff:g}"
                 item.setToolTip(f"{layer_label(cell.layer)}, {setting}")
                 if column in (1, 2, 3, 4):
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
@@ -205,7 +193,7 @@ def suggest_region(result) -> str:
         top = verdict.top
         text = (
             f"No cell is clearly better than no steering: the top one, {layer_label(top.layer)}, "
-            f"{setting_text(result.spec, top)}, has {label} {describe(result, top)}, and {verdict.reason}. "
+            f"{result.spec.setting_text(top)}, has {label} {describe(result, top)}, and {verdict.reason}. "
             "Take more samples or prompts."
         )
     else:
@@ -229,7 +217,7 @@ def suggest_region(result) -> str:
         )
         effect = getattr(best, "effect", float("nan"))  # mean per-token KL on the same context
         text = (
-            f"Best: {layer_label(best.layer)}, {setting_text(result.spec, best)} ({label} {describe(result, best)}"
+            f"Best: {layer_label(best.layer)}, {result.spec.setting_text(best)} ({label} {describe(result, best)}"
             + (f"; effect {effect:.3g} nats per token" if math.isfinite(effect) else "")
             + f"). Within 10% of it: {layer_label(best.layer)}, {region}."
         )

@@ -25,7 +25,6 @@ from gui.widgets.sweep_cells import (
     cell_interval,
     describe,
     judge,
-    setting_text,
     shown,
 )
 
@@ -154,7 +153,7 @@ class SweepView(QWidget):
             self.cell_samples.clear()
             return
         head = (
-            f"{layer_label(cell.layer)}, {setting_text(self._shown.spec, cell)}: "
+            f"{layer_label(cell.layer)}, {self._shown.spec.setting_text(cell)}: "
             f"{METRIC_LABELS.get(self._shown.spec.metric, '')} {describe(self._shown, cell)}"
         )
         if cell.degenerate:
