@@ -401,7 +401,7 @@ def test_demo_sentiment_report_has_a_second_pair_measured_with_the_same_seeds(de
     second = report.summary["second_pair"]
     assert second["pair"] == list(SECOND_PAIR) and second["coeffs"] == [-8.0, 0.0, 8.0]
     assert second["n_per_cell"] == len(demo_context.prompts) * demo_context.settings.samples
-    # c = 0 of the second pair is the unsteered model with the same seeds as Love - Hate's c = 0
+    # c = 0 of the second pair is the sweep's own unsteered cell (same seeds, not sampled again)
     layer = report.summary["layer"]
     zero = {c.coeff: c for c in demo_context.sentiment_sweep().cells if c.layer == layer}[0.0]
     assert (second["positive"][1], second["negative"][1]) == demo_context.shares(zero.completions)

@@ -76,10 +76,16 @@ def run_sentiment(ctx: Context) -> ExperimentReport:
     lean_shares = {key: ctx.shares(t) for key, t in zip(settings, texts, strict=True)}
     n_lean = len(texts[0]) if texts else 0
     # The second pair on the neutral prompts, same layer and coefficients, same seeds (CRN)
+    # (c = 0 is the sweep's own unsteered cell at this layer, same seeds: not sampled again)
     second = ctx.vector(SECOND_PAIR, layer)
-    second_texts = generate_rows(
-        ctx, ctx.prompts, [[Steer(second, c)] if c else [] for c in direction_coeffs], ctx.settings.sampling()
+    zero = cells_at(result, layer).get(0.0)
+    by_coeff = {0.0: zero.completions} if zero is not None else {}
+    steered = [c for c in direction_coeffs if c not in by_coeff]
+    rows = generate_rows(
+        ctx, ctx.prompts, [[Steer(second, c)] if c else [] for c in steered], ctx.settings.sampling()
     )
+    by_coeff.update(zip(steered, rows, strict=True))
+    second_texts = [by_coeff[c] for c in direction_coeffs]
     second_shares = [ctx.shares(t) for t in second_texts]
     n_second = len(second_texts[0]) if second_texts else 0
     write_csv(
