@@ -62,17 +62,21 @@ def window(qtbot, settings, library_dir):
 
 
 @pytest.fixture
-def load_model_in(qtbot):
-    """Drive the model panel: type the folder, press Load, wait until the model is in."""
+def load_model_in(qtbot, job_of):
+    """Drive the model panel: type the folder, press Load, wait until the model is in and the load job has
+    finished (the panel counts a load as running until then, and ignores another Load click meanwhile)."""
 
     def load(window, folder, timeout=30_000):
         panel = window.model_panel
         panel.set_source(str(folder))
         panel.set_device("cpu")
+        finished: list[bool] = []
         with qtbot.waitSignal(
             window.context.model_changed, timeout=timeout, check_params_cb=lambda handle: handle is not None
         ):
-            panel.load_button.click()
+            job = job_of(window.context.controller, panel.load_button.click)
+            job.finished.connect(lambda: finished.append(True))  # before the event loop runs again
+        qtbot.waitUntil(lambda: bool(finished), timeout=timeout)
         return window.context.model
 
     return load
