@@ -4,6 +4,8 @@ A GGUF row comes from `engine.gguf_header.gguf_openability`; a folder row from `
 safetensors headers (8 bytes of length and a JSON table of shapes). GGUF headers with large vocabularies
 take ~0.1 s each to walk, so their verdicts are kept in a small JSON cache keyed by path, size and mtime
 (`$ACTADD_CACHE`, else the user cache folder: engine/app_dirs.py): a second listing reads no header it has seen.
+A verdict depends on the installed transformers too (which architectures it reads from GGUF), so the cache
+records that version and starts empty under another one.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from stat import S_ISREG
 from engine import app_dirs
 from engine.atomic import atomic_write_text
 from engine.gguf_header import gguf_openability
-from engine.transformers_tables import transformers_tables
+from engine.transformers_tables import transformers_tables, transformers_version
 
 MAX_CACHE_ENTRIES = 4000
+CACHE_FORMAT = 2  # 1 was a bare {key: fields} map, not tied to a transformers version
 
 
 @dataclass(frozen=True)
@@ -46,16 +49,24 @@ def cache_dir() -> Path:
 
 
 class HeaderCache:
-    """GGUF verdicts by (path, size, mtime); loaded once, written back atomically when something changed."""
+    """GGUF verdicts by (path, size, mtime) under one transformers version; loaded once, written back
+    atomically when something changed. File: {"format", "transformers", "entries": {key: fields}}."""
 
     def __init__(self, path: Path | None) -> None:
         self.path, self.entries, self.dirty = path, {}, False
+        self.transformers = transformers_version()
         if path is not None:
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
-                self.entries = data if isinstance(data, dict) else {}
             except (OSError, ValueError, RecursionError):
-                self.entries = {}  # missing or damaged: rebuilt from the headers
+                data = None  # missing or damaged: rebuilt from the headers
+            if (
+                isinstance(data, dict)
+                and data.get("format") == CACHE_FORMAT
+                and data.get("transformers") == self.transformers
+                and isinstance(data.get("entries"), dict)
+            ):
+                self.entries = data["entries"]  # else stale (another transformers, an older layout)
 
     def gguf_row(self, file: Path, name: str, source: str, size: int) -> ModelEntry:
         try:
@@ -95,7 +106,8 @@ class HeaderCache:
         entries = dict(list(self.entries.items())[-MAX_CACHE_ENTRIES:])
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.path, json.dumps(entries))
+            data = {"format": CACHE_FORMAT, "transformers": self.transformers, "entries": entries}
+            atomic_write_text(self.path, json.dumps(data))
         except OSError:
             pass  # a cache that can't be written only costs time next listing
 

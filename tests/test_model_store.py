@@ -18,6 +18,7 @@ from engine import InvalidInputError
 from engine.cli import main
 from engine.gguf_header import gguf_openability, is_gguf_file, read_gguf_header, supported_gguf_architectures
 from engine.model_store import ModelEntry, list_models, remember_recent
+from engine.transformers_tables import transformers_version
 
 ROW_KEYS = {
     "name", "source", "path", "format", "architecture", "n_params", "quantization", "size_bytes", "openable", "reason"
@@ -371,6 +372,27 @@ def test_header_verdicts_are_cached_by_size_and_mtime(tmp_path, monkeypatch):
     assert not again[0].openable and "truncated" in again[0].reason
     cache.write_text("[[[[")  # a damaged cache is rebuilt
     assert list_models(["gpt4all"], gpt4all_roots=[root], header_cache=cache) == again
+
+
+def test_header_verdicts_are_judged_again_under_another_transformers(tmp_path, monkeypatch):
+    """Which architectures open depends on transformers: a verdict kept under one version is not reused
+    under another (nor from the old, unversioned cache layout)."""
+    root, cache = tmp_path / "g", tmp_path / "cache.json"
+    write_gguf(root / "m.gguf")
+    first = list_models(["gpt4all"], gpt4all_roots=[root], header_cache=cache)
+    data = json.loads(cache.read_text())
+    assert data["transformers"] == transformers_version() and len(data["entries"]) == 1
+    key = next(iter(data["entries"]))
+    data["entries"][key] = {**data["entries"][key], "ok": False, "reason": "kept verdict"}
+    cache.write_text(json.dumps(data))
+    kept = list_models(["gpt4all"], gpt4all_roots=[root], header_cache=cache)
+    assert kept[0].reason == "kept verdict"  # the same version: the cache is what is read
+
+    cache.write_text(json.dumps({**data, "transformers": "0.0.1"}))
+    assert list_models(["gpt4all"], gpt4all_roots=[root], header_cache=cache) == first
+    assert json.loads(cache.read_text())["transformers"] == transformers_version()
+    cache.write_text(json.dumps(data["entries"]))  # the format-1 layout: a bare map of verdicts
+    assert list_models(["gpt4all"], gpt4all_roots=[root], header_cache=cache) == first
 
 
 # ---- the CLI ---------------------------------------------------------------------------------------------
