@@ -11,11 +11,17 @@ from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication
 
 from engine import __version__
+from engine.cli import COMMANDS
 from engine.log_filters import install_log_filters
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="actadd-studio", description="ActAdd Studio desktop app")
+    parser = argparse.ArgumentParser(
+        prog="actadd-studio",
+        description="ActAdd Studio desktop app",
+        epilog=f"headless commands (python main.py COMMAND --help for each):\n  {', '.join(COMMANDS)}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "--model",
         metavar="PATH",

@@ -101,6 +101,20 @@ def test_help_imports_neither_torch_nor_transformers(store, tmp_path, args):
     assert heavy == [] and "usage: actadd" in done.stdout
 
 
+def test_the_app_help_lists_every_headless_command(store, tmp_path):
+    """`python main.py --help` is the GUI's parser; it names the CLI's commands, which are main.py's
+    dispatch list and exactly the CLI parser's subcommands."""
+    import argparse
+
+    from engine.cli import COMMANDS, build_parser
+
+    parsers = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    assert sorted(parsers[0].choices) == sorted(COMMANDS)
+    env, _ = store
+    done, _ = run_cli(env, tmp_path, "--help")
+    assert "--model PATH" in done.stdout and ", ".join(COMMANDS) in done.stdout
+
+
 def test_a_bad_device_is_refused_after_asking_torch(store, tmp_path):
     env, _ = store
     done = subprocess.run(

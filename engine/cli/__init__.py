@@ -17,6 +17,8 @@ from engine.errors import ActAddError, AlreadyExistsError, InvalidInputError
 from engine.log_filters import install_log_filters
 
 EXIT_BAD_INPUT = 2
+# The subcommands, in the order `--help` lists them; `main.py` sends these to the CLI and the rest to the GUI.
+COMMANDS = ("capture", "generate", "library", "models", "norms", "serve", "sweep")
 
 
 class _Parser(argparse.ArgumentParser):
