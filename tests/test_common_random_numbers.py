@@ -8,20 +8,17 @@ token for token, and a row alone gives the same tokens as that row inside a batc
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
 import torch
+from exported_scripts import run_exported_script
 
 from engine import InvalidInputError, SamplingConfig, Steer, capture_actadd, generate, save_vector
 from engine.cli import main
 from engine.experiments import SweepSpec, run_sweep
 
-ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "I went up to my friend and said"
 # The paper's sampling, with a wider nucleus so that a random-init model has many tokens to choose from.
 SAMPLING = SamplingConfig.paper(top_p=0.9, max_new_tokens=16, seed=5)
@@ -144,17 +141,7 @@ def _script(loaded, vector_path, coeff: float, tmp_path: Path) -> dict:
     )
     script = tmp_path / f"reproduce_{coeff:g}.py"
     script.write_text(transcript.to_script(), encoding="utf-8")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACTADD_TORCH_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    out = subprocess.run(
-        [sys.executable, str(script), "--json"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_exported_script(script)
 
 
 def test_exported_script(gpt2, love, tmp_path):

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+from exported_scripts import run_exported_script
 from PySide6.QtGui import QTextCursor
 
 from engine.generation import SamplingConfig, generate
@@ -20,7 +15,6 @@ from engine.vector import load_vector
 from gui.widgets.vector_row import STRENGTH_LIMIT, STRENGTH_STEPS
 
 pytestmark = pytest.mark.gui
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _capture_layers(qtbot, window, name, first, last):
@@ -114,17 +108,7 @@ def test_the_slider_is_a_normalised_strength_resolved_exactly_to_c(
     script = tmp_path / "reproduce.py"
     script.write_text(transcript.to_script(), encoding="utf-8")
     assert "profile={1: 1.0, 2: " in script.read_text(encoding="utf-8")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACTADD_TORCH_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    out = subprocess.run(
-        [sys.executable, str(script), "--json"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    texts = json.loads(out.stdout.strip().splitlines()[-1])
+    texts = run_exported_script(script, timeout=120)
     assert texts["steered"] == transcript.outputs["steered"]
 
 
