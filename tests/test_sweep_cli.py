@@ -69,7 +69,7 @@ def test_sweep_library_vector_perplexity(model_dirs, tmp_path, capsys):
     ("args", "message"),
     [
         (["--coeffs", "1,2"], "--vector NAME_OR_FILE, or --positive and --negative"),
-        (["--positive", "a", "--negative", "b", "--coeffs", "-4,0,x"], "'x' is not a valid float"),
+        (["--positive", "a", "--negative", "b", "--coeffs", "-4,0,x"], "--coeffs: 'x' is not a number"),
         (["--positive", "a", "--negative", "b", "--coeffs", "1,nan"], "not a finite number"),
         (["--positive", "a", "--negative", "b", "--layers", "0,9"], "out of range"),
         (["--positive", "a", "--negative", "b", "--metric", "perplexity"], "needs --reference-text"),
@@ -79,7 +79,9 @@ def test_sweep_library_vector_perplexity(model_dirs, tmp_path, capsys):
         (["--experiment", "nonsense"], "invalid choice"),
         (["--positive", "a", "--negative", "b", "--samples", "0", "--targets", "a"], "samples per prompt"),
         (["--positive", "a", "--negative", "b", "--coeffs", "0,2n,4"], "mixes raw coefficients (4)"),
-        (["--positive", "a", "--negative", "b", "--coeffs", "2xn"], "'2x' is not a valid float"),
+        (["--positive", "a", "--negative", "b", "--coeffs", "2xn"], "'2xn' is neither a coefficient"),
+        (["--positive", "a", "--negative", "b", "--coeffs", "0.5N"], "'0.5N' is not a number; expected a"),
+        (["--positive", "a", "--negative", "b", "--coeffs", ","], "--coeffs is empty"),
         (
             ["--positive", "a", "--negative", "b", "--coeffs", "1n", "--mode", "ablate", "--targets", "a"],
             "mode ablate takes raw",

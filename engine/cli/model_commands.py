@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import math
 import re
 import sys
 
-from engine.cli import add_json_option, add_library_option, add_model_options, emit, load_model_from_args
+from engine.cli import (
+    add_json_option,
+    add_library_option,
+    add_model_options,
+    emit,
+    load_model_from_args,
+    number_args,
+)
+from engine.cli.number_args import finite_float
 from engine.cli.sampling_args import sampling_from_args
 from engine.errors import InvalidInputError
 from engine.modes import MODES, PAIR_METHODS
 
 _STEER_SPEC = re.compile(r"^(?P<name>.+?)(?::(?P<coeff>[^:@]+))?(?:@(?P<layer>-?\d+))?$")
-
-
-def _float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise InvalidInputError(f"{text!r} is not a number") from exc
-    if not math.isfinite(value):
-        raise InvalidInputError(f"coefficient {text!r} is not a finite number")
-    return value
 
 
 def register(sub) -> None:
@@ -37,7 +34,7 @@ def register(sub) -> None:
     capture.add_argument("--method", choices=("actadd", *PAIR_METHODS), default="actadd")
     capture.add_argument("--name", required=True, help="name in the library")
     capture.add_argument(
-        "--coeff", type=_float, default=None, help="default coefficient stored with the vector"
+        "--coeff", type=finite_float, default=None, help="default coefficient stored with the vector"
     )
     capture.add_argument("--tag", action="append", default=[], help="tag (repeatable)")
     capture.add_argument("--notes", default="")
@@ -59,12 +56,12 @@ def register(sub) -> None:
     )
     gen.add_argument("--mode", choices=MODES, help="injection mode for every --steer")
     gen.add_argument("--max-new-tokens", type=int, default=48)
-    gen.add_argument("--temperature", type=_float, default=1.0, help="0 means greedy")
-    gen.add_argument("--top-p", type=_float, default=1.0)
+    gen.add_argument("--temperature", type=finite_float, default=1.0, help="0 means greedy")
+    gen.add_argument("--top-p", type=finite_float, default=1.0)
     gen.add_argument("--top-k", type=int, default=0)
-    gen.add_argument("--repetition-penalty", type=_float, default=1.0)
-    gen.add_argument("--frequency-penalty", type=_float, default=0.0)
-    gen.add_argument("--presence-penalty", type=_float, default=0.0)
+    gen.add_argument("--repetition-penalty", type=finite_float, default=1.0)
+    gen.add_argument("--frequency-penalty", type=finite_float, default=0.0)
+    gen.add_argument("--presence-penalty", type=finite_float, default=0.0)
     gen.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument(
@@ -163,24 +160,11 @@ def run_capture(args: argparse.Namespace) -> int:
 def parse_amount(text: str, spec: str) -> tuple[float | None, float | None]:
     """The COEFF part of --steer: "2.5" -> (2.5, None), a coefficient; "0.5n" -> (None, 0.5), a
     normalised strength (a fraction of the typical residual norm at the vector's layer)."""
-    if text.endswith("n") and text != "nan":
-        try:
-            value = float(text[:-1])
-        except ValueError:
-            value = None
-        if value is not None:
-            if not math.isfinite(value):
-                raise InvalidInputError(f"--steer {spec!r}: strength {text!r} is not a finite number")
-            return None, value
-        raise InvalidInputError(
-            f"--steer {spec!r}: {text!r} is neither a coefficient (e.g. 4) nor a normalised strength (e.g. 0.5n)"
-        )
     try:
-        return _float(text), None
+        value, is_strength = number_args.parse_amount(text)
     except InvalidInputError as exc:
-        raise InvalidInputError(
-            f"--steer {spec!r}: {exc}; expected a coefficient (e.g. 4) or a normalised strength (e.g. 0.5n)"
-        ) from exc
+        raise InvalidInputError(f"--steer {spec!r}: {exc}") from exc
+    return (None, value) if is_strength else (value, None)
 
 
 def parse_steer(spec: str, library, mode: str | None):

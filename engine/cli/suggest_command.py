@@ -22,12 +22,8 @@ def _slug(text: str) -> str:
 
 
 def run_suggest(args: argparse.Namespace) -> int:
-    from engine.cli.sweep_commands import (
-        _numbers,
-        check_vector_source,
-        measurement_from_args,
-        vector_from_args,
-    )
+    from engine.cli.number_args import number_list
+    from engine.cli.sweep_commands import check_vector_source, measurement_from_args, vector_from_args
     from engine.experiments.suggest import SuggestSpec, suggest
     from engine.vector import save_vector
 
@@ -36,7 +32,7 @@ def run_suggest(args: argparse.Namespace) -> int:
         raise InvalidInputError("--suggest measures sampled text: use --metric target-words or sentiment")
     if args.mode == "ablate":
         raise InvalidInputError("--suggest searches coefficients; mode ablate has none")
-    layers = _numbers(args.layers, int, "layers") if args.layers else None
+    layers = number_list(args.layers, int, "layers") if args.layers else None
     loaded = load_model_from_args(args)
     vector = vector_from_args(args, loaded, 0)
     name = Path(args.vector).stem if args.vector else f"{_slug(args.positive)}-minus-{_slug(args.negative)}"

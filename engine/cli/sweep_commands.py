@@ -24,6 +24,7 @@ from engine.cli import (
     load_model_from_args,
     stderr_log,
 )
+from engine.cli.number_args import coefficient_list, number_list
 from engine.cli.sampling_args import sampling_from_args
 from engine.errors import InvalidInputError
 from engine.modes import MODES
@@ -48,48 +49,6 @@ DEFAULT_STRENGTH_TEXT = {
     "front": ["-16n", "-4n", "0", "4n", "16n"],
     "direction": ["-1n", "-0.25n", "0", "0.25n", "1n"],
 }
-
-
-def coefficients(text: str) -> tuple[list[float], bool]:
-    """(values, strengths) of a --coeffs list: all raw numbers, or all normalised strengths ("2n"); 0 may
-    be written bare in either."""
-    parts = [p for p in text.replace(" ", "").split(",") if p]
-    marked = [_is_strength(p) for p in parts]
-    strengths = any(marked)
-    if strengths and (raw := [p for p, m in zip(parts, marked, strict=True) if not m and _float(p) != 0.0]):
-        raise InvalidInputError(
-            f"--coeffs mixes raw coefficients ({raw[0]}) with normalised strengths; write every one with n, or none"
-        )
-    numbers = ",".join(p[:-1] if m else p for p, m in zip(parts, marked, strict=True))
-    return _numbers(numbers, float, "coeffs"), strengths
-
-
-def _is_strength(part: str) -> bool:
-    return part.lower().endswith("n") and part.lower().lstrip("+-") != "nan"
-
-
-def _float(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
-        return None
-
-
-def _numbers(text: str, kind: type, what: str) -> list:
-    values = []
-    for part in text.replace(" ", "").split(","):
-        if not part:
-            continue
-        try:
-            value = kind(part)
-        except ValueError as exc:
-            raise InvalidInputError(f"--{what}: {part!r} is not a valid {kind.__name__}") from exc
-        if kind is float and not math.isfinite(value):
-            raise InvalidInputError(f"--{what}: {part!r} is not a finite number")
-        values.append(value)
-    if not values:
-        raise InvalidInputError(f"--{what} is empty")
-    return values
 
 
 def register(sub) -> None:
@@ -255,7 +214,7 @@ def _spec_from_args(args: argparse.Namespace, loaded):
     from engine.capture import check_layers
     from engine.experiments.sweep import SweepSpec
 
-    layers = _numbers(args.layers, int, "layers") if args.layers else None
+    layers = number_list(args.layers, int, "layers") if args.layers else None
     if layers:
         check_layers(loaded, layers)  # before a capture at layers[0]
     vector = vector_from_args(args, loaded, layers[0] if layers else 0)
@@ -265,7 +224,7 @@ def _spec_from_args(args: argparse.Namespace, loaded):
     coeff_text = args.coeffs or ",".join(DEFAULT_STRENGTH_TEXT["front" if mode == "front" else "direction"])
     if args.coeffs is None and mode == "ablate":
         coeff_text = "0,0.5,1"  # ablate's coefficient is already a fraction of the direction
-    coeffs, strengths = coefficients(coeff_text)
+    coeffs, strengths = coefficient_list(coeff_text)
     reference = args.reference_text
     if args.reference_file:
         try:
@@ -289,9 +248,9 @@ def _run_single_sweep(args: argparse.Namespace) -> int:
     check_vector_source(args)
     # Check the cheap arguments before loading the model.
     if args.coeffs is not None:
-        coefficients(args.coeffs)
+        coefficient_list(args.coeffs)
     if args.layers:
-        _numbers(args.layers, int, "layers")
+        number_list(args.layers, int, "layers")
     if args.metric == "perplexity" and not (args.reference_text.strip() or args.reference_file):
         raise InvalidInputError("--metric perplexity needs --reference-text or --reference-file")
     loaded = load_model_from_args(args)
@@ -376,7 +335,7 @@ def _run_experiments(args: argparse.Namespace) -> int:
     settings = Settings.quick() if args.quick else Settings()
     settings.seed = args.seed
     if args.layers:
-        settings.layers = _numbers(args.layers, int, "layers")
+        settings.layers = number_list(args.layers, int, "layers")
     # --samples and --max-new-tokens resize the experiments (e.g. --quick with 5 samples per prompt)
     if args.samples is not None:
         if not 1 <= args.samples <= 1000:
