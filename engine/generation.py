@@ -3,7 +3,8 @@
 One call generates every row of a batch together: side-by-side steered/unsteered panes are rows 0 and 1,
 a coefficient sweep is one row per coefficient. Text arrives through `on_token` as per-row deltas from a
 `BaseStreamer`; cancellation is a `StoppingCriteria` that reads a `threading.Event` once per token, and
-a check of the same event before every decoder block (`engine.cancellation`), so Stop ends a long pass.
+a check of the same event before every decoder block while passes are slow (`engine.cancellation`), so
+Stop ends a long pass.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from engine.architectures import context_limit
-from engine.cancellation import StoppedBetweenBlocks, cancel_between_blocks
+from engine.cancellation import BlockChecks, StoppedBetweenBlocks, cancel_between_blocks
 from engine.chat import ChatTurn, RenderedChat, front_refusal, render_chat
 from engine.effect import EffectRecorder
 from engine.errors import ActAddError, InvalidInputError
@@ -102,12 +103,16 @@ TokenCallback = Callable[[TokenEvent], None]
 
 
 class CancelCriteria(StoppingCriteria):
-    """Stops every row before the next token once `event` is set."""
+    """Stops every row before the next token once `event` is set; tells `checks` (the per-block Stop check,
+    engine/cancellation.py) that a token is done, so that it stays only while tokens are slow."""
 
-    def __init__(self, event: threading.Event):
+    def __init__(self, event: threading.Event, checks: BlockChecks | None = None):
         self.event = event
+        self.checks = checks
 
     def __call__(self, input_ids: Tensor, scores, **kwargs) -> Tensor:
+        if self.checks is not None:
+            self.checks.token_done()
         return torch.full(
             (input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device
         )
@@ -291,7 +296,7 @@ def generate(
     try:
         with (
             plan.apply(loaded.blocks, unsteered_rows=len(shadows)),
-            cancel_between_blocks(loaded.blocks, cancel),
+            cancel_between_blocks(loaded.blocks, cancel) as checks,
             torch.inference_mode(),
         ):
             # Each row's left padding (and chat front offset): front positions count from its first real
@@ -309,7 +314,7 @@ def generate(
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
                 logits_processor=processors,
-                stopping_criteria=StoppingCriteriaList([CancelCriteria(cancel), *stopping]),
+                stopping_criteria=StoppingCriteriaList([CancelCriteria(cancel, checks), *stopping]),
                 streamer=streamer,
                 **kwargs,
             )

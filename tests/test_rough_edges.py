@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from engine import (
     PromptPair,
     SamplingConfig,
     Steer,
+    cancellation,
     capture_actadd,
     capture_mean_diff,
     generate,
@@ -207,7 +209,8 @@ def _block_spy(loaded, set_on_call: int, event: threading.Event):
 
 
 @pytest.mark.parametrize(("set_on_call", "tokens"), [(1, 0), (3, 2)])  # the prompt pass, a decode step
-def test_cancel_stops_within_the_current_forward_pass(gpt2, set_on_call, tokens):
+def test_cancel_stops_within_the_current_forward_pass(gpt2, set_on_call, tokens, monkeypatch):
+    monkeypatch.setattr(cancellation, "SLOW_TOKEN_SECONDS", 0.0)  # every token counts as slow
     event = threading.Event()
     vector = capture_actadd(gpt2, "Love", "Hate", 1)
     before = [(dict(b._forward_pre_hooks), dict(b._forward_hooks)) for b in gpt2.blocks]
@@ -232,7 +235,76 @@ def test_cancel_stops_within_the_current_forward_pass(gpt2, set_on_call, tokens)
     assert after == before, f"hooks left on the blocks: before {before}, after {after}"
 
 
-def test_generation_after_a_mid_pass_cancel_is_unaffected(gpt2):
+def _cancel_hooks_per_token(loaded) -> tuple[list[int], object]:
+    """How many blocks carry the per-block Stop check at each token event (a list, and the callback)."""
+    seen: list[int] = []
+
+    def on_token(event) -> None:
+        if event.row == 0 and event.token_id >= 0:  # not the final flush of held-back text
+            seen.append(
+                sum(
+                    any(
+                        "BlockChecks" in getattr(h, "__qualname__", "") for h in b._forward_pre_hooks.values()
+                    )
+                    for b in loaded.blocks
+                )
+            )
+
+    return seen, on_token
+
+
+def test_fast_tokens_run_without_the_per_block_check_and_still_stop_between_tokens(gpt2, monkeypatch):
+    """Below SLOW_TOKEN_SECONDS a token is stopped in time between tokens: the per-block hooks go after
+    the first token (the prompt pass keeps them), and a Stop during a decode step ends the generation
+    before the next token."""
+    monkeypatch.setattr(cancellation, "SLOW_TOKEN_SECONDS", 1e9)  # every token counts as fast
+    sampling = SamplingConfig(temperature=0, max_new_tokens=6)
+    seen, on_token = _cancel_hooks_per_token(gpt2)
+    full = generate(gpt2, PROMPT, None, sampling, on_token=on_token)
+    assert seen == [0] * 6  # dropped after the prompt pass (the Stop below shows that pass is checked)
+    assert hook_count(gpt2.blocks) == 0
+
+    event = threading.Event()
+    state, handles = _block_spy(gpt2, 3, event)  # Stop pressed inside the second decode step
+    try:
+        stopped = generate(gpt2, PROMPT, None, sampling, cancel=event)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert state["after"] > 0  # that pass ran to its end...
+    assert stopped.cancelled and stopped.rows[0].token_ids == full.rows[0].token_ids[:3]  # ...no more
+    assert stopped.rows[0].finish_reason == "cancelled"
+
+    event = threading.Event()
+    state, handles = _block_spy(gpt2, 1, event)  # Stop pressed inside the prompt pass: checked per block
+    try:
+        stopped = generate(gpt2, PROMPT, None, sampling, cancel=event)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert state["after"] == 0 and stopped.cancelled and stopped.rows[0].token_ids == []
+
+
+def test_slow_tokens_keep_the_per_block_check(gpt2):
+    """With the real threshold: a model whose passes take longer than SLOW_TOKEN_SECONDS keeps the check
+    on every block for every pass."""
+    slow = cancellation.SLOW_TOKEN_SECONDS
+
+    def sleep(module, args):
+        time.sleep(slow * 1.2)
+
+    handle = gpt2.blocks[0].register_forward_pre_hook(sleep)
+    seen, on_token = _cancel_hooks_per_token(gpt2)
+    try:
+        generate(gpt2, PROMPT, None, SamplingConfig(temperature=0, max_new_tokens=3), on_token=on_token)
+    finally:
+        handle.remove()
+    assert seen == [len(gpt2.blocks)] * 3
+    assert hook_count(gpt2.blocks) == 0
+
+
+def test_generation_after_a_mid_pass_cancel_is_unaffected(gpt2, monkeypatch):
+    monkeypatch.setattr(cancellation, "SLOW_TOKEN_SECONDS", 0.0)  # the decode step is checked per block
     sampling = SamplingConfig(temperature=0, max_new_tokens=6)
     before = generate(gpt2, PROMPT, None, sampling).rows[0].token_ids
     event = threading.Event()
