@@ -71,13 +71,21 @@ def run(args: argparse.Namespace) -> dict:
     direction = capture_mean_diff(loaded, make_pairs(16), layers=block + 1)
     vec = direction.layers[block + 1]  # [hidden]
     sampling = SamplingConfig(temperature=0.0, max_new_tokens=n_new)
-    ids = torch.tensor([prompt_ids(loaded, PROMPT)])  # the same token ids for everyone (one BOS + text)
+    # The peers tokenize the prompt on every call, as their READMEs do (ours does inside `generate`), into
+    # the same ids: the text itself, or with the BOS spelled out where the BOS rule prepends one (GPT-2).
+    ours_ids = prompt_ids(loaded, PROMPT)
+    peer_text = next(
+        (t for t in (PROMPT, f"{tokenizer.bos_token}{PROMPT}") if tokenizer(t)["input_ids"] == ours_ids), None
+    )
+    assert peer_text is not None, "no plain text tokenizes to the engine's prompt ids"
+    ids = torch.tensor([ours_ids])
 
     def hf_generate() -> list[int]:
+        encoded = tokenizer(peer_text, return_tensors="pt")
         with torch.inference_mode():
             out = model.generate(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
+                input_ids=encoded["input_ids"],
+                attention_mask=encoded["attention_mask"],
                 max_new_tokens=n_new,
                 do_sample=False,
                 pad_token_id=tokenizer.pad_token_id,
