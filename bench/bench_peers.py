@@ -21,6 +21,8 @@ import argparse
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -42,9 +44,22 @@ def peers_available() -> str | None:
     return None
 
 
-def run(args: argparse.Namespace) -> dict:
-    import importlib.metadata as md
+@dataclass
+class PeerVariants:
+    """The generations compared, each a call that returns its new token ids, and what was checked."""
 
+    calls: dict[str, Callable[[], list[int]]]  # ours, repeng, steering-vectors, hf unsteered, ours unsteered
+    tokens: dict[str, list[int]]  # the greedy tokens of each call
+    details: dict  # layer, block, coefficient, the tokens, identical_greedy_tokens
+
+    @property
+    def same(self) -> bool:
+        return bool(self.details["identical_greedy_tokens"])
+
+
+def peer_variants(loaded, n_new: int) -> PeerVariants:
+    """Ours, repeng and steering-vectors adding the same direction at the same place on `loaded`, plus plain
+    `model.generate` and ours unsteered; the steered tokens are checked to be identical."""
     import numpy as np
     import torch
     from repeng import ControlModel, ControlVector
@@ -54,18 +69,6 @@ def run(args: argparse.Namespace) -> dict:
     from engine import SamplingConfig, Steer, capture_mean_diff, generate, hook_count
     from engine.generation import prompt_ids
 
-    torch.set_num_threads(args.threads)
-    result = common.Result("peers", params=vars(args).copy())
-    result.details["peer_versions"] = {name: md.version(name) for name in ("repeng", "steering-vectors")}
-    n_new = args.new_tokens or (4 if args.tiny else 12)
-    reps = args.reps or (1 if args.tiny else 25)
-    if args.model:  # a real model (bench_real_models), opened as the app opens it (.gguf or folder)
-        from engine import load_model
-
-        loaded = load_model(args.model, device="cpu")
-        result.details["model"] = args.model
-    else:
-        loaded = common.load("tiny-gpt2" if args.tiny else "gpt2-small")
     model, tokenizer = loaded.model, loaded.tokenizer
     block = loaded.info.n_layers // 2 - 1  # the peers' block l; ours is layer l + 1, the next block's input
     direction = capture_mean_diff(loaded, make_pairs(16), layers=block + 1)
@@ -78,7 +81,6 @@ def run(args: argparse.Namespace) -> dict:
         (t for t in (PROMPT, f"{tokenizer.bos_token}{PROMPT}") if tokenizer(t)["input_ids"] == ours_ids), None
     )
     assert peer_text is not None, "no plain text tokenizes to the engine's prompt ids"
-    ids = torch.tensor([ours_ids])
 
     def hf_generate() -> list[int]:
         encoded = tokenizer(peer_text, return_tensors="pt")
@@ -91,7 +93,7 @@ def run(args: argparse.Namespace) -> dict:
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
             )
-        new = out[0, ids.shape[1] :].tolist()
+        new = out[0, len(ours_ids) :].tolist()
         tokenizer.decode(new, skip_special_tokens=True)  # a user of the peers decodes the text too
         return new
 
@@ -117,49 +119,74 @@ def run(args: argparse.Namespace) -> dict:
         with sv_vector.apply(model, multiplier=coeff, min_token_index=0):  # every position
             return hf_generate()
 
-    # A coefficient that visibly steers this random model, so "same tokens" means something.
+    # A coefficient that visibly steers this model, so "same tokens" means something.
     unsteered = ours(0.0)
     coeff = 4.0
     while ours(coeff) == unsteered and coeff < 1024:
         coeff *= 2
-    tokens = {
-        "ours": ours(coeff),
-        "repeng": with_repeng(coeff),
-        "steering-vectors": with_steering_vectors(coeff),
-    }
-    same = all(t == tokens["ours"] for t in tokens.values())
-    result.details.update(
-        layer_ours=block + 1,
-        block_peers=block,
-        coefficient=coeff,
-        vector_norm=float(vec.norm()),
-        steering_changes_tokens=tokens["ours"] != unsteered,
-        identical_greedy_tokens=same,
-        tokens={name: t[:16] for name, t in tokens.items()},
-    )
-    result.target("5", "ours vs peers: identical greedy tokens (1 = yes)", float(same), ">=", 1.0, unit="")
-    assert hook_count(loaded.blocks) == 0 and not any(
-        type(b).__name__ == "ControlModule" for b in loaded.blocks
-    )
-    if not same:
-        result.details["error"] = "the steered tokens differ between ours and a peer; speeds not compared"
-        return result.write(args.out)
-
-    variants = {
+    calls: dict[str, Callable[[], list[int]]] = {
         "ours": lambda: ours(coeff),
         "repeng": lambda: with_repeng(coeff),
         "steering-vectors": lambda: with_steering_vectors(coeff),
         "hf unsteered": hf_generate,
         "ours unsteered": lambda: ours(0.0),
     }
-    times = common.interleaved(variants, reps, label="" if args.tiny else "peers")
-    n = {name: len(tokens.get(name, unsteered)) for name in variants}
+    tokens = {name: call() for name, call in calls.items()}
+    steered = ("ours", "repeng", "steering-vectors")
+    details = {
+        "layer_ours": block + 1,
+        "block_peers": block,
+        "coefficient": coeff,
+        "vector_norm": float(vec.norm()),
+        "steering_changes_tokens": tokens["ours"] != unsteered,
+        "identical_greedy_tokens": all(tokens[name] == tokens["ours"] for name in steered),
+        "tokens": {name: tokens[name][:16] for name in steered},
+    }
+    assert hook_count(loaded.blocks) == 0 and not any(
+        type(b).__name__ == "ControlModule" for b in loaded.blocks
+    )
+    return PeerVariants(calls, tokens, details)
+
+
+def load_peer_model(args: argparse.Namespace):
+    """The model compared: --model (a real one, opened as the app opens it), else a random GPT-2."""
+    if args.model:
+        from engine import load_model
+
+        return load_model(args.model, device="cpu")
+    return common.load("tiny-gpt2" if args.tiny else "gpt2-small")
+
+
+def run(args: argparse.Namespace) -> dict:
+    import importlib.metadata as md
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    result = common.Result("peers", params=vars(args).copy())
+    result.details["peer_versions"] = {name: md.version(name) for name in ("repeng", "steering-vectors")}
+    n_new = args.new_tokens or (4 if args.tiny else 12)
+    reps = args.reps or (1 if args.tiny else 25)
+    loaded = load_peer_model(args)
+    if args.model:
+        result.details["model"] = args.model
+    peers = peer_variants(loaded, n_new)
+    result.details.update(peers.details)
+    result.target(
+        "5", "ours vs peers: identical greedy tokens (1 = yes)", float(peers.same), ">=", 1.0, unit=""
+    )
+    if not peers.same:
+        result.details["error"] = "the steered tokens differ between ours and a peer; speeds not compared"
+        return result.write(args.out)
+
+    times = common.interleaved(peers.calls, reps, label="" if args.tiny else "peers")
+    n = {name: len(peers.tokens[name]) for name in peers.calls}
     result.details["times"] = times.summary()
     result.details["tokens_per_second_median_wall"] = {
-        name: n[name] / times.median(name, "wall") for name in variants
+        name: n[name] / times.median(name, "wall") for name in peers.calls
     }
     result.details["tokens_per_cpu_second_median"] = {
-        name: n[name] / times.median(name, "cpu") for name in variants
+        name: n[name] / times.median(name, "cpu") for name in peers.calls
     }
     for peer in ("repeng", "steering-vectors"):
         ratio = times.ratio(peer, "ours", args.clock) * n["ours"] / n[peer]  # ours tok/s / theirs

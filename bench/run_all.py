@@ -34,6 +34,7 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "model_listing": ("bench.bench_model_listing", []),
     "serve": ("bench.bench_serve", []),
     "real_models": ("bench.bench_real_models", []),
+    "peer_instructions": ("bench.bench_peer_instructions", []),  # ~30 min under valgrind
 }
 TINY_ARGS = {
     "soak": ["--tiny", "--n", "14", "--sample-every", "7"],

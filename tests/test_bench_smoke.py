@@ -67,6 +67,42 @@ def test_steering_smoke(tmp_path):
     )
 
 
+def test_callgrind_counts_are_read_by_label(tmp_path):
+    """bench_peer_instructions reads one count per dumped file, by the label its client request gave."""
+    from bench.bench_peer_instructions import read_counts
+
+    header = "version: 1\ncreator: callgrind-3.19.0\npid: 7\ncmd:  python x.py\npart: {part}\n"
+    for part, (label, total) in enumerate([("ours|0", 1096849325), ("repeng|0", 1093597028)], start=1):
+        (tmp_path / f"callgrind.out.{part}").write_text(
+            header.format(part=part)
+            + f"desc: I1 cache: \ndesc: Trigger: Client Request: {label}\n\npositions: line\nevents: Ir\n"
+            + f"summary: {total}\n\nfn=(1) main\n0 {total}\n\ntotals: {total}\n",
+            encoding="utf-8",
+        )
+    (tmp_path / "callgrind.out").write_text("version: 1\n", encoding="utf-8")  # the empty final dump
+    (tmp_path / "other.txt").write_text("summary: 5\n", encoding="utf-8")
+    assert read_counts(tmp_path) == {"ours|0": 1096849325, "repeng|0": 1093597028}
+
+
+@pytest.mark.slow
+def test_peer_instructions_smoke(tmp_path):
+    """The whole path under valgrind on the tiny GPT-2 (several minutes: imports run under valgrind)."""
+    data = run_bench("bench.bench_peer_instructions", "--tiny", out=tmp_path / "pi.json", timeout=3000)
+    check_result(data, "peer_instructions")
+    details = data["details"]
+    if "error" in details:  # no valgrind/gcc/headers or no peer libraries here: said, not crashed
+        assert "missing" in details["error"] or "setup_peers.sh" in details["error"]
+        return
+    assert set(details["instructions"]) == {
+        "ours", "repeng", "steering-vectors", "hf unsteered", "ours unsteered",
+    }  # fmt: skip
+    assert all(n > 10**6 for counts in details["instructions"].values() for n in counts)
+    assert {t["name"] for t in data["targets"]} == {
+        "instructions per steered generation, repeng / ours",
+        "instructions per steered generation, steering-vectors / ours",
+    }
+
+
 def test_peers_smoke(tmp_path):
     data = run_bench("bench.bench_peers", "--tiny", out=tmp_path / "peers.json")
     check_result(data, "peers")

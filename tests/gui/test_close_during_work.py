@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from signal_waits import wait_for_emission
 
 from engine.library import Library
 from engine.steering import hook_count
@@ -100,14 +101,14 @@ def start_job(kind, window, qtbot, tiny_dir, monkeypatch):
         panel = window.generate_panel
         panel.max_tokens.setValue(120)
         job = next_job(controller, window.generate)
-        qtbot.waitSignal(job.token, timeout=20_000).wait()
+        wait_for_emission(qtbot, job.token, timeout=20_000)
         return None
     panel = window.sweep_panel
     assert panel.set_vector("love")
     panel.max_tokens.setValue(100)
     controller.worker.pace_s = 0.05
     job = next_job(controller, panel.run_button.click)
-    qtbot.waitSignal(job.progress, timeout=20_000).wait()
+    wait_for_emission(qtbot, job.progress, timeout=20_000)
     return None
 
 

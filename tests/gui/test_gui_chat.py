@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from signal_waits import wait_for_emission
 from tiny_models import CHATML_TEMPLATE, REWRITING_TEMPLATE, build_tiny_chat_model
 
 from engine import load_model
@@ -142,7 +143,7 @@ def test_stop_keeps_the_partial_answer(qtbot, chat_window, job_of):
     chat_window.context.controller.worker.pace_s = 0.05
     panel.message.setPlainText(MESSAGE)
     job = job_of(chat_window.context.controller, panel.send_button.click)
-    qtbot.waitSignal(job.token, timeout=30_000).wait()
+    wait_for_emission(qtbot, job.token, timeout=30_000)
     assert panel.stop_button.isEnabled() and not panel.send_button.isEnabled()
     with qtbot.waitSignal(job.finished, timeout=30_000):
         panel.stop_button.click()

@@ -6,6 +6,7 @@ import csv
 
 import pytest
 import torch
+from signal_waits import wait_for_emission
 
 from engine.experiments.sweep import SweepCell, SweepResult, SweepSpec
 from engine.vector import SteeringVector
@@ -74,7 +75,7 @@ def test_sampled_sweep_can_be_stopped(loaded_window, qtbot, capture_in, job_of):
     controller = loaded_window.context.controller
     controller.worker.pace_s = 0.01
     job = job_of(controller, panel.run_button.click)
-    qtbot.waitSignal(job.progress, timeout=20_000).wait()
+    wait_for_emission(qtbot, job.progress, timeout=20_000)
     with qtbot.waitSignals([job.done, job.aborted], order="strict", timeout=20_000):
         panel.stop_button.click()
     qtbot.waitUntil(lambda: not panel.is_running(), timeout=5000)
@@ -107,7 +108,7 @@ def test_close_during_a_sweep_is_fast(loaded_window, qtbot, capture_in, job_of):
     controller = loaded_window.context.controller
     controller.worker.pace_s = 0.05
     job = job_of(controller, panel.run_button.click)
-    qtbot.waitSignal(job.progress, timeout=20_000).wait()
+    wait_for_emission(qtbot, job.progress, timeout=20_000)
     started = time.monotonic()
     loaded_window.close()
     assert time.monotonic() - started < 1.0

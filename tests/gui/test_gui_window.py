@@ -9,6 +9,7 @@ import time
 import pytest
 from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtWidgets import QApplication
+from signal_waits import wait_for_emission
 
 from engine.steering import hook_count
 from gui.main_window import MainWindow
@@ -163,7 +164,7 @@ def test_stop_mid_stream(loaded_window, qtbot, capture_in, job_of):
     controller.worker.pace_s = 0.02
     panel = loaded_window.generate_panel
     job = job_of(controller, panel.generate_button.click)
-    qtbot.waitSignal(job.token, timeout=20_000).wait()
+    wait_for_emission(qtbot, job.token, timeout=20_000)
     assert panel.stop_button.isEnabled()
     with qtbot.waitSignals([job.aborted, job.finished], order="strict", timeout=10_000):
         panel.stop_button.click()
@@ -209,7 +210,7 @@ def test_close_during_generation_is_clean_and_fast(loaded_window, qtbot, capture
     controller.worker.pace_s = 0.05
     loaded = controller.worker.loaded
     job = job_of(controller, loaded_window.generate_panel.generate_button.click)
-    qtbot.waitSignal(job.token, timeout=20_000).wait()
+    wait_for_emission(qtbot, job.token, timeout=20_000)
     assert hook_count(loaded.blocks) > 0  # steering is live
     started = time.monotonic()
     loaded_window.close()
@@ -272,7 +273,7 @@ def test_shortcuts_generate_and_stop(loaded_window, qtbot, capture_in, job_of):
             loaded_window.generate_panel.prompt, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier
         ),
     )
-    qtbot.waitSignal(job.token, timeout=20_000).wait()
+    wait_for_emission(qtbot, job.token, timeout=20_000)
     assert loaded_window.tabs.currentWidget() is loaded_window.generate_panel
     assert loaded_window.generate_panel.prompt.toPlainText() == "I think that you"  # no newline typed
     with qtbot.waitSignal(job.aborted, timeout=10_000):
