@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import math
 import os
 import re
 import shutil
@@ -73,12 +74,20 @@ def child(args: argparse.Namespace) -> None:
     """Inside valgrind: warm every variant (peer_variants runs each once), then count each once."""
     import torch
 
+    from engine import cancellation
+
     marks = ctypes.CDLL(str(MARKS_LIBRARY))
     marks.marks_stop.argtypes = [ctypes.c_char_p]
     if not marks.marks_running():
         raise SystemExit("the child counts nothing outside valgrind")
     torch.set_num_threads(1)
-    peers = peer_variants(load_peer_model(args), args.new_tokens)
+    # Natively a token of these models takes well under SLOW_TOKEN_SECONDS (SmolLM2: ~75 ms on one thread),
+    # so the per-block Stop check is dropped after the prompt pass; under valgrind every token takes
+    # seconds and would keep it. The child applies the native decision (--slow-tokens: the slow path).
+    cancellation.SLOW_TOKEN_SECONDS = 0.0 if args.slow_tokens else math.inf
+    peers = peer_variants(
+        load_peer_model(args), args.new_tokens, n_pairs=2
+    )  # the pairs only pick a direction
     if not peers.same:
         raise SystemExit("the steered tokens differ between ours and a peer")
     for rep in range(args.reps):
@@ -116,6 +125,7 @@ def run(args: argparse.Namespace) -> dict:
             str(args.reps),
             "--model",
             model,
+            *(["--slow-tokens"] if args.slow_tokens else []),
         ]
         env = {**os.environ, "PYTHONHASHSEED": "0", "ACTADD_BENCH_NO_REEXEC": "1"}
         done = subprocess.run(command, cwd=common.ROOT, env=env, capture_output=True, text=True)
@@ -127,6 +137,7 @@ def run(args: argparse.Namespace) -> dict:
     per_name = {name: [n for label, n in counts.items() if label.split("|")[0] == name] for name in names}
     result.details.update(
         model=model,
+        slow_tokens=args.slow_tokens,
         new_tokens=args.new_tokens,
         instructions=per_name,
         spread={name: (max(v) - min(v)) / min(v) for name, v in per_name.items()},
@@ -149,6 +160,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--new-tokens", type=int, default=8, help="tokens per generation (default 8)")
     p.add_argument("--reps", type=int, default=1, help="counted runs of each variant (default 1)")
     p.add_argument("--out", type=Path, default=None, help="result file (default bench/results/...)")
+    p.add_argument(
+        "--slow-tokens",
+        action="store_true",
+        help="count ours as on a model whose tokens take >= 0.2 s (the Stop check on every block, every pass)",
+    )
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     return p
 

@@ -57,7 +57,7 @@ class PeerVariants:
         return bool(self.details["identical_greedy_tokens"])
 
 
-def peer_variants(loaded, n_new: int) -> PeerVariants:
+def peer_variants(loaded, n_new: int, n_pairs: int = 16) -> PeerVariants:
     """Ours, repeng and steering-vectors adding the same direction at the same place on `loaded`, plus plain
     `model.generate` and ours unsteered; the steered tokens are checked to be identical."""
     import numpy as np
@@ -71,7 +71,7 @@ def peer_variants(loaded, n_new: int) -> PeerVariants:
 
     model, tokenizer = loaded.model, loaded.tokenizer
     block = loaded.info.n_layers // 2 - 1  # the peers' block l; ours is layer l + 1, the next block's input
-    direction = capture_mean_diff(loaded, make_pairs(16), layers=block + 1)
+    direction = capture_mean_diff(loaded, make_pairs(n_pairs), layers=block + 1)
     vec = direction.layers[block + 1]  # [hidden]
     sampling = SamplingConfig(temperature=0.0, max_new_tokens=n_new)
     # The peers tokenize the prompt on every call, as their READMEs do (ours does inside `generate`), into
