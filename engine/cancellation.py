@@ -8,8 +8,8 @@ pass ends at the next block boundary; `generate` catches it and returns its ordi
 The per-block check is only needed while a token takes longer than `SLOW_TOKEN_SECONDS`: below that the
 check between tokens already answers a Stop in time. `BlockChecks.token_done` (called between tokens by
 `generate`'s stopping criterion) removes the hooks after a fast token and puts them back after a slow one,
-so a fast model's decode steps run without 30 extra hook calls each (they were most of the app path's
-CPU time around `model.generate`). The prompt pass always runs with them.
+so a fast model's decode steps run without 30 extra hook calls each (most of the app path's extra
+Python calls per step). The prompt pass always runs with them.
 """
 
 from __future__ import annotations
