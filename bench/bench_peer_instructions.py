@@ -99,14 +99,15 @@ def child(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     result = common.Result("peer_instructions", params=vars(args).copy())
-    if (why := peers_available()) is not None and not VENV_PYTHON.exists():
+    peers_here = (why := peers_available()) is None
+    if not peers_here and not VENV_PYTHON.exists():
         result.details["error"] = f"peer libraries not importable ({why}); run bench/setup_peers.sh"
         return result.write(args.out)
     if (why := missing_tools()) is not None:
         result.details["error"] = why
         return result.write(args.out)
     build_marks()
-    python = sys.executable if peers_available() is None else str(VENV_PYTHON)
+    python = sys.executable if peers_here else str(VENV_PYTHON)
     model = str(model_source(args))  # the real SmolLM2 (fetched if need be), --model, or a tiny Llama
     with tempfile.TemporaryDirectory(prefix="callgrind-") as folder:
         command = [

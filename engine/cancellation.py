@@ -45,10 +45,6 @@ class BlockChecks:
         hook.actadd_hook = True  # type: ignore[attr-defined]  # counted by steering.hook_count
         self._hook = hook
 
-    @property
-    def installed(self) -> bool:
-        return bool(self._handles)
-
     def install(self) -> None:
         if not self._handles:
             self._handles = [block.register_forward_pre_hook(self._hook) for block in self.blocks]
